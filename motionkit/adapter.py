@@ -1,0 +1,196 @@
+"""``MotionAdapter``: the trainable temporal layers for every block of an image UNet, as one file.
+
+A diffusers ``ModelMixin`` + ``ConfigMixin``: ``save_pretrained`` / ``from_pretrained`` write and read
+``config.json`` plus safetensors. The adapter itself has no forward: ``motionkit.inject`` runs its
+modules inside a UNet.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders.peft import PeftAdapterMixin
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from motionkit.errors import MotionkitError
+from motionkit.kernels.dispatch import check_backend
+from motionkit.modules import MotionModule, TemporalAttention
+from motionkit.modules.norm import TEMPORAL_NORMS
+from motionkit.presets import preset_config
+
+
+def _per_block(value: int | tuple | list, n: int, name: str) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * n
+    value = tuple(int(v) for v in value)
+    if len(value) != n:
+        raise MotionkitError(f"{name} has {len(value)} entries for {n} blocks: give one per block or a single int")
+    return value
+
+
+class MotionBlock(nn.Module):
+    """The motion modules of one UNet block (key prefix ``{down,up}_blocks.i.motion_modules.j``)."""
+
+    def __init__(self, modules: list[MotionModule]):
+        super().__init__()
+        self.motion_modules = nn.ModuleList(modules)
+
+
+class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280),
+        layers_per_block: int | tuple[int, ...] = 2,
+        use_mid_block: bool = False,
+        mid_block_layers: int = 1,
+        num_attention_heads: int | tuple[int, ...] = 8,
+        transformer_layers_per_block: int = 1,
+        attentions_per_block: int = 2,
+        max_seq_length: int = 32,
+        norm_num_groups: int = 32,
+        temporal_norm: str = "per_frame",
+        use_temporal_attention: bool = True,
+        use_temporal_conv: bool = False,
+        temporal_conv_kernel_size: int = 3,
+        image_cond_channels: int = 0,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if temporal_norm not in TEMPORAL_NORMS:
+            raise MotionkitError(f"temporal_norm {temporal_norm!r} is not one of {', '.join(TEMPORAL_NORMS)}")
+        if not (use_temporal_attention or use_temporal_conv):
+            raise MotionkitError("an adapter needs temporal attention, temporal convolution, or both: enable one")
+        channels = tuple(int(c) for c in block_out_channels)
+        n = len(channels)
+        # JSON gives lists back: store sequences as tuples so a saved and reloaded config compares equal.
+        self.register_to_config(
+            block_out_channels=channels,
+            layers_per_block=layers_per_block if isinstance(layers_per_block, int) else tuple(layers_per_block),
+            num_attention_heads=num_attention_heads if isinstance(num_attention_heads, int) else tuple(num_attention_heads),
+        )
+        layers = _per_block(layers_per_block, n, "layers_per_block")
+        heads = _per_block(num_attention_heads, n, "num_attention_heads")
+        for c, h in zip(channels, heads):
+            if c % norm_num_groups:
+                raise MotionkitError(f"{c} channels do not split into {norm_num_groups} norm groups: set norm_num_groups")
+            if use_temporal_attention and c % h:
+                raise MotionkitError(f"{c} channels do not split into {h} attention heads: set num_attention_heads")
+
+        def module(c: int, h: int) -> MotionModule:
+            return MotionModule(
+                c,
+                h,
+                transformer_layers=transformer_layers_per_block,
+                attentions_per_block=attentions_per_block,
+                max_seq_length=max_seq_length,
+                norm_num_groups=norm_num_groups,
+                temporal_norm=temporal_norm,
+                use_temporal_attention=use_temporal_attention,
+                use_temporal_conv=use_temporal_conv,
+                temporal_conv_kernel_size=temporal_conv_kernel_size,
+                dropout=dropout,
+            )
+
+        self.down_blocks = nn.ModuleList(
+            MotionBlock([module(c, h) for _ in range(k)]) for c, h, k in zip(channels, heads, layers)
+        )
+        # Up blocks mirror the down blocks and hold one more layer each (the skip-connection resnet).
+        self.up_blocks = nn.ModuleList(
+            MotionBlock([module(c, h) for _ in range(k + 1)])
+            for c, h, k in zip(reversed(channels), reversed(heads), reversed(layers))
+        )
+        self.mid_block = (
+            MotionBlock([module(channels[-1], heads[-1]) for _ in range(mid_block_layers)]) if use_mid_block else None
+        )
+        self.image_cond_conv = None
+        if image_cond_channels:
+            # Conditioning latent + mask enter beside the frozen conv_in; zero so a fresh branch changes nothing.
+            self.image_cond_conv = nn.Conv2d(image_cond_channels, channels[0], 3, padding=1, bias=False)
+            nn.init.zeros_(self.image_cond_conv.weight)
+
+    # -- construction -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "MotionAdapter":
+        """A fresh adapter from a named preset (see ``motionkit.presets.PRESETS``)."""
+        return cls(**{**preset_config(name), **overrides})
+
+    @classmethod
+    def from_unet(cls, unet: nn.Module, preset: str | None = None, **overrides: Any) -> "MotionAdapter":
+        """A fresh adapter whose layout fits ``unet`` (any ``UNet2DConditionModel``, tiny ones included)."""
+        from motionkit.inject import unet_layout
+
+        layout = unet_layout(unet)
+        config = preset_config(preset) if preset else preset_config("motionkit-sd15")
+        channels = layout.block_out_channels
+        groups = int(getattr(unet.config, "norm_num_groups", 32) or 32)
+        wanted_heads = config.get("num_attention_heads", 8)
+        wanted_heads = wanted_heads if isinstance(wanted_heads, int) else max(wanted_heads)
+        # The largest head count not above the preset's that divides every block's channels.
+        heads = next(h for h in range(wanted_heads, 0, -1) if all(c % h == 0 for c in channels))
+        config.update(
+            block_out_channels=channels,
+            layers_per_block=layout.layers_per_block,
+            use_mid_block=config.get("use_mid_block", False) and layout.mid_block_layers > 0,
+            mid_block_layers=max(layout.mid_block_layers, 1),
+            num_attention_heads=heads,
+            norm_num_groups=groups,
+        )
+        config.update(overrides)
+        return cls(**config)
+
+    # -- behaviour switches -----------------------------------------------------------------------
+
+    def motion_modules(self) -> Iterator[MotionModule]:
+        yield from (m for m in self.modules() if isinstance(m, MotionModule))
+
+    def set_attention_backend(self, name: str) -> None:
+        """``auto`` (Triton on CUDA where it fits, else SDPA), ``sdpa``, ``math``, ``xformers`` or ``triton``."""
+        check_backend(name)
+        for module in self.modules():
+            if isinstance(module, TemporalAttention):
+                module.set_backend(name)
+
+    @property
+    def attention_backend(self) -> str:
+        backends = {m.backend for m in self.modules() if isinstance(m, TemporalAttention)}
+        return backends.pop() if len(backends) == 1 else "mixed"
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None) -> None:
+        for module in self.motion_modules():
+            module.gradient_checkpointing = enable
+
+    # -- description ------------------------------------------------------------------------------
+
+    def layout(self) -> "Layout":
+        from motionkit.inject import Layout
+
+        return Layout(
+            block_out_channels=tuple(self.config.block_out_channels),
+            layers_per_block=tuple(len(b.motion_modules) for b in self.down_blocks),
+            mid_block_layers=len(self.mid_block.motion_modules) if self.mid_block is not None else 0,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What ``motionkit inspect`` prints."""
+        cfg = self.config
+        params = sum(p.numel() for p in self.parameters())
+        return {
+            "layout": str(self.layout()),
+            "parameters": params,
+            "temporal_norm": cfg.temporal_norm,
+            "max_frames": cfg.max_seq_length if cfg.use_temporal_attention else None,
+            "temporal_attention": cfg.use_temporal_attention,
+            "temporal_conv": cfg.use_temporal_conv,
+            "image_cond_channels": cfg.image_cond_channels,
+            "dtype": str(next(self.parameters()).dtype).replace("torch.", ""),
+        }
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:
+        raise MotionkitError("a MotionAdapter runs inside a UNet: use motionkit.inject(unet, adapter)")

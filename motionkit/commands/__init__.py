@@ -1,0 +1,1 @@
+"""Subcommands of the ``motionkit`` CLI, one module each."""

@@ -1,0 +1,237 @@
+"""Attach a ``MotionAdapter`` to a frozen diffusers ``UNet2DConditionModel`` and detach it again.
+
+Nothing in the UNet is copied or replaced: each motion module runs from a forward hook on the
+layer it follows (the block's spatial transformer, or its resnet when the block has no attention),
+which is where AnimateDiff and diffusers' ``UNetMotionModel`` place them. Removing the hooks gives
+back the UNet exactly as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from motionkit.adapter import MotionAdapter
+from motionkit.errors import LayoutMismatchError, MotionkitError
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What decides whether an adapter fits a UNet: channels per block, layers per down block, mid layers."""
+
+    block_out_channels: tuple[int, ...]
+    layers_per_block: tuple[int, ...]
+    mid_block_layers: int
+
+    def __str__(self) -> str:
+        layers = ",".join(map(str, self.layers_per_block))
+        mid = f"mid x{self.mid_block_layers}" if self.mid_block_layers else "no mid"
+        return f"blocks {list(self.block_out_channels)} with [{layers}] layers per down block, {mid}"
+
+
+def unet_layout(unet: nn.Module) -> Layout:
+    down = getattr(unet, "down_blocks", None)
+    if down is None or not hasattr(unet, "up_blocks"):
+        raise MotionkitError(f"{type(unet).__name__} is not a diffusers UNet2DConditionModel: load the base UNet first")
+    mid = getattr(unet, "mid_block", None)
+    return Layout(
+        block_out_channels=tuple(block.resnets[-1].out_channels for block in down),
+        layers_per_block=tuple(len(block.resnets) for block in down),
+        mid_block_layers=len(getattr(mid, "attentions", ())) if mid is not None else 0,
+    )
+
+
+def _check_fits(unet: nn.Module, adapter: MotionAdapter) -> None:
+    unet_shape, adapter_shape = unet_layout(unet), adapter.layout()
+    fits = (
+        unet_shape.block_out_channels == adapter_shape.block_out_channels
+        and unet_shape.layers_per_block == adapter_shape.layers_per_block
+        and adapter_shape.mid_block_layers in (0, unet_shape.mid_block_layers)
+        and all(len(u.resnets) == len(a.motion_modules) for u, a in zip(unet.up_blocks, adapter.up_blocks))
+    )
+    if not fits:
+        raise LayoutMismatchError(
+            f"adapter layout ({adapter_shape}) does not fit the UNet ({unet_shape}): "
+            "use an adapter made for this base model family"
+        )
+    conv_in = getattr(unet, "conv_in", None)
+    cond = adapter.image_cond_conv
+    if cond is not None and conv_in is not None and cond.out_channels != conv_in.out_channels:
+        raise LayoutMismatchError(
+            f"the adapter's image-conditioning branch feeds {cond.out_channels} channels but the UNet's conv_in "
+            f"gives {conv_in.out_channels}: use an adapter made for this base model family"
+        )
+
+
+def _hook_targets(block: nn.Module) -> list[nn.Module]:
+    """The layers a block's motion modules follow, in order."""
+    attentions = getattr(block, "attentions", None)
+    return list(attentions) if attentions else list(block.resnets)
+
+
+@dataclass
+class MotionUNetOutput:
+    sample: torch.Tensor
+
+
+class MotionUNet(nn.Module):
+    """A UNet with an adapter's motion modules running inside it; forward takes ``[B, C, F, H, W]``."""
+
+    def __init__(self, unet: nn.Module, adapter: MotionAdapter):
+        super().__init__()
+        if getattr(unet, "_motionkit_injected", False):
+            raise MotionkitError("this UNet already runs a motion adapter: eject() it before injecting another")
+        _check_fits(unet, adapter)
+        self.unet = unet
+        self.adapter = adapter
+        self.num_frames = 1
+        self._image_cond: torch.Tensor | None = None
+        self._requires_grad = {name: p.requires_grad for name, p in unet.named_parameters()}
+        unet.requires_grad_(False)
+        self._handles = []
+        pairs = list(zip(unet.down_blocks, adapter.down_blocks)) + list(zip(unet.up_blocks, adapter.up_blocks))
+        if adapter.mid_block is not None:
+            pairs.append((unet.mid_block, adapter.mid_block))
+        for block, motion in pairs:
+            for target, module in zip(_hook_targets(block), motion.motion_modules):
+                self._handles.append(target.register_forward_hook(self._motion_hook(module)))
+        if adapter.image_cond_conv is not None:
+            self._handles.append(unet.conv_in.register_forward_hook(self._image_cond_hook))
+        unet._motionkit_injected = True
+
+    # -- hooks ------------------------------------------------------------------------------------
+
+    def _motion_hook(self, module: nn.Module):
+        def hook(_layer: nn.Module, _args: Any, output: Any) -> Any:
+            if isinstance(output, torch.Tensor):
+                return module(output, self.num_frames)
+            if isinstance(output, tuple):  # spatial transformers return (sample,) with return_dict=False
+                return (module(output[0], self.num_frames),) + tuple(output[1:])
+            output.sample = module(output.sample, self.num_frames)
+            return output
+
+        return hook
+
+    def _image_cond_hook(self, _layer: nn.Module, _args: Any, output: torch.Tensor) -> torch.Tensor:
+        if self._image_cond is None:
+            return output
+        return output + self.adapter.image_cond_conv(self._image_cond.to(output.dtype))
+
+    # -- forward ----------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        image_cond: torch.Tensor | None = None,
+        return_dict: bool = True,
+        **unet_kwargs: Any,
+    ) -> MotionUNetOutput | tuple[torch.Tensor]:
+        """``sample``: ``[B, C, F, H, W]``; ``encoder_hidden_states``: ``[B, N, D]`` or per frame ``[B*F, N, D]``.
+
+        ``image_cond``: ``[B, C_cond, F, H, W]`` or ``[B, C_cond, H, W]`` for adapters with an
+        image-conditioning branch (conditioning latent and mask). Returns ``.sample`` as ``[B, C, F, H, W]``.
+        """
+        if sample.ndim != 5:
+            raise MotionkitError(f"sample must be [batch, channels, frames, height, width], got shape {tuple(sample.shape)}")
+        b, c, f, h, w = sample.shape
+        frames_in_batch = sample.transpose(1, 2).reshape(b * f, c, h, w)
+        timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1)
+        timestep = self._per_frame(timestep.expand(b) if timestep.numel() == 1 else timestep, b, f)
+        encoder_hidden_states = self._per_frame(encoder_hidden_states, b, f)
+        if added_cond_kwargs:
+            added_cond_kwargs = {k: self._per_frame(v, b, f) for k, v in added_cond_kwargs.items()}
+        self._image_cond = self._cond_per_frame(image_cond, b, f) if image_cond is not None else None
+        if image_cond is not None and self.adapter.image_cond_conv is None:
+            raise MotionkitError("image_cond was given but this adapter has no image-conditioning branch")
+        self.num_frames = f
+        try:
+            out = self.unet(
+                frames_in_batch,
+                timestep,
+                encoder_hidden_states,
+                added_cond_kwargs=added_cond_kwargs,
+                cross_attention_kwargs=cross_attention_kwargs,
+                return_dict=False,
+                **unet_kwargs,
+            )[0]
+        finally:
+            self._image_cond = None
+        out = out.reshape(b, f, *out.shape[1:]).transpose(1, 2)
+        return MotionUNetOutput(sample=out) if return_dict else (out,)
+
+    @staticmethod
+    def _per_frame(t: torch.Tensor, b: int, f: int) -> torch.Tensor:
+        """Repeat a per-video tensor for every frame; per-frame ones (leading dim B*F) pass through."""
+        if t.shape[0] == b * f and f > 1:
+            return t
+        if t.shape[0] != b:
+            raise MotionkitError(
+                f"conditioning with leading size {t.shape[0]} fits neither {b} videos nor {b * f} frames"
+            )
+        return t.repeat_interleave(f, dim=0)
+
+    @staticmethod
+    def _cond_per_frame(cond: torch.Tensor, b: int, f: int) -> torch.Tensor:
+        if cond.ndim == 4:
+            cond = cond.unsqueeze(2).expand(-1, -1, f, -1, -1)
+        return cond.transpose(1, 2).reshape(b * f, *cond.shape[1:2], *cond.shape[3:])
+
+    # -- conveniences -----------------------------------------------------------------------------
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def set_attention_backend(self, name: str) -> None:
+        self.adapter.set_attention_backend(name)
+
+    def enable_gradient_checkpointing(self, spatial: bool = True) -> None:
+        """Checkpoint every motion module (and, with ``spatial``, the UNet's own blocks)."""
+        self.adapter.enable_gradient_checkpointing()
+        if spatial and getattr(self.unet, "_supports_gradient_checkpointing", False):
+            self.unet.enable_gradient_checkpointing()
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.adapter.disable_gradient_checkpointing()
+        if getattr(self.unet, "_supports_gradient_checkpointing", False):
+            self.unet.disable_gradient_checkpointing()
+
+    def eject(self) -> nn.Module:
+        """Remove every hook and restore ``requires_grad``: the UNet is exactly as it was before ``inject``."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.unet._motionkit_injected = False
+        for name, p in self.unet.named_parameters():
+            p.requires_grad_(self._requires_grad.get(name, True))
+        return self.unet
+
+
+def inject(unet: nn.Module, adapter: MotionAdapter) -> MotionUNet:
+    """Run ``adapter``'s motion modules inside ``unet`` (frozen; adapter parameters stay trainable).
+
+    The adapter is moved to the UNet's device and dtype. Raises ``LayoutMismatchError`` when the
+    block layouts differ.
+    """
+    if not isinstance(adapter, MotionAdapter):
+        raise MotionkitError(f"expected a motionkit MotionAdapter, got {type(adapter).__name__}: use motionkit.load_adapter")
+    param, current = next(unet.parameters()), next(adapter.parameters())
+    if (current.device, current.dtype) != (param.device, param.dtype):
+        # nn.Module.to: diffusers' ModelMixin.to warns about fp32-pinned modules the adapter does not have.
+        torch.nn.Module.to(adapter, device=param.device, dtype=param.dtype)
+    return MotionUNet(unet, adapter)

@@ -1,0 +1,1 @@
+"""Attention kernels and the backend switch. Import-light: nothing here imports triton until asked."""

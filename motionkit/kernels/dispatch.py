@@ -1,0 +1,113 @@
+"""Temporal attention behind one switch: ``auto | sdpa | math | xformers | triton``.
+
+Every backend takes query/key/value as ``[N, F, C]`` (N sequences of F frames, heads packed in
+C, any strides: views of a fused QKV projection are fine) and returns ``[N, F, C]``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("auto", "sdpa", "math", "xformers", "triton")
+
+# CUDA launches put the batch on a grid axis capped at 65 535 (see research notes): chunk below it.
+XFORMERS_MAX_BATCH = 65_535
+
+
+class BackendUnavailableError(RuntimeError):
+    """An attention backend was asked for explicitly but cannot run here."""
+
+
+def check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    if name == "xformers" and importlib.util.find_spec("xformers") is None:
+        raise BackendUnavailableError(
+            "attention backend 'xformers' needs the xformers package: pip install xformers "
+            "(CUDA only), or use backend 'sdpa'"
+        )
+    if name == "triton" and importlib.util.find_spec("triton") is None:
+        raise BackendUnavailableError(
+            "attention backend 'triton' needs the triton package: pip install triton, or use backend 'sdpa'"
+        )
+    return name
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    n, f, c = x.shape
+    return x.view(n, f, heads, c // heads).transpose(1, 2)  # [N, heads, F, d], a view
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    n, heads, f, d = x.shape
+    return x.transpose(1, 2).reshape(n, f, heads * d)
+
+
+def sdpa_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int) -> torch.Tensor:
+    out = F.scaled_dot_product_attention(
+        _split_heads(query, heads), _split_heads(key, heads), _split_heads(value, heads)
+    )
+    return _merge_heads(out)
+
+
+def math_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int) -> torch.Tensor:
+    """Explicit softmax(QK^T / sqrt(d)) V, accumulated in fp32: the reference the others are tested against."""
+    q, k, v = (_split_heads(t, heads) for t in (query, key, value))
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    out = torch.matmul(scores.softmax(dim=-1), v.float()).to(query.dtype)
+    return _merge_heads(out)
+
+
+def xformers_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int) -> torch.Tensor:
+    import xformers.ops as xops
+
+    n, f, c = query.shape
+    d = c // heads
+    # xformers wants [B, M, H, K]; its CUDA grid fails past 65 535 batches, so chunk the sequences.
+    q, k, v = (t.reshape(n, f, heads, d) for t in (query, key, value))
+    chunks = [
+        xops.memory_efficient_attention(q[i : i + XFORMERS_MAX_BATCH], k[i : i + XFORMERS_MAX_BATCH], v[i : i + XFORMERS_MAX_BATCH])
+        for i in range(0, n, XFORMERS_MAX_BATCH)
+    ]
+    return torch.cat(chunks).reshape(n, f, c)
+
+
+def triton_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int) -> torch.Tensor:
+    from motionkit.kernels import triton_attention as kernel
+
+    return kernel.triton_temporal_attention(query, key, value, heads)
+
+
+def _triton_fits(query: torch.Tensor, heads: int) -> bool:
+    if not query.is_cuda or importlib.util.find_spec("triton") is None:
+        return False
+    from motionkit.kernels import triton_attention as kernel
+
+    return kernel.supports(query, heads)
+
+
+def resolve_backend(name: str, query: torch.Tensor, heads: int) -> str:
+    """The concrete backend for this call: ``auto`` picks Triton on CUDA where the shape fits, else SDPA."""
+    if name != "auto":
+        return name
+    return "triton" if _triton_fits(query, heads) else "sdpa"
+
+
+_IMPLEMENTATIONS = {
+    "sdpa": sdpa_attention,
+    "math": math_attention,
+    "xformers": xformers_attention,
+    "triton": triton_attention,
+}
+
+
+def temporal_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, backend: str = "auto"
+) -> torch.Tensor:
+    """Self-attention over frames for each of N sequences. Shapes ``[N, F, C]`` in and out."""
+    return _IMPLEMENTATIONS[resolve_backend(backend, query, heads)](query, key, value, heads)

@@ -1,0 +1,329 @@
+"""Video metrics that need no network weights: numpy and OpenCV only, so they run offline and on CPU.
+
+All functions take uint8 RGB frames ``[F, H, W, 3]`` (what ``motionkit.video_io.read_video`` returns).
+Optical flow is OpenCV Farnebäck everywhere. Benchmarks such as VBench and EvalCrafter use RAFT for the
+flow-based metrics, so the numbers here are proxies: compare them with each other, not with leaderboards.
+
+| function            | meaning                                                    | better  |
+|---------------------|------------------------------------------------------------|---------|
+| temporal_flicker    | VBench: (255 - mean abs frame difference) / 255            | higher  |
+| warping_error       | masked squared error after warping t+1 onto t by flow      | lower   |
+| motion_score        | mean flow magnitude, pixels per frame pair (SVD filtering) | context |
+| dynamic_degree      | VBench rule on the largest flows: does the clip move?      | context |
+| first_frame_fidelity| PSNR / SSIM of frame 0 against the conditioning image      | higher  |
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from motionkit.errors import MotionkitError
+
+# OpenCV's documented example parameters; winsize 15 is robust to noise at the small sizes used here.
+FARNEBACK_PARAMS: dict[str, Any] = {
+    "pyr_scale": 0.5,
+    "levels": 3,
+    "winsize": 15,
+    "iterations": 3,
+    "poly_n": 5,
+    "poly_sigma": 1.2,
+    "flags": 0,
+}
+# Flow is computed on frames whose short side is at most this (downscaled, never upscaled) and the vectors
+# are rescaled to input pixels, so large frames cost the same as a 256 px clip.
+FLOW_MAX_SHORT_SIDE = 256
+# SVD averages each flow map down to a 16 px short side before taking magnitudes (paper, App. C).
+MOTION_MAP_SHORT_SIDE = 16
+# SSIM constants from Wang et al. 2004.
+_SSIM_SIGMA, _SSIM_WINDOW, _SSIM_K1, _SSIM_K2 = 1.5, 11, 0.01, 0.03
+
+
+class MetricInputError(MotionkitError, ValueError):
+    """Frames or images that a metric cannot be computed on."""
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+def _as_video(frames: Any, *, min_frames: int = 2) -> np.ndarray:
+    video = np.stack(frames) if isinstance(frames, (list, tuple)) and frames else np.asarray(frames)
+    if video.ndim != 4 or video.shape[-1] != 3:
+        raise MetricInputError(
+            f"frames must be uint8 RGB [F, H, W, 3], got shape {video.shape}; load them with motionkit.video_io.read_video"
+        )
+    if video.dtype != np.uint8:
+        raise MetricInputError(
+            f"frames must be uint8 (0..255), got {video.dtype}; convert with motionkit.video_io.to_uint8_frame"
+        )
+    if video.shape[0] < min_frames:
+        raise MetricInputError(f"need at least {min_frames} frames, got {video.shape[0]}; pass a longer clip")
+    if video.shape[1] < 2 or video.shape[2] < 2:
+        raise MetricInputError(f"frames are too small ({video.shape[2]}x{video.shape[1]}); need at least 2x2 pixels")
+    return video
+
+
+def _as_image(image: Any) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as opened:
+                image = opened.convert("RGB")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{image}: no such image; check the path") from None
+        except OSError as err:
+            raise MetricInputError(f"{image}: not a readable image ({err})") from None
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise MetricInputError(f"an image must be uint8 RGB [H, W, 3], got {array.dtype} {array.shape}")
+    return array
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise MetricInputError(f"images differ in shape {a.shape} vs {b.shape}; resize one to the other first")
+
+
+# ---------------------------------------------------------------------------------------------- flicker
+
+
+def mean_abs_frame_difference(frames: Any) -> float:
+    """Raw MAFD: mean over consecutive pairs of the mean |x_{t+1} - x_t| over pixels and channels (0..255)."""
+    video = _as_video(frames).astype(np.int16)
+    per_pair = np.abs(np.diff(video, axis=0)).reshape(video.shape[0] - 1, -1).mean(axis=1)
+    return float(per_pair.mean())
+
+
+def temporal_flicker(frames: Any) -> float:
+    """VBench temporal flickering score ``(255 - MAFD) / 255``: 1.0 for a static clip, lower is more flicker.
+
+    VBench applies it to static-scene prompts; on a moving clip it also drops with the amount of motion,
+    so read it next to ``motion_score``.
+    """
+    return (255.0 - mean_abs_frame_difference(frames)) / 255.0
+
+
+# ------------------------------------------------------------------------------------------------- flow
+
+
+def farneback_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dense flow ``[H, W, 2]`` (dx, dy in pixels) that takes frame ``a`` to frame ``b`` (uint8 RGB or gray)."""
+    gray_a = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY) if a.ndim == 3 else a
+    gray_b = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY) if b.ndim == 3 else b
+    return cv2.calcOpticalFlowFarneback(gray_a, gray_b, None, **FARNEBACK_PARAMS)
+
+
+def _resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    scale = short_side / min(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _pair_flows(video: np.ndarray) -> list[np.ndarray]:
+    """Forward flow of each consecutive pair, at input-pixel scale (computed at <= FLOW_MAX_SHORT_SIDE)."""
+    height, width = video.shape[1:3]
+    grays = [_resize_short_side(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), FLOW_MAX_SHORT_SIDE) for frame in video]
+    scale = np.array([width / grays[0].shape[1], height / grays[0].shape[0]], dtype=np.float32)
+    return [farneback_flow(grays[i], grays[i + 1]) * scale for i in range(len(grays) - 1)]
+
+
+def _resample(video: np.ndarray, fps: float | None, target_fps: float) -> np.ndarray:
+    # Keep every k-th frame to approach target_fps, but never fewer than two frames.
+    if not fps or fps <= target_fps:
+        return video
+    step = max(1, round(fps / target_fps))
+    return video[::step] if len(video[::step]) >= 2 else video[[0, -1]]
+
+
+def _motion_from_flows(flows: list[np.ndarray]) -> float:
+    magnitudes = []
+    for flow in flows:
+        small = _resize_short_side(flow, MOTION_MAP_SHORT_SIDE)
+        magnitudes.append(np.linalg.norm(small, axis=-1).mean())
+    return float(np.mean(magnitudes))
+
+
+def motion_score(frames: Any, *, fps: float | None = None, sample_fps: float = 2.0) -> float:
+    """Mean Farnebäck flow magnitude, in pixels of the input frame per frame pair (SVD's motion filter).
+
+    Flow is computed on frames downscaled to a short side of at most 256 px, each flow map is then
+    area-averaged to a 16 px short side (as SVD does), and magnitudes are averaged over space and pairs.
+    With ``fps`` given, frames are first subsampled to about ``sample_fps`` (SVD uses 2 fps), so the unit
+    becomes pixels per 1/sample_fps seconds; without it consecutive frames are used. A static clip scores 0.
+    """
+    video = _resample(_as_video(frames), fps, sample_fps)
+    return _motion_from_flows(_pair_flows(video))
+
+
+def _dynamic_from_flows(
+    flows: list[np.ndarray], num_frames: int, size: tuple[int, int], threshold: float | None
+) -> bool:
+    if threshold is None:
+        threshold = 6.0 * min(size) / 256.0
+    peaks = []
+    for flow in flows:
+        magnitude = np.linalg.norm(flow, axis=-1).ravel()
+        top = max(1, int(magnitude.size * 0.05))
+        peaks.append(np.partition(magnitude, -top)[-top:].mean())
+    needed = max(1, round(4 * num_frames / 16))
+    return int(np.sum(np.asarray(peaks) > threshold)) >= needed
+
+
+def dynamic_degree(frames: Any, *, threshold: float | None = None, fps: float | None = None) -> bool:
+    """VBench dynamic-degree rule with Farnebäck flow: is this clip dynamic?
+
+    Per consecutive pair, r = mean of the largest 5% of flow magnitudes (input pixels). The clip is
+    dynamic when at least round(4 * F / 16) pairs (minimum 1) have r > ``threshold``, which defaults to
+    VBench's 6 * min(H, W) / 256. With ``fps`` given, frames are first subsampled to about 8 fps as VBench does.
+    VBench's score for a model is the fraction of its clips for which this returns True.
+    """
+    video = _resample(_as_video(frames), fps, 8.0)
+    return _dynamic_from_flows(_pair_flows(video), len(video), video.shape[1:3], threshold)
+
+
+# -------------------------------------------------------------------------------------------- warping
+
+
+def _warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ``image`` at (x + flow): bring the next frame back onto the current one. Also returns the
+    mask of samples that stayed inside the frame."""
+    height, width = flow.shape[:2]
+    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    map_x, map_y = grid_x + flow[..., 0], grid_y + flow[..., 1]
+    warped = cv2.remap(image, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
+    return warped, inside
+
+
+def warping_error(frames: Any) -> float:
+    """Flow warping error (EvalCrafter, after Lai et al. 2018) with Farnebäck flow instead of RAFT.
+
+    Frames are halved in size and scaled to [0, 1]. For each pair, forward flow f (t -> t+1) and backward
+    flow b (t+1 -> t) are estimated; frame t+1 is warped onto t along f. A pixel counts only when the flows
+    agree, |f + b(x + f)|^2 <= 0.01 (|f|^2 + |b(x + f)|^2) + 0.5, and its sample lies inside the frame,
+    which drops occlusions. The pair error is sum(M * (warp(x_{t+1}) - x_t)^2) / sum(M) over pixels and RGB
+    channels, and the result is the mean over pairs: 0 for a static or perfectly flow-consistent clip.
+    Returns nan when every pixel of every pair is occluded.
+    """
+    video = _as_video(frames)
+    height, width = video.shape[1:3]
+    half = (max(1, width // 2), max(1, height // 2))
+    small = [cv2.resize(frame, half, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0 for frame in video]
+    grays = [cv2.cvtColor((frame * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY) for frame in small]
+    errors = []
+    for t in range(len(small) - 1):
+        forward = farneback_flow(grays[t], grays[t + 1])
+        backward = farneback_flow(grays[t + 1], grays[t])
+        warped, inside = _warp(small[t + 1], forward)
+        backward_at, _ = _warp(backward, forward)
+        mismatch = np.sum((forward + backward_at) ** 2, axis=-1)
+        tolerance = 0.01 * (np.sum(forward**2, axis=-1) + np.sum(backward_at**2, axis=-1)) + 0.5
+        mask = (mismatch <= tolerance) & inside
+        if mask.any():
+            squared = np.sum((warped - small[t]) ** 2, axis=-1)  # summed over channels, averaged below
+            errors.append(float(squared[mask].sum() / (mask.sum() * 3)))
+    return float(np.mean(errors)) if errors else math.nan
+
+
+# ------------------------------------------------------------------------------------- image fidelity
+
+
+def mse(a: Any, b: Any) -> float:
+    """Mean squared error over all pixels and channels, on the 0..255 scale (AIGCBench reports this)."""
+    a, b = np.asarray(a), np.asarray(b)
+    _same_shape(a, b)
+    return float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+
+
+def psnr(a: Any, b: Any, *, data_range: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB, 10 log10(data_range^2 / MSE). Identical inputs give ``inf``."""
+    error = mse(a, b)
+    if error == 0:
+        return math.inf
+    return float(10.0 * math.log10(data_range**2 / error))
+
+
+def _luma(image: np.ndarray) -> np.ndarray:
+    image = image.astype(np.float64)
+    if image.ndim == 2:
+        return image
+    return image[..., 0] * 0.299 + image[..., 1] * 0.587 + image[..., 2] * 0.114  # ITU-R BT.601
+
+
+def ssim(a: Any, b: Any, *, data_range: float = 255.0) -> float:
+    """Structural similarity (Wang et al. 2004) on luminance (BT.601 Y) with an 11x11 Gaussian window,
+    sigma 1.5, K1 = 0.01, K2 = 0.03. The mean skips a 5 px border where the window leaves the image.
+    RGB or gray inputs of equal shape; identical inputs give 1.0."""
+    a, b = np.asarray(a), np.asarray(b)
+    _same_shape(a, b)
+    x, y = _luma(a), _luma(b)
+
+    def blur(image: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(image, (_SSIM_WINDOW, _SSIM_WINDOW), _SSIM_SIGMA, borderType=cv2.BORDER_REFLECT)
+
+    c1, c2 = (_SSIM_K1 * data_range) ** 2, (_SSIM_K2 * data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x * mu_x
+    var_y = blur(y * y) - mu_y * mu_y
+    cov = blur(x * y) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
+    pad = _SSIM_WINDOW // 2
+    if min(ssim_map.shape) > 2 * pad:
+        ssim_map = ssim_map[pad:-pad, pad:-pad]
+    return float(ssim_map.mean())
+
+
+def first_frame_fidelity(frames: Any, cond_image: Any) -> dict[str, float]:
+    """PSNR, SSIM and MSE of frame 0 against the conditioning image (a path, PIL image or uint8 array).
+
+    The image is resized (no crop) to the frame size: area filter when shrinking, bicubic when enlarging.
+    """
+    video = _as_video(frames, min_frames=1)
+    cond = _as_image(cond_image)
+    height, width = video.shape[1:3]
+    if cond.shape[:2] != (height, width):
+        shrink = cond.shape[0] * cond.shape[1] > height * width
+        cond = cv2.resize(cond, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    first = video[0]
+    return {"psnr": psnr(first, cond), "ssim": ssim(first, cond), "mse": mse(first, cond)}
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def evaluate_video(frames: Any, cond_image: Any = None, *, fps: float | None = None) -> dict[str, Any]:
+    """Every metric above in one dict. ``fps`` (when known) makes motion_score and dynamic_degree
+    resample to 2 and 8 fps as SVD and VBench do; without it they use consecutive frames."""
+    video = _as_video(frames)
+    height, width = video.shape[1:3]
+    consecutive = _pair_flows(video) if fps is None else None
+    motion_video = _resample(video, fps, 2.0)
+    dynamic_video = _resample(video, fps, 8.0)
+    motion_flows = consecutive if consecutive is not None else _pair_flows(motion_video)
+    dynamic_flows = consecutive if consecutive is not None else _pair_flows(dynamic_video)
+    mafd = mean_abs_frame_difference(video)
+    report: dict[str, Any] = {
+        "frames": int(video.shape[0]),
+        "height": int(height),
+        "width": int(width),
+        "temporal_flicker": (255.0 - mafd) / 255.0,
+        "mean_abs_frame_diff": mafd,
+        "warping_error": warping_error(video),
+        "motion_score": _motion_from_flows(motion_flows),
+        "dynamic_degree": _dynamic_from_flows(dynamic_flows, len(dynamic_video), (height, width), None),
+    }
+    if cond_image is not None:
+        fidelity = first_frame_fidelity(video, cond_image)
+        report.update({f"first_frame_{name}": value for name, value in fidelity.items()})
+    return report

@@ -1,0 +1,79 @@
+"""The AnimateDiff temporal transformer: attention over frames at every spatial position.
+
+GroupNorm -> proj_in -> blocks -> proj_out -> residual, where each block is, for every attention,
+LayerNorm -> + sinusoidal frame position -> self-attention over frames -> residual, then
+LayerNorm -> GEGLU feed-forward -> residual. Key names follow the original AnimateDiff layout
+(``attention_blocks.N``, ``norms.N``, ``ff_norm``, ``ff.net``) so those files load without renames.
+"""
+
+import torch
+from diffusers.models.attention import FeedForward
+from torch import nn
+
+from motionkit.errors import MotionkitError
+from motionkit.modules.attention import TemporalAttention
+from motionkit.modules.norm import frame_group_norm
+from motionkit.modules.position import sinusoidal_table
+
+
+class TemporalTransformerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, num_attentions: int = 2, dropout: float = 0.0):
+        super().__init__()
+        self.attention_blocks = nn.ModuleList(TemporalAttention(dim, heads, dropout) for _ in range(num_attentions))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_attentions))
+        self.ff_norm = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, dropout=dropout, activation_fn="geglu")
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[N, F, C]``; ``positions``: ``[F, C]``, added after the norm (both references agree)."""
+        for norm, attention in zip(self.norms, self.attention_blocks):
+            x = x + attention(norm(x) + positions)
+        return x + self.ff(self.ff_norm(x))
+
+
+class TemporalTransformer(nn.Module):
+    def __init__(
+        self,
+        channels: int,
+        heads: int = 8,
+        num_layers: int = 1,
+        num_attentions: int = 2,
+        max_seq_length: int = 32,
+        norm_num_groups: int = 32,
+        temporal_norm: str = "per_frame",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.temporal_norm = temporal_norm
+        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6, affine=True)
+        self.proj_in = nn.Linear(channels, channels)
+        self.transformer_blocks = nn.ModuleList(
+            TemporalTransformerBlock(channels, heads, num_attentions, dropout) for _ in range(num_layers)
+        )
+        self.proj_out = nn.Linear(channels, channels)
+        # Checkpoints carry this table (length 24 or 32); loaders drop it and it is rebuilt here.
+        self.register_buffer("pos_table", sinusoidal_table(max_seq_length, channels), persistent=False)
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.pos_table.shape[0]
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """``x``: ``[B*F, C, H, W]`` with the frames of each video adjacent; returns the same shape."""
+        if num_frames > self.max_seq_length:
+            raise MotionkitError(
+                f"{num_frames} frames exceed the adapter's position table of {self.max_seq_length}: "
+                f"sample with context windows of at most {self.max_seq_length} frames (context_length)"
+            )
+        bf, c, h, w = x.shape
+        b = bf // num_frames
+        normed = frame_group_norm(x, self.norm, num_frames, self.temporal_norm)
+        tokens = normed.view(b, num_frames, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
+        tokens = self.proj_in(tokens)
+        positions = self.pos_table[:num_frames].to(tokens.dtype)
+        for block in self.transformer_blocks:
+            tokens = block(tokens, positions)
+        tokens = self.proj_out(tokens)
+        # The residual add performs the layout change back, saving a separate contiguous copy.
+        update = tokens.view(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(bf, c, h, w)
+        return x + update

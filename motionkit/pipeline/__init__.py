@@ -1,0 +1,1 @@
+"""Sampling: text-to-video and image-to-video pipelines, context windows, FreeInit, base loading."""

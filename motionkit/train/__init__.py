@@ -1,0 +1,1 @@
+"""Training motion adapters: the loop, EMA, checkpoints, MotionLoRA, image-conditioning."""

@@ -1,0 +1,204 @@
+"""Injection: equality with diffusers' UNetMotionModel, identity, eject, freezing, UNet features."""
+
+import pytest
+import torch
+from diffusers import MotionAdapter as DiffusersMotionAdapter
+from diffusers import UNetMotionModel
+from diffusers.models.attention_processor import AttnProcessor
+from peft import LoraConfig
+
+from motionkit import LayoutMismatchError, MotionAdapter, MotionkitError, inject
+from motionkit.formats.keys import to_diffusers_state_dict
+from motionkit.tiny import randomize_, tiny_unet, unet_inputs
+
+
+def _diffusers_motion_unet(unet, adapter: MotionAdapter) -> UNetMotionModel:
+    cfg = adapter.config
+    reference = DiffusersMotionAdapter(
+        block_out_channels=cfg.block_out_channels,
+        motion_layers_per_block=cfg.layers_per_block,
+        motion_norm_num_groups=cfg.norm_num_groups,
+        motion_num_attention_heads=cfg.num_attention_heads,
+        use_motion_mid_block=cfg.use_mid_block,
+        motion_max_seq_length=cfg.max_seq_length,
+    )
+    missing, unexpected = reference.load_state_dict(to_diffusers_state_dict(adapter.state_dict()), strict=False)
+    assert not unexpected and all(k.endswith("pos_embed.pe") for k in missing), (missing, unexpected)
+    motion_unet = UNetMotionModel.from_unet2d(unet, reference).eval()
+    if unet.config.addition_embed_type == "text_time":
+        # diffusers' from_unet2d leaves SDXL's added-condition embedding at random init; copy it.
+        motion_unet.add_embedding.load_state_dict(unet.add_embedding.state_dict())
+    return motion_unet
+
+
+@pytest.mark.parametrize("name, use_mid", [("tiny-sd", True), ("tiny-sdxl", False)])
+def test_matches_diffusers_unet_motion_model(name, use_mid):
+    unet = tiny_unet(name)
+    adapter = randomize_(
+        MotionAdapter.from_unet(unet, preset="animatediff-v2", use_mid_block=use_mid, temporal_norm="across_frames")
+    )
+    assert all(p.abs().min() > 0 for p in adapter.parameters()), "every weight must be non-zero"
+    reference = _diffusers_motion_unet(unet, adapter)
+    inputs = unet_inputs(unet, batch=2, frames=8)
+    frames = inputs["sample"].shape[2]
+    with torch.no_grad():
+        expected = reference(
+            inputs["sample"],
+            inputs["timestep"],
+            inputs["encoder_hidden_states"].repeat_interleave(frames, dim=0),
+            added_cond_kwargs=inputs.get("added_cond_kwargs"),
+        ).sample
+        actual = inject(unet, adapter)(**inputs).sample
+    assert actual.shape == expected.shape == inputs["sample"].shape
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_fresh_adapter_is_identity_and_eject_is_exact():
+    unet = tiny_unet("tiny-sd")
+    state_before = {k: v.clone() for k, v in unet.state_dict().items()}
+    inputs = unet_inputs(unet, batch=2, frames=6)
+    b, c, f, h, w = inputs["sample"].shape
+    per_frame = inputs["sample"].transpose(1, 2).reshape(b * f, c, h, w)
+    with torch.no_grad():
+        plain = unet(per_frame, inputs["timestep"].repeat_interleave(f), inputs["encoder_hidden_states"].repeat_interleave(f, 0)).sample
+        for preset in ("animatediff-v2", "motionkit-sd15"):
+            adapter = MotionAdapter.from_unet(unet, preset=preset, image_cond_channels=5)
+            motion = inject(unet, adapter)
+            out = motion(**inputs).sample
+            assert torch.equal(out.transpose(1, 2).reshape(b * f, c, h, w), plain), preset
+            ejected = motion.eject()
+            assert ejected is unet
+        again = unet(per_frame, inputs["timestep"].repeat_interleave(f), inputs["encoder_hidden_states"].repeat_interleave(f, 0)).sample
+    assert torch.equal(again, plain)
+    assert all(torch.equal(state_before[k], v) for k, v in unet.state_dict().items())
+    assert all(p.requires_grad for p in unet.parameters()), "eject restores requires_grad"
+    assert not any(m._forward_hooks for m in unet.modules()), "eject removes every hook"
+
+
+def test_spatial_weights_frozen_and_only_adapter_gets_gradients():
+    unet = tiny_unet("tiny-sd")
+    adapter = randomize_(MotionAdapter.from_unet(unet, preset="motionkit-sd15"))
+    motion = inject(unet, adapter)
+    assert not any(p.requires_grad for p in unet.parameters())
+    assert all(p.requires_grad for p in adapter.parameters())
+    motion(**unet_inputs(unet, frames=4)).sample.square().mean().backward()
+    assert all(p.grad is None for p in unet.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in adapter.named_parameters()), "every adapter weight learns"
+
+
+def test_per_frame_text_embeddings_are_accepted():
+    unet = tiny_unet("tiny-sd")
+    motion = inject(unet, randomize_(MotionAdapter.from_unet(unet, preset="animatediff-v3")))
+    inputs = unet_inputs(unet, batch=2, frames=4)
+    with torch.no_grad():
+        per_video = motion(**inputs).sample
+        inputs["encoder_hidden_states"] = inputs["encoder_hidden_states"].repeat_interleave(4, dim=0)
+        per_frame = motion(**inputs).sample
+    torch.testing.assert_close(per_video, per_frame)
+
+
+def test_layout_mismatch_names_both_layouts():
+    sd_unet = tiny_unet("tiny-sd")
+    xl_adapter = MotionAdapter.from_unet(tiny_unet("tiny-sdxl"), preset="animatediff-sdxl-beta")
+    with pytest.raises(LayoutMismatchError) as err:
+        inject(sd_unet, xl_adapter)
+    message = str(err.value)
+    assert "[32, 64, 64]" in message and "[32, 64]" in message and "\n" not in message
+    four_blocks = MotionAdapter(block_out_channels=(32, 64, 64, 64), norm_num_groups=8, num_attention_heads=4)
+    with pytest.raises(LayoutMismatchError, match="does not fit"):
+        inject(tiny_unet("tiny-sdxl"), four_blocks)
+
+
+def test_frames_beyond_position_table_are_refused():
+    unet = tiny_unet("tiny-sd")
+    motion = inject(unet, MotionAdapter.from_unet(unet, preset="animatediff-v3", max_seq_length=4))
+    with pytest.raises(MotionkitError, match="context windows"):
+        motion(**unet_inputs(unet, frames=5))
+
+
+def test_image_lora_through_diffusers_while_injected():
+    unet = tiny_unet("tiny-sd")
+    inputs = unet_inputs(unet, frames=4)
+    b, c, f, h, w = inputs["sample"].shape
+    motion = inject(unet, MotionAdapter.from_unet(unet, preset="animatediff-v3"))
+    with torch.no_grad():
+        before = motion(**inputs).sample
+    torch.manual_seed(1)
+    unet.add_adapter(LoraConfig(r=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False))
+    with torch.no_grad():
+        with_lora = motion(**inputs).sample
+        per_frame = unet(
+            inputs["sample"].transpose(1, 2).reshape(b * f, c, h, w),
+            inputs["timestep"].repeat_interleave(f),
+            inputs["encoder_hidden_states"].repeat_interleave(f, 0),
+        ).sample
+    assert (with_lora - before).abs().max() > 1e-3, "the LoRA must change the output"
+    torch.testing.assert_close(with_lora.transpose(1, 2).reshape(b * f, c, h, w), per_frame)
+    assert not any("lora" in n for n, _ in motion.adapter.named_parameters()), "image LoRAs stay out of the adapter"
+
+
+def test_attention_processors_and_compile_keep_working():
+    unet = tiny_unet("tiny-sd")
+    motion = inject(unet, randomize_(MotionAdapter.from_unet(unet, preset="animatediff-v2")))
+    inputs = unet_inputs(unet, frames=4)
+    with torch.no_grad():
+        reference = motion(**inputs).sample
+        unet.set_attn_processor(AttnProcessor())
+        torch.testing.assert_close(motion(**inputs).sample, reference, atol=1e-5, rtol=1e-5)
+        compiled = torch.compile(motion, backend="aot_eager", fullgraph=False)
+        torch.testing.assert_close(compiled(**inputs).sample, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_checkpointing_covers_motion_modules():
+    unet = tiny_unet("tiny-sd")
+    adapter = randomize_(MotionAdapter.from_unet(unet, preset="motionkit-sd15"))
+    motion = inject(unet, adapter)
+    inputs = unet_inputs(unet, frames=4)
+    calls = []
+    module = next(adapter.motion_modules())
+    module.temporal_transformer.register_forward_pre_hook(lambda *_: calls.append(1))
+
+    def grads():
+        adapter.zero_grad()
+        calls.clear()
+        motion(**inputs).sample.square().mean().backward()
+        return {n: p.grad.clone() for n, p in adapter.named_parameters()}, len(calls)
+
+    plain, plain_calls = grads()
+    motion.enable_gradient_checkpointing()
+    checkpointed, checkpointed_calls = grads()
+    assert plain_calls == 1
+    assert checkpointed_calls == 2, "a checkpointed motion module is recomputed in backward"
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5)
+
+
+def test_image_conditioning_branch():
+    unet = tiny_unet("tiny-sd")
+    adapter = MotionAdapter.from_unet(unet, preset="animatediff-v3", image_cond_channels=5)
+    motion = inject(unet, adapter)
+    inputs = unet_inputs(unet, frames=4)
+    cond = torch.randn(1, 5, 16, 16)
+    with torch.no_grad():
+        plain = motion(**inputs).sample
+        torch.testing.assert_close(motion(**inputs, image_cond=cond).sample, plain)  # zero-initialised branch
+        randomize_(adapter)
+        plain = motion(**inputs).sample
+    conditioned = motion(**inputs, image_cond=cond).sample
+    assert (conditioned - plain).abs().max() > 1e-3
+    conditioned.square().mean().backward()
+    assert adapter.image_cond_conv.weight.grad.abs().sum() > 0
+    assert unet.conv_in.weight.grad is None, "the UNet's own conv_in stays frozen"
+    motion.eject()
+    plain_motion = inject(unet, MotionAdapter.from_unet(unet, preset="animatediff-v3"))
+    with pytest.raises(MotionkitError, match="image-conditioning"):
+        plain_motion(**inputs, image_cond=cond)
+
+
+def test_second_injection_is_refused_until_eject():
+    unet = tiny_unet("tiny-sd")
+    motion = inject(unet, MotionAdapter.from_unet(unet, preset="animatediff-v3"))
+    with pytest.raises(MotionkitError, match="eject"):
+        inject(unet, MotionAdapter.from_unet(unet, preset="animatediff-v3"))
+    motion.eject()
+    inject(unet, MotionAdapter.from_unet(unet, preset="animatediff-v3"))

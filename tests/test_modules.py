@@ -1,0 +1,123 @@
+"""Motion modules: original per-frame numerics, identity at init, temporal convolution, attention backends."""
+
+import importlib.util
+import math
+
+import pytest
+import torch
+from diffusers.models.embeddings import SinusoidalPositionalEmbedding
+
+from motionkit.kernels.dispatch import BackendUnavailableError, check_backend, math_attention, sdpa_attention
+from motionkit.modules import MotionModule, TemporalConvBlock, TemporalTransformer, sinusoidal_table
+
+
+def _randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+    return module
+
+
+def _original_per_frame_reference(tt: TemporalTransformer, x: torch.Tensor, frames: int) -> torch.Tensor:
+    """The original AnimateDiff SD1.5 TemporalTransformer3DModel, written out step by step.
+
+    GroupNorm on (b f) c h w (per frame) -> (b f) (h w) c -> proj_in -> per block: for each attention,
+    LayerNorm -> + PE -> attention over frames via (b f) d c -> (b d) f c -> residual; ff_norm -> GEGLU
+    -> residual -> proj_out -> back to (b f) c h w -> + input.
+    """
+    bf, c, h, w = x.shape
+    b = bf // frames
+    hidden = torch.nn.functional.group_norm(x, tt.norm.num_groups, tt.norm.weight, tt.norm.bias, tt.norm.eps)
+    hidden = hidden.permute(0, 2, 3, 1).reshape(bf, h * w, c)
+    hidden = tt.proj_in(hidden)
+    pe = sinusoidal_table(tt.max_seq_length, c)[:frames]
+    for block in tt.transformer_blocks:
+        for norm, attn in zip(block.norms, block.attention_blocks):
+            normed = norm(hidden)
+            seq = normed.reshape(b, frames, h * w, c).permute(0, 2, 1, 3).reshape(b * h * w, frames, c) + pe
+            q, k, v = attn.to_q(seq), attn.to_k(seq), attn.to_v(seq)
+            heads, d = attn.heads, c // attn.heads
+            q, k, v = (t.reshape(b * h * w, frames, heads, d).permute(0, 2, 1, 3) for t in (q, k, v))
+            probs = (q @ k.transpose(-1, -2) / math.sqrt(d)).softmax(-1)
+            out = (probs @ v).permute(0, 2, 1, 3).reshape(b * h * w, frames, c)
+            out = attn.to_out[0](out)
+            out = out.reshape(b, h * w, frames, c).permute(0, 2, 1, 3).reshape(bf, h * w, c)
+            hidden = hidden + out
+        proj, gate = block.ff.net[0].proj(block.ff_norm(hidden)).chunk(2, dim=-1)
+        hidden = hidden + block.ff.net[2](proj * torch.nn.functional.gelu(gate))
+    hidden = tt.proj_out(hidden)
+    return hidden.reshape(bf, h, w, c).permute(0, 3, 1, 2) + x
+
+
+def test_per_frame_norm_matches_original_semantics():
+    tt = _randomize(TemporalTransformer(32, heads=4, num_layers=2, norm_num_groups=8, temporal_norm="per_frame"))
+    frames = 6
+    x = torch.randn(2 * frames, 32, 5, 3)
+    x = x * torch.linspace(0.5, 3.0, 2 * frames).view(-1, 1, 1, 1)  # frames of different brightness
+    torch.testing.assert_close(tt(x, frames), _original_per_frame_reference(tt, x, frames), atol=1e-5, rtol=1e-5)
+    across = TemporalTransformer(32, heads=4, num_layers=2, norm_num_groups=8, temporal_norm="across_frames")
+    across.load_state_dict(tt.state_dict())
+    assert (across(x, frames) - tt(x, frames)).abs().max() > 1e-2, "the two norms must differ on uneven frames"
+
+
+def test_position_table_matches_diffusers():
+    reference = SinusoidalPositionalEmbedding(40, max_seq_length=32)
+    torch.testing.assert_close(sinusoidal_table(32, 40), reference.pe[0])
+
+
+@pytest.mark.parametrize("use_attention, use_conv", [(True, False), (False, True), (True, True)])
+def test_fresh_module_is_identity(use_attention, use_conv):
+    module = MotionModule(32, 4, norm_num_groups=8, use_temporal_attention=use_attention, use_temporal_conv=use_conv)
+    x = torch.randn(8, 32, 4, 4)
+    assert torch.equal(module(x, 4), x)
+
+
+def test_temporal_conv_mixes_neighbouring_frames_only():
+    block = _randomize(TemporalConvBlock(16, kernel_size=3, norm_num_groups=4, temporal_norm="per_frame"))
+    frames = 7
+    x = torch.randn(frames, 16, 3, 3)
+    base = block(x, frames)
+    nudged = x.clone()
+    nudged[3] += 1.0
+    changed = (block(nudged, frames) - base).abs().amax(dim=(1, 2, 3))
+    # Two k=3 convolutions reach two frames either side; per-frame norms keep the rest untouched.
+    assert torch.all(changed[1:6] > 0) and changed[0] == 0 and changed[6] == 0
+    gate = torch.sigmoid(block.merge_factor.detach())
+    assert 0 < gate < 1
+    with pytest.raises(ValueError, match="odd"):
+        TemporalConvBlock(16, kernel_size=2, norm_num_groups=4)
+
+
+def test_temporal_conv_kernel_size_is_configurable():
+    block = TemporalConvBlock(8, kernel_size=5, norm_num_groups=2)
+    assert block.conv1.kernel_size == (5, 1, 1) and block.conv2.padding == (2, 0, 0)
+
+
+def test_sdpa_and_math_backends_agree_on_strided_inputs():
+    qkv = torch.randn(64, 16, 3 * 80)
+    q, k, v = qkv.split(80, dim=-1)  # views of a fused projection, not contiguous
+    torch.testing.assert_close(sdpa_attention(q, k, v, 2), math_attention(q, k, v, 2), atol=1e-5, rtol=1e-5)
+
+
+def test_backend_switch_and_errors():
+    tt = _randomize(TemporalTransformer(16, heads=2, norm_num_groups=4))
+    x = torch.randn(8, 16, 2, 2)
+    outputs = {}
+    for name in ("sdpa", "math"):
+        for block in tt.transformer_blocks:
+            for attn in block.attention_blocks:
+                attn.set_backend(name)
+        outputs[name] = tt(x, 8)
+    torch.testing.assert_close(outputs["sdpa"], outputs["math"], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        check_backend("flash9")
+    if importlib.util.find_spec("xformers") is None:
+        with pytest.raises(BackendUnavailableError, match="pip install xformers"):
+            check_backend("xformers")
+
+
+def test_too_many_frames_message():
+    tt = TemporalTransformer(16, heads=2, norm_num_groups=4, max_seq_length=8)
+    with pytest.raises(Exception, match="exceed the adapter's position table of 8.*context windows"):
+        tt(torch.randn(9, 16, 2, 2), 9)

@@ -13,8 +13,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "MotionAdapter": "motionkit.adapter",
-    "MotionUNet": "motionkit.inject",
-    "inject": "motionkit.inject",
+    "MotionUNet": "motionkit.injection",
+    "inject": "motionkit.injection",
+    "MotionPipeline": "motionkit.pipeline.motion_pipeline",
     "load_adapter": "motionkit.formats",
     "save_adapter": "motionkit.formats",
     "load_motion_lora": "motionkit.formats",

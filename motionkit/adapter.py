@@ -1,7 +1,7 @@
 """``MotionAdapter``: the trainable temporal layers for every block of an image UNet, as one file.
 
 A diffusers ``ModelMixin`` + ``ConfigMixin``: ``save_pretrained`` / ``from_pretrained`` write and read
-``config.json`` plus safetensors. The adapter itself has no forward: ``motionkit.inject`` runs its
+``config.json`` plus safetensors. The adapter itself has no forward: ``motionkit.injection`` runs its
 modules inside a UNet.
 """
 
@@ -124,7 +124,7 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
     @classmethod
     def from_unet(cls, unet: nn.Module, preset: str | None = None, **overrides: Any) -> "MotionAdapter":
         """A fresh adapter whose layout fits ``unet`` (any ``UNet2DConditionModel``, tiny ones included)."""
-        from motionkit.inject import unet_layout
+        from motionkit.injection import unet_layout
 
         layout = unet_layout(unet)
         config = preset_config(preset) if preset else preset_config("motionkit-sd15")
@@ -169,7 +169,7 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
     # -- description ------------------------------------------------------------------------------
 
     def layout(self) -> "Layout":
-        from motionkit.inject import Layout
+        from motionkit.injection import Layout
 
         return Layout(
             block_out_channels=tuple(self.config.block_out_channels),
@@ -193,4 +193,4 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
         }
 
     def forward(self, *args: Any, **kwargs: Any) -> None:
-        raise MotionkitError("a MotionAdapter runs inside a UNet: use motionkit.inject(unet, adapter)")
+        raise MotionkitError("a MotionAdapter runs inside a UNet: use motionkit.injection(unet, adapter)")

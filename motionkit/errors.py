@@ -1,7 +1,7 @@
 """User-facing errors: each carries one line that names the problem and the fix."""
 
 
-class MotionkitError(Exception):
+class MotionkitError(ValueError):
     """Bad input from the user (file, layout, argument). The CLI prints it as one line, no traceback."""
 
 

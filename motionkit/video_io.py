@@ -345,7 +345,8 @@ def _frame_iter(frames: Any) -> Iterator[np.ndarray]:
         yield to_uint8_frame(frame)
 
 
-def _resolve_target(path: str | os.PathLike[str]) -> tuple[Path, str]:
+def resolve_target(path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """Where a video written to ``path`` lands and as what kind (``mp4``, ``gif``, ``webp`` or ``png`` folder)."""
     text = os.fspath(path)
     target = Path(text)
     suffix = target.suffix.lower()
@@ -384,7 +385,7 @@ def write_video(
     """
     if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise MotionkitError(f"fps must be a positive number, got {fps!r}")
-    target, kind = _resolve_target(path)
+    target, kind = resolve_target(path)
     if metadata is not None:
         # Serialise once up front so bad metadata fails before anything is written.
         json.dumps(metadata, default=str)

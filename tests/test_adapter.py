@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from motionkit import MotionAdapter, MotionkitError
-from motionkit.inject import unet_layout
+from motionkit.injection import unet_layout
 from motionkit.presets import PRESETS
 from motionkit.tiny import randomize_, tiny_unet
 

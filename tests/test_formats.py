@@ -254,7 +254,7 @@ def _full_size_original_ckpt(path, preset: str, table: int) -> int:
 def test_full_size_sd15_checkpoints_load_without_missing_or_unexpected_keys(tmp_path, preset, version, mid, params):
     from diffusers import UNet2DConditionModel
 
-    from motionkit.inject import unet_layout
+    from motionkit.injection import unet_layout
 
     path = tmp_path / "mm_sd15.ckpt"
     expected_params = _full_size_original_ckpt(path, preset, 32)

@@ -2,33 +2,12 @@
 
 import pytest
 import torch
-from diffusers import MotionAdapter as DiffusersMotionAdapter
-from diffusers import UNetMotionModel
 from diffusers.models.attention_processor import AttnProcessor
 from peft import LoraConfig
 
 from motionkit import LayoutMismatchError, MotionAdapter, MotionkitError, inject
-from motionkit.formats.keys import to_diffusers_state_dict
+from motionkit.formats.diffusers_format import to_unet_motion_model
 from motionkit.tiny import randomize_, tiny_unet, unet_inputs
-
-
-def _diffusers_motion_unet(unet, adapter: MotionAdapter) -> UNetMotionModel:
-    cfg = adapter.config
-    reference = DiffusersMotionAdapter(
-        block_out_channels=cfg.block_out_channels,
-        motion_layers_per_block=cfg.layers_per_block,
-        motion_norm_num_groups=cfg.norm_num_groups,
-        motion_num_attention_heads=cfg.num_attention_heads,
-        use_motion_mid_block=cfg.use_mid_block,
-        motion_max_seq_length=cfg.max_seq_length,
-    )
-    missing, unexpected = reference.load_state_dict(to_diffusers_state_dict(adapter.state_dict()), strict=False)
-    assert not unexpected and all(k.endswith("pos_embed.pe") for k in missing), (missing, unexpected)
-    motion_unet = UNetMotionModel.from_unet2d(unet, reference).eval()
-    if unet.config.addition_embed_type == "text_time":
-        # diffusers' from_unet2d leaves SDXL's added-condition embedding at random init; copy it.
-        motion_unet.add_embedding.load_state_dict(unet.add_embedding.state_dict())
-    return motion_unet
 
 
 @pytest.mark.parametrize("name, use_mid", [("tiny-sd", True), ("tiny-sdxl", False)])
@@ -38,7 +17,7 @@ def test_matches_diffusers_unet_motion_model(name, use_mid):
         MotionAdapter.from_unet(unet, preset="animatediff-v2", use_mid_block=use_mid, temporal_norm="across_frames")
     )
     assert all(p.abs().min() > 0 for p in adapter.parameters()), "every weight must be non-zero"
-    reference = _diffusers_motion_unet(unet, adapter)
+    reference = to_unet_motion_model(unet, adapter)
     inputs = unet_inputs(unet, batch=2, frames=8)
     frames = inputs["sample"].shape[2]
     with torch.no_grad():

@@ -18,6 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
     parser.add_argument("--preset", default="motionkit-sd15", help="adapter preset for the demo adapter")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--attention-backend", default="auto", choices=("auto", "sdpa", "math", "xformers", "triton"),
+        help="temporal attention implementation (default auto: Triton on CUDA where it fits, else SDPA)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -42,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         ).sample.reshape(b, f, c, h, w).transpose(1, 2)
 
         adapter = MotionAdapter.from_unet(unet, preset=args.preset)
+        adapter.set_attention_backend(args.attention_backend)
         motion = inject(unet, adapter)
         fresh = motion(**inputs).sample
         randomize_(adapter, seed=args.seed)

@@ -153,7 +153,7 @@ def detect_format(path: str | Path) -> FormatInfo:
     if is_lora(keys) and ckpt.config is None:
         return describe_lora(ckpt)
     converted = convert(ckpt)
-    from motionkit.inject import Layout
+    from motionkit.injection import Layout
 
     cfg = converted.config
     n = len(cfg["block_out_channels"])

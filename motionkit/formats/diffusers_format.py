@@ -8,7 +8,6 @@ first four input channels diffusers replaces with the UNet's own.
 from __future__ import annotations
 
 import json
-import math
 import re
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from motionkit.errors import FormatError
 from motionkit.formats.keys import from_diffusers_state_dict, to_diffusers_state_dict
 from motionkit.formats.layout import Converted, animatediff_version, complete_config, infer_layout
+from motionkit.modules.position import sinusoidal_table
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -93,16 +93,6 @@ def from_diffusers(tensors: dict[str, Any], config: Mapping[str, Any] | None) ->
     return Converted(state, full, "diffusers", version, notes)
 
 
-def _diffusers_table(length: int, dim: int) -> torch.Tensor:
-    """``pe`` exactly as diffusers' ``SinusoidalPositionalEmbedding`` builds it ([1, length, dim])."""
-    position = torch.arange(length).unsqueeze(1)
-    div_term = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
-    pe = torch.zeros(1, length, dim)
-    pe[0, :, 0::2] = torch.sin(position * div_term)
-    pe[0, :, 1::2] = torch.cos(position * div_term)
-    return pe
-
-
 def check_representable(cfg: Any) -> None:
     if cfg.use_temporal_conv or not cfg.use_temporal_attention:
         raise FormatError(
@@ -134,7 +124,7 @@ def to_diffusers(adapter: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     for key, value in list(tensors.items()):
         m = re.match(r"^(.*\.motion_modules\.\d+\.transformer_blocks\.\d+)\.attn1\.to_q\.weight$", key)
         if m:
-            tensors[m.group(1) + ".pos_embed.pe"] = _diffusers_table(cfg.max_seq_length, value.shape[0]).to(dtype)
+            tensors[m.group(1) + ".pos_embed.pe"] = sinusoidal_table(cfg.max_seq_length, value.shape[0]).unsqueeze(0).to(dtype)
     conv_in_channels = None
     if cfg.image_cond_channels:
         cond = state["image_cond_conv.weight"]
@@ -172,3 +162,24 @@ def save_diffusers(adapter: Any, path: str | Path) -> None:
     with atomic_path(path, is_dir=True) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         save_safetensors(tensors, tmp / WEIGHTS_NAME, {"format": "pt"})
+
+
+def to_diffusers_adapter(adapter: Any) -> Any:
+    """The same adapter as a ``diffusers.MotionAdapter`` (attention-only adapters; loaded strictly)."""
+    import diffusers
+
+    tensors, config = to_diffusers(adapter)
+    reference = diffusers.MotionAdapter(**{k: v for k, v in config.items() if not k.startswith("_")})
+    reference.load_state_dict(tensors, strict=True)
+    return reference
+
+
+def to_unet_motion_model(unet: Any, adapter: Any) -> Any:
+    """diffusers' ``UNetMotionModel`` holding ``unet`` and ``adapter``: hand a motionkit adapter to diffusers code."""
+    from diffusers import UNetMotionModel
+
+    model = UNetMotionModel.from_unet2d(unet, to_diffusers_adapter(adapter))
+    if getattr(unet, "add_embedding", None) is not None:
+        # from_unet2d leaves SDXL's added-condition embedding at its random init; carry the UNet's over.
+        model.add_embedding.load_state_dict(unet.add_embedding.state_dict())
+    return model.eval()

@@ -12,19 +12,21 @@ import math
 import torch
 import torch.nn.functional as F
 
+from motionkit.errors import MotionkitError
+
 BACKENDS = ("auto", "sdpa", "math", "xformers", "triton")
 
 # CUDA launches put the batch on a grid axis capped at 65 535 (see research notes): chunk below it.
 XFORMERS_MAX_BATCH = 65_535
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(MotionkitError, RuntimeError):
     """An attention backend was asked for explicitly but cannot run here."""
 
 
 def check_backend(name: str) -> str:
     if name not in BACKENDS:
-        raise ValueError(f"unknown attention backend {name!r}: choose one of {', '.join(BACKENDS)}")
+        raise MotionkitError(f"unknown attention backend {name!r}: choose one of {', '.join(BACKENDS)}")
     if name == "xformers" and importlib.util.find_spec("xformers") is None:
         raise BackendUnavailableError(
             "attention backend 'xformers' needs the xformers package: pip install xformers "

@@ -12,7 +12,7 @@ from torch import nn
 
 from motionkit.errors import MotionkitError
 from motionkit.modules.attention import TemporalAttention
-from motionkit.modules.norm import frame_group_norm
+from motionkit.modules.norm import frame_group_norm_5d
 from motionkit.modules.position import sinusoidal_table
 
 
@@ -67,13 +67,13 @@ class TemporalTransformer(nn.Module):
             )
         bf, c, h, w = x.shape
         b = bf // num_frames
-        normed = frame_group_norm(x, self.norm, num_frames, self.temporal_norm)
-        tokens = normed.view(b, num_frames, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
+        normed = frame_group_norm_5d(x, self.norm, num_frames, self.temporal_norm)  # [B, F, C, H, W]
+        tokens = normed.permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
         tokens = self.proj_in(tokens)
         positions = self.pos_table[:num_frames].to(tokens.dtype)
         for block in self.transformer_blocks:
             tokens = block(tokens, positions)
         tokens = self.proj_out(tokens)
         # The residual add performs the layout change back, saving a separate contiguous copy.
-        update = tokens.view(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(bf, c, h, w)
-        return x + update
+        update = tokens.view(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2)  # [B, F, C, H, W] view
+        return (x.view(b, num_frames, c, h, w) + update).view(bf, c, h, w)

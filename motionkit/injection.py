@@ -44,7 +44,7 @@ def unet_layout(unet: nn.Module) -> Layout:
     )
 
 
-def _check_fits(unet: nn.Module, adapter: MotionAdapter) -> None:
+def check_fits(unet: nn.Module, adapter: MotionAdapter) -> None:
     unet_shape, adapter_shape = unet_layout(unet), adapter.layout()
     fits = (
         unet_shape.block_out_channels == adapter_shape.block_out_channels
@@ -84,14 +84,24 @@ class MotionUNet(nn.Module):
         super().__init__()
         if getattr(unet, "_motionkit_injected", False):
             raise MotionkitError("this UNet already runs a motion adapter: eject() it before injecting another")
-        _check_fits(unet, adapter)
+        check_fits(unet, adapter)
         self.unet = unet
         self.adapter = adapter
         self.num_frames = 1
         self._image_cond: torch.Tensor | None = None
+        self._handles = []
+        self.attach()
+
+    def attach(self) -> None:
+        """(Re-)register the hooks; ``eject`` followed by ``attach`` restores the injected state, so the same
+        ``MotionUNet`` (e.g. one a trainer wrapped for DDP) can lend its UNet to a pipeline in between."""
+        unet, adapter = self.unet, self.adapter
+        if getattr(unet, "_motionkit_injected", False):
+            if self._handles:
+                return
+            raise MotionkitError("this UNet already runs a motion adapter: eject() it before injecting another")
         self._requires_grad = {name: p.requires_grad for name, p in unet.named_parameters()}
         unet.requires_grad_(False)
-        self._handles = []
         pairs = list(zip(unet.down_blocks, adapter.down_blocks)) + list(zip(unet.up_blocks, adapter.up_blocks))
         if adapter.mid_block is not None:
             pairs.append((unet.mid_block, adapter.mid_block))

@@ -1,0 +1,42 @@
+"""Image-to-video conditioning in PIA's layout: a per-frame mask and the conditioning latent.
+
+Adapters with an image-conditioning branch (``image_cond_channels == 5``, PIA's layout) take
+``cat([mask(1), cond_latent(4)])`` on every frame. The mask is 1.0 on the conditioning frame and a
+coefficient below 1 on the others, falling with the distance to it along one of PIA's presets.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from motionkit.errors import MotionkitError
+
+# PIA's per-distance coefficients by motion_scale: 0-2 more motion, 3-5 looping, 6-8 style transfer.
+MOTION_SCALES: tuple[tuple[float, ...], ...] = (
+    (1.0, 0.9, 0.85, 0.85, 0.85, 0.8),
+    (1.0, 0.8, 0.8, 0.8, 0.79, 0.78, 0.75),
+    (1.0, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.6, 0.5, 0.5),
+    (1.0, 0.9, 0.85, 0.85, 0.85, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.85, 0.85, 0.9, 1.0),
+    (1.0, 0.8, 0.8, 0.8, 0.79, 0.78, 0.75, 0.75, 0.75, 0.75, 0.75, 0.78, 0.79, 0.8, 0.8, 1.0),
+    (1.0, 0.8, 0.7, 0.7, 0.7, 0.7, 0.6, 0.5, 0.5, 0.6, 0.7, 0.7, 0.7, 0.7, 0.8, 1.0),
+    (0.5, 0.4, 0.4, 0.4, 0.35, 0.3),
+    (0.5, 0.4, 0.4, 0.4, 0.35, 0.35, 0.3, 0.25, 0.2),
+    (0.5, 0.2),
+)
+
+
+def mask_coefficients(num_frames: int, motion_scale: int = 0, cond_frame: int = 0) -> list[float]:
+    """One mask value per frame, indexed by distance to ``cond_frame`` (the last value repeats)."""
+    if not 0 <= motion_scale < len(MOTION_SCALES):
+        raise MotionkitError(f"motion_scale {motion_scale} is not a preset: choose 0 to {len(MOTION_SCALES) - 1}")
+    preset = MOTION_SCALES[motion_scale]
+    return [preset[min(abs(f - cond_frame), len(preset) - 1)] for f in range(num_frames)]
+
+
+def image_cond(cond_latent: torch.Tensor, num_frames: int, motion_scale: int = 0) -> torch.Tensor:
+    """``[B, 5, F, h, w]``: mask then ``cond_latent`` ``[B, 4, h, w]`` (already × scaling_factor) on every frame."""
+    b, _, h, w = cond_latent.shape
+    coef = torch.tensor(mask_coefficients(num_frames, motion_scale), dtype=cond_latent.dtype, device=cond_latent.device)
+    mask = coef.view(1, 1, num_frames, 1, 1).expand(b, 1, num_frames, h, w)
+    latent = cond_latent.unsqueeze(2).expand(-1, -1, num_frames, -1, -1)
+    return torch.cat([mask, latent], dim=1)

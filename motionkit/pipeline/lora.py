@@ -1,0 +1,103 @@
+"""Personalized image LoRAs (character, style) on the base model, several at once, through diffusers + peft.
+
+Files are read by motionkit's safe reader (safetensors, or weights-only ``.ckpt``) and handed to diffusers'
+``lora_state_dict``, which understands diffusers/peft, kohya and A1111 layouts; each LoRA becomes a named
+peft adapter and ``set_adapters`` weighs them.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from motionkit.errors import FormatError, MotionkitError
+
+_SCALE = re.compile(r"^(?P<path>.+):(?P<scale>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)$")
+
+
+def parse_lora_spec(spec: str) -> tuple[str, float]:
+    """``PATH`` or ``PATH:SCALE`` (scale defaults to 1.0) -> ``(path, scale)``."""
+    spec = spec.strip()
+    if not spec:
+        raise MotionkitError("empty --lora value: give PATH or PATH:SCALE, e.g. style.safetensors:0.8")
+    match = _SCALE.match(spec)
+    if match:
+        return match["path"], float(match["scale"])
+    # A ':' not followed by a number is an error unless it belongs to the path (an existing file, C:\...).
+    if ":" in spec and not Path(spec).exists() and not re.match(r"^[A-Za-z]:[\\/]", spec):
+        raise MotionkitError(f"bad --lora value {spec!r}: the scale after ':' must be a number, e.g. style.safetensors:0.8")
+    return spec, 1.0
+
+
+def _parts(target: Any) -> dict[str, Any]:
+    """The UNet and text encoders of a pipeline, a components dict, or a ``(unet, text_encoder[, text_encoder_2])`` tuple."""
+    if isinstance(target, dict):
+        parts = {k: target.get(k) for k in ("unet", "text_encoder", "text_encoder_2")}
+    elif isinstance(target, (tuple, list)):
+        parts = dict(zip(("unet", "text_encoder", "text_encoder_2"), target))
+    else:
+        parts = {k: getattr(target, k, None) for k in ("unet", "text_encoder", "text_encoder_2")}
+    if parts.get("unet") is None:
+        raise MotionkitError("apply_loras needs a UNet: pass a pipeline, its components dict, or (unet, text_encoder)")
+    # With a motion adapter injected the UNet is wrapped; LoRAs go into the image UNet inside.
+    parts["unet"] = getattr(parts["unet"], "unet", parts["unet"])
+    return parts
+
+
+def _adapter_name(index: int, path: Path) -> str:
+    return f"lora{index}_" + re.sub(r"\W", "_", path.stem)[:40]
+
+
+def apply_loras(target: Any, loras: Sequence[tuple[str | Path, float]]) -> list[str]:
+    """Load every ``(path, scale)`` LoRA into the UNet and text encoder(s) of ``target`` and activate them
+    all at their scales. Returns the adapter names (peft), in order.
+
+    ``target``: a pipeline, a components dict (``load_base`` output) or ``(unet, text_encoder[, text_encoder_2])``.
+    Raises ``FormatError`` in one line for files that hold no LoRA or that do not fit the base.
+    """
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin, StableDiffusionXLLoraLoaderMixin
+    from diffusers.loaders.lora_base import set_adapters_for_text_encoder
+
+    from motionkit.formats.safe_load import read_tensor_file
+
+    parts = _parts(target)
+    unet, encoders = parts["unet"], {k: v for k, v in parts.items() if k != "unet" and v is not None}
+    loader = StableDiffusionXLLoraLoaderMixin if "text_encoder_2" in encoders else StableDiffusionLoraLoaderMixin
+    names: list[str] = []
+    for index, (path, _scale) in enumerate(loras):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such LoRA file; check the --lora path")
+        tensors, _ = read_tensor_file(path)
+        tensors = tensors.get("state_dict", tensors) if isinstance(tensors.get("state_dict"), dict) else tensors
+        name = _adapter_name(index, path)
+        try:
+            with warnings.catch_warnings():
+                # peft warns whenever a model gains a second adapter, which is the point here.
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                state_dict, alphas = loader.lora_state_dict(dict(tensors))
+                if not state_dict or not all("lora" in key for key in state_dict):
+                    raise ValueError("no LoRA weights (key names without 'lora')")
+                loader.load_lora_into_unet(state_dict, alphas, unet=unet, adapter_name=name)
+                for prefix, encoder in encoders.items():
+                    loader.load_lora_into_text_encoder(
+                        state_dict, alphas, text_encoder=encoder, prefix=prefix, adapter_name=name
+                    )
+        except (ValueError, KeyError, RuntimeError) as err:
+            detail = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            raise FormatError(f"{path}: not an image LoRA for this base model ({detail}); check the file and the base family") from None
+        names.append(name)
+    scales = [float(scale) for _, scale in loras]
+    for model in (unet, *encoders.values()):
+        loaded = getattr(model, "peft_config", None) or {}
+        active = [(n, s) for n, s in zip(names, scales) if n in loaded]
+        if not active:
+            continue
+        if model is unet:
+            unet.set_adapters([n for n, _ in active], weights=[s for _, s in active])
+        else:
+            set_adapters_for_text_encoder([n for n, _ in active], model, [s for _, s in active])
+    return names

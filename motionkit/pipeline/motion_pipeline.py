@@ -1,0 +1,612 @@
+"""``MotionPipeline``: animate any SD 1.x / 2.x checkpoint with a motion adapter, from text or an image.
+
+A diffusers ``DiffusionPipeline`` whose components are the base model's (vae, text_encoder,
+tokenizer, unet, scheduler) plus a motionkit ``MotionAdapter``. The adapter runs inside the plain
+UNet through ``motionkit.injection``; ``eject()`` hands the untouched UNet back. Text-to-video follows
+diffusers' ``AnimateDiffPipeline`` step for step (same noise convention, same guidance), so equal
+weights give equal videos.
+
+SDXL bases get ``MotionPipelineXL`` (``motion_pipeline_xl``), a subclass that only changes prompt
+encoding (two text encoders, pooled embeddings, size/crop micro-conditioning); ``from_pretrained``,
+``from_single_file`` and ``from_components`` pick it for SDXL UNets.
+
+Image-to-video has two modes, picked from the adapter:
+
+- training-free (any adapter): the image's latent is frame 0. At every step it is re-noised to the
+  current noise level and substituted for frame 0, and the final frame 0 is the clean latent, so the
+  first frame reproduces the image up to the VAE's own reconstruction error. Every frame starts,
+  img2img-style, from the image latent noised to the first timestep of a schedule shortened by
+  ``strength`` (1.0: the full schedule, 0.5: its second half).
+- trained (adapters with ``image_cond_channels == 5``, PIA's layout): the UNet also gets
+  ``cat([mask, cond_latent])`` on every frame through the adapter's conditioning branch; the mask
+  follows PIA's ``motion_scale`` presets. The negative (unconditional) branch gets zeros.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.loaders import StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
+from diffusers.pipelines.pipeline_utils import StableDiffusionMixin
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from motionkit.adapter import MotionAdapter
+from motionkit.errors import MotionkitError
+from motionkit.injection import MotionUNet, inject
+from motionkit.pipeline.conditioning import image_cond as pia_image_cond
+from motionkit.pipeline.context import ContextWindows, check_frames_fit, fuse_windows
+from motionkit.pipeline.free_init import FreeInit
+from motionkit.pipeline.image_input import ImageInput, prepare_image
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class MotionPipelineOutput(BaseOutput):
+    """``frames``: a list (per video) of PIL lists, np ``[B, F, H, W, 3]``, pt ``[B, F, 3, H, W]`` or latents."""
+
+    frames: list[list[PIL.Image.Image]] | np.ndarray | torch.Tensor
+
+
+def pipeline_family(unet: Any) -> str:
+    """``"sdxl"`` for UNets with SDXL's added text/time conditioning, else ``"sd"`` (SD 1.x / 2.x)."""
+    unet = getattr(unet, "unet", unet)  # an injected UNet is wrapped in MotionUNet
+    return "sdxl" if getattr(unet.config, "addition_embed_type", None) == "text_time" else "sd"
+
+
+def _folder_family(path: str | Path) -> str | None:
+    """The family of a local diffusers pipeline folder from its UNet config; ``None`` when it cannot be read."""
+    try:
+        config = json.loads((Path(path) / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return "sdxl" if config.get("addition_embed_type") == "text_time" else "sd"
+
+
+@dataclass
+class _PromptRequest:
+    """A call's prompt inputs, as every family's ``_encode_text`` takes them."""
+
+    prompt: str | list[str] | None
+    negative_prompt: str | list[str] | None
+    prompt_embeds: torch.Tensor | None
+    negative_prompt_embeds: torch.Tensor | None
+    num_videos_per_prompt: int
+    do_cfg: bool
+    lora_scale: float | None
+    clip_skip: int | None
+    height: int  # the output size: SDXL's default size conditioning
+    width: int
+    device: torch.device
+
+
+@dataclass
+class _TextConditioning:
+    """What the prompt gives the UNet, batched as the latents are (negative half first under guidance)."""
+
+    embeds: torch.Tensor  # [B or 2B, N, D]
+    batch: int  # videos per call: prompts x num_videos_per_prompt
+    # SDXL's pooled text embeddings and size/crop ids, under the UNet's names (text_embeds, time_ids).
+    added_cond_kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def callback_tensors(self) -> dict[str, torch.Tensor]:
+        # diffusers' callback names: prompt_embeds, add_text_embeds, add_time_ids.
+        return {"prompt_embeds": self.embeds, **{f"add_{k}": v for k, v in self.added_cond_kwargs.items()}}
+
+    def update(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.embeds = tensors.pop("prompt_embeds", self.embeds)
+        for key in list(self.added_cond_kwargs):
+            self.added_cond_kwargs[key] = tensors.pop(f"add_{key}", self.added_cond_kwargs[key])
+
+
+@dataclass
+class _ImageConditioning:
+    latent: torch.Tensor  # [B, C, h, w], x scaling_factor: what frame 0 must decode to
+    unet_cond: torch.Tensor | None  # [2B or B, 5, F, h, w] for adapters with a conditioning branch
+    anchor: bool  # substitute frame 0 with the (re-noised) latent at every step
+
+
+class MotionPipeline(
+    DiffusionPipeline, StableDiffusionMixin, TextualInversionLoaderMixin, StableDiffusionLoraLoaderMixin
+):
+    """Text- and image-to-video with a ``MotionAdapter`` injected into a frozen SD UNet."""
+
+    family = "sd"
+    # SD 1.x/2.x VAEs are fine in float16 (diffusers' AnimateDiffPipeline never upcasts them); SDXL's are not.
+    upcast_fp16_vae = False
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    # The adapter only runs inside the UNet's forward, so it cannot get an offload hook of its own: keep it on device.
+    _exclude_from_cpu_offload = ["adapter"]
+    _optional_components = ["tokenizer", "text_encoder"]
+    # prompt_embeds: the batched [negative, positive] embeddings when guidance is on.
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]
+
+    # Prompt encoding is exactly Stable Diffusion's (textual inversion, LoRA scale, clip_skip included).
+    encode_prompt = StableDiffusionPipeline.encode_prompt
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel | None,
+        tokenizer: CLIPTokenizer | None,
+        unet: UNet2DConditionModel,
+        scheduler: SchedulerMixin,
+        adapter: MotionAdapter,
+    ):
+        super().__init__()
+        self._setup(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, adapter=adapter)
+
+    def _setup(self, **modules: Any) -> None:
+        """Register the components and inject the adapter; shared by every family's ``__init__``."""
+        unet, adapter, vae = modules["unet"], modules["adapter"], modules["vae"]
+        if pipeline_family(unet) != self.family:
+            fit = "MotionPipelineXL" if pipeline_family(unet) == "sdxl" else "MotionPipeline"
+            raise MotionkitError(
+                f"this is an {pipeline_family(unet).upper()} UNet, which {type(self).__name__} does not take: use {fit} "
+                "(MotionPipeline.from_components, from_pretrained and from_single_file pick it)"
+            )
+        self.register_modules(**modules)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
+        self.motion_unet: MotionUNet | None = inject(unet, adapter)
+        self.free_init: FreeInit | None = None
+
+    # -- construction -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _as_adapter(adapter: MotionAdapter | str | Path) -> MotionAdapter:
+        if isinstance(adapter, (str, Path)):
+            from motionkit.formats import load_adapter
+
+            return load_adapter(adapter)
+        return adapter
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | Path, adapter: MotionAdapter | str | Path | None = None, **kwargs: Any
+    ) -> "MotionPipeline":
+        """A base model's diffusers folder (``model_index.json``) plus ``adapter`` (object or adapter file/folder).
+
+        A folder written by ``MotionPipeline.save_pretrained`` already holds its adapter. An SDXL base gives a
+        ``MotionPipelineXL``.
+        """
+        target = cls._class_for(_folder_family(pretrained_model_name_or_path))
+        if target is not cls:
+            return target.from_pretrained(pretrained_model_name_or_path, adapter=adapter, **kwargs)
+        if adapter is not None:
+            kwargs["adapter"] = cls._as_adapter(adapter)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def from_single_file(
+        cls,
+        path: str | Path,
+        adapter: MotionAdapter | str | Path,
+        config: str | Path | None = None,
+        **kwargs: Any,
+    ) -> "MotionPipeline":
+        """A single-file base checkpoint (``.safetensors`` / ``.ckpt``), read offline, plus ``adapter``.
+
+        SDXL checkpoints give a ``MotionPipelineXL``.
+        """
+        from motionkit.pipeline.loading import load_base  # owned by base loading; imported on use
+
+        return cls.from_components(load_base(path, config=config, **kwargs), adapter)
+
+    @classmethod
+    def from_components(cls, components: Mapping[str, Any], adapter: MotionAdapter | str | Path) -> "MotionPipeline":
+        """A pipeline from base components (``load_base`` output, a diffusers pipeline's ``.components``) plus
+        ``adapter``; called on ``MotionPipeline``, an SDXL UNet gives a ``MotionPipelineXL``. Extra entries are ignored."""
+        target = cls._class_for(pipeline_family(components["unet"]))
+        names, _ = target._get_signature_keys(target)
+        modules = {name: components.get(name) for name in names if name != "adapter"}
+        return target(**modules, adapter=cls._as_adapter(adapter))
+
+    @classmethod
+    def _class_for(cls, family: str | None) -> type["MotionPipeline"]:
+        """``cls``, except that plain ``MotionPipeline`` hands SDXL bases to ``MotionPipelineXL``."""
+        if cls is MotionPipeline and family == "sdxl":
+            from motionkit.pipeline.motion_pipeline_xl import MotionPipelineXL  # it subclasses this class
+
+            return MotionPipelineXL
+        return cls
+
+    def eject(self) -> UNet2DConditionModel:
+        """Detach the adapter: the base UNet comes back exactly as it was; the pipeline can no longer sample."""
+        if self.motion_unet is not None:
+            self.motion_unet.eject()
+            self.motion_unet = None
+        return self.unet
+
+    # -- switches ---------------------------------------------------------------------------------
+
+    def enable_free_init(
+        self,
+        iterations: int = 3,
+        filter: str = "butterworth",
+        order: int = 4,
+        spatial_stop_frequency: float = 0.25,
+        temporal_stop_frequency: float = 0.25,
+        fast_sampling: bool = False,
+    ) -> None:
+        """Sample ``iterations`` times, each pass starting from the last one's low frequencies (see ``free_init``)."""
+        self.free_init = FreeInit(
+            iterations, filter, order, spatial_stop_frequency, temporal_stop_frequency, fast_sampling
+        )
+
+    def disable_free_init(self) -> None:
+        self.free_init = None
+
+    # -- pieces of a call -------------------------------------------------------------------------
+
+    @property
+    def position_table(self) -> int | None:
+        """The most frames the adapter attends over at once (``None``: convolution-only, no limit)."""
+        cfg = self.adapter.config
+        return int(cfg.max_seq_length) if cfg.use_temporal_attention else None
+
+    def _check_size(self, height: int, width: int) -> None:
+        multiple = self.vae_scale_factor
+        if height % multiple or width % multiple or height <= 0 or width <= 0:
+            raise MotionkitError(
+                f"height and width must be positive multiples of {multiple}, got {height}x{width}: "
+                f"use e.g. {max(multiple, height // multiple * multiple)}x{max(multiple, width // multiple * multiple)}"
+            )
+
+    def _set_timesteps(self, num_inference_steps: int, strength: float, device: torch.device) -> torch.Tensor:
+        """The schedule, shortened img2img-style to its last ``strength`` fraction."""
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        if strength >= 1.0:
+            return self.scheduler.timesteps
+        kept = min(int(num_inference_steps * strength), num_inference_steps)
+        if kept < 1:
+            raise MotionkitError(
+                f"strength {strength} keeps no step of {num_inference_steps}: raise strength or num_inference_steps"
+            )
+        start = (num_inference_steps - kept) * self.scheduler.order
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(start)
+        return self.scheduler.timesteps[start:]
+
+    @contextlib.contextmanager
+    def _vae_precision(self) -> Iterator[None]:
+        """Run the VAE in float32 while it is float16 and the family's VAE overflows there (SDXL's, flagged
+        ``force_upcast`` in its config), as diffusers' SDXL pipelines do; a no-op otherwise."""
+        upcast = self.upcast_fp16_vae and self.vae.dtype == torch.float16 and self.vae.config.get("force_upcast", False)
+        if not upcast:
+            yield
+            return
+        self.vae.to(dtype=torch.float32)
+        try:
+            yield
+        finally:
+            self.vae.to(dtype=torch.float16)
+
+    def _encode_image(self, image: ImageInput, batch: int, height: int, width: int, device, dtype) -> torch.Tensor:
+        with self._vae_precision():
+            pixels = prepare_image(image, height, width, self.image_processor).to(device=device, dtype=self.vae.dtype)
+            # The distribution's mode: a deterministic latent, so frame 0 reproduces the image exactly.
+            latent = self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor
+        return latent.to(dtype).expand(batch, -1, -1, -1)
+
+    def _image_conditioning(
+        self,
+        image: ImageInput,
+        batch: int,
+        num_frames: int,
+        height: int,
+        width: int,
+        noise_aug_strength: float,
+        motion_scale: int | None,
+        anchor_first_frame: bool | None,
+        do_cfg: bool,
+        generator,
+        device,
+        dtype,
+    ) -> _ImageConditioning:
+        latent = self._encode_image(image, batch, height, width, device, dtype)
+        augmented = latent
+        if noise_aug_strength > 0:
+            noise = randn_tensor(latent.shape, generator=generator, device=device, dtype=dtype)
+            augmented = latent + noise_aug_strength * noise
+        trained = self.adapter.config.image_cond_channels == 5
+        unet_cond = None
+        if trained:
+            unet_cond = pia_image_cond(augmented, num_frames, motion_scale or 0)
+            if do_cfg:
+                unet_cond = torch.cat([torch.zeros_like(unet_cond), unet_cond])
+        elif motion_scale is not None:
+            logger.warning("motion_scale only acts on adapters with an image-conditioning branch; ignored")
+        anchor = (not trained) if anchor_first_frame is None else anchor_first_frame
+        return _ImageConditioning(latent=latent, unet_cond=unet_cond, anchor=anchor)
+
+    def _guidance(
+        self, guidance_scale: float, min_guidance_scale: float | None, max_guidance_scale: float | None, num_frames: int, device
+    ) -> float | torch.Tensor:
+        """A scalar, or with a min/max a per-frame ramp (SVD's frame-ramped guidance), shape ``[F]``."""
+        if min_guidance_scale is None and max_guidance_scale is None:
+            return float(guidance_scale)
+        low = 1.0 if min_guidance_scale is None else min_guidance_scale
+        high = guidance_scale if max_guidance_scale is None else max_guidance_scale
+        return torch.linspace(low, high, num_frames, device=device)
+
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 16) -> torch.Tensor:
+        """``[B, C, F, h, w]`` latents to ``[B, 3, F, H, W]`` float32 pixels in [-1, 1], ``decode_chunk_size`` frames at a time."""
+        b, c, f, h, w = latents.shape
+        frames = (latents / self.vae.config.scaling_factor).transpose(1, 2).reshape(b * f, c, h, w)
+        with self._vae_precision():
+            decoded = [
+                self.vae.decode(chunk.to(self.vae.dtype)).sample.float()
+                for chunk in frames.split(max(1, decode_chunk_size))
+            ]
+        video = torch.cat(decoded)
+        return video.reshape(b, f, *video.shape[1:]).transpose(1, 2)
+
+    def _extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
+        accepted = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs: dict[str, Any] = {}
+        if "eta" in accepted:
+            kwargs["eta"] = eta
+        if "generator" in accepted:
+            kwargs["generator"] = generator
+        return kwargs
+
+    def _check_inputs(
+        self, prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, output_type, num_frames, tensor_inputs
+    ) -> None:
+        if (prompt is None) == (prompt_embeds is None):
+            raise MotionkitError("give exactly one of prompt and prompt_embeds")
+        if prompt is not None and not isinstance(prompt, (str, list)):
+            raise MotionkitError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise MotionkitError("give at most one of negative_prompt and negative_prompt_embeds")
+        if prompt is not None and not self._can_encode_text():
+            raise MotionkitError("this pipeline has no text encoder: pass prompt_embeds instead of prompt")
+        if output_type not in OUTPUT_TYPES:
+            raise MotionkitError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
+        if num_frames < 1:
+            raise MotionkitError(f"num_frames must be at least 1, got {num_frames}")
+        unknown = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise MotionkitError(
+                f"callback tensor inputs {unknown} are not available: choose from {self._callback_tensor_inputs}"
+            )
+
+    def _can_encode_text(self) -> bool:
+        return self.tokenizer is not None and self.text_encoder is not None
+
+    def _encode_text(self, request: _PromptRequest, **family_kwargs: Any) -> _TextConditioning:
+        """The prompt's conditioning; ``family_kwargs`` are the arguments only some families take (SDXL's)."""
+        if family_kwargs:
+            raise TypeError(f"{type(self).__name__}.__call__() got unexpected keyword arguments: {', '.join(sorted(family_kwargs))}")
+        r = request
+        positive, negative = self.encode_prompt(
+            r.prompt, r.device, r.num_videos_per_prompt, r.do_cfg, r.negative_prompt,
+            prompt_embeds=r.prompt_embeds, negative_prompt_embeds=r.negative_prompt_embeds,
+            lora_scale=r.lora_scale, clip_skip=r.clip_skip,
+        )
+        # Negative first, as diffusers batches classifier-free guidance.
+        return _TextConditioning(torch.cat([negative, positive]) if r.do_cfg else positive, positive.shape[0])
+
+    def _context(
+        self, num_frames: int, context_length: int | None, context_overlap: int, context_stride: int, context_loop: bool
+    ) -> ContextWindows | None:
+        table = self.position_table
+        if context_length is None and table is not None and num_frames > table:
+            context_length = table
+            logger.warning(
+                "%d frames exceed the adapter's position table of %d: sampling with context windows of %d frames "
+                "(overlap %d); set context_length to choose",
+                num_frames, table, table, min(context_overlap, table - 1),
+            )
+            context_overlap = min(context_overlap, table - 1)
+        context = None
+        if context_length is not None:
+            context = ContextWindows(context_length, context_overlap, context_stride, context_loop)
+        if table is not None:
+            check_frames_fit(num_frames, table, context)
+        return context
+
+    # -- sampling ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        image: ImageInput | None = None,
+        num_frames: int = 16,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 7.5,
+        num_videos_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        strength: float = 1.0,
+        noise_aug_strength: float = 0.0,
+        min_guidance_scale: float | None = None,
+        max_guidance_scale: float | None = None,
+        motion_scale: int | None = None,
+        anchor_first_frame: bool | None = None,
+        context_length: int | None = None,
+        context_overlap: int = 4,
+        context_stride: int = 1,
+        context_loop: bool = False,
+        decode_chunk_size: int = 16,
+        callback_on_step_end: Callable[["MotionPipeline", int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        clip_skip: int | None = None,
+        return_dict: bool = True,
+        **family_kwargs: Any,
+    ) -> MotionPipelineOutput | tuple:
+        """Sample ``num_frames`` frames from ``prompt`` (or ``prompt_embeds``), optionally from ``image``.
+
+        Image-to-video: ``image`` (path, PIL, array or tensor; resized and centre-cropped), ``strength``
+        (fraction of the schedule run, starting from the noised image latent), ``noise_aug_strength``
+        (noise on the conditioning latent the model sees, never on the anchored frame 0),
+        ``motion_scale`` (PIA preset 0-8, adapters with a conditioning branch), ``anchor_first_frame``
+        (default: on for training-free, off for trained conditioning).
+        Guidance: ``guidance_scale``, or a per-frame ramp from ``min_guidance_scale`` (default 1.0) to
+        ``max_guidance_scale`` (default ``guidance_scale``).
+        Long videos: ``context_length`` frames per window, ``context_overlap``, ``context_stride``
+        (dilation levels), ``context_loop``; defaults to the adapter's position table when needed.
+        ``family_kwargs``: prompt arguments of other families (``MotionPipelineXL``'s ``prompt_2``, sizes, ...).
+        """
+        if self.motion_unet is None:
+            raise MotionkitError("the adapter was ejected from this pipeline: build a new MotionPipeline to sample")
+        self._check_inputs(
+            prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, output_type, num_frames,
+            callback_on_step_end_tensor_inputs,
+        )
+        default_size = self.unet.config.sample_size * self.vae_scale_factor
+        height, width = height or default_size, width or default_size
+        self._check_size(height, width)
+        if image is None and (strength != 1.0 or noise_aug_strength or motion_scale is not None):
+            raise MotionkitError("strength, noise_aug_strength and motion_scale need a conditioning image: pass image")
+        if not 0.0 < strength <= 1.0:
+            raise MotionkitError(f"strength must lie in (0, 1], got {strength}")
+        context = self._context(num_frames, context_length, context_overlap, context_stride, context_loop)
+        device = self._execution_device
+
+        guidance = self._guidance(guidance_scale, min_guidance_scale, max_guidance_scale, num_frames, device)
+        do_cfg = float(guidance.max() if isinstance(guidance, torch.Tensor) else guidance) > 1.0
+        lora_scale = (cross_attention_kwargs or {}).get("scale")
+        request = _PromptRequest(
+            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_videos_per_prompt, do_cfg,
+            lora_scale, clip_skip, height, width, device,
+        )
+        text = self._encode_text(request, **family_kwargs)
+        batch, dtype = text.batch, text.embeds.dtype
+
+        cond = None
+        if image is not None:
+            cond = self._image_conditioning(
+                image, batch, num_frames, height, width, noise_aug_strength, motion_scale, anchor_first_frame,
+                do_cfg, generator, device, dtype,
+            )
+
+        timesteps = self._set_timesteps(num_inference_steps, strength, device)
+        shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        noise = latents.to(device, dtype) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if cond is None:
+            latents = noise * self.scheduler.init_noise_sigma
+        else:
+            # Every frame starts from the image latent noised to the first timestep (img2img).
+            seed = cond.latent.unsqueeze(2).expand_as(noise)
+            latents = self.scheduler.add_noise(seed, noise, timesteps[:1].repeat(batch))
+
+        extra_step_kwargs = self._extra_step_kwargs(generator, eta)
+        free_init = self.free_init
+        passes = free_init.iterations if free_init is not None else 1
+        for iteration in range(passes):
+            if iteration > 0:
+                steps = free_init.steps(iteration, num_inference_steps)
+                timesteps = self._set_timesteps(steps, strength, device)
+                latents = free_init.reinitialise(latents, noise, self.scheduler, timesteps[0], generator)
+            elif free_init is not None and free_init.fast_sampling:
+                timesteps = self._set_timesteps(free_init.steps(0, num_inference_steps), strength, device)
+            latents = self._denoise(
+                latents, timesteps, text, guidance, do_cfg, cond, noise, context, extra_step_kwargs,
+                cross_attention_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
+            )
+
+        if output_type == "latent":
+            video = latents
+        else:
+            pixels = self.decode_latents(latents, decode_chunk_size)
+            video = self.video_processor.postprocess_video(video=pixels, output_type=output_type)
+        self.maybe_free_model_hooks()
+        return MotionPipelineOutput(frames=video) if return_dict else (video,)
+
+    def _denoise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: _TextConditioning,
+        guidance: float | torch.Tensor,
+        do_cfg: bool,
+        cond: _ImageConditioning | None,
+        noise: torch.Tensor,
+        context: ContextWindows | None,
+        extra_step_kwargs: dict[str, Any],
+        cross_attention_kwargs: dict[str, Any] | None,
+        callback: Callable | None,
+        callback_inputs: list[str],
+    ) -> torch.Tensor:
+        """One full pass over ``timesteps``; returns the clean latents (a callback may replace ``text``'s tensors)."""
+        num_frames = latents.shape[2]
+        anchor = cond is not None and cond.anchor
+        self._num_timesteps = len(timesteps)
+        with self.progress_bar(total=len(timesteps)) as progress:
+            for i, t in enumerate(timesteps):
+                if anchor:
+                    latents = self._with_first_frame(latents, self._noised(cond.latent, noise, t))
+                model_input = torch.cat([latents] * 2) if do_cfg else latents
+                model_input = self.scheduler.scale_model_input(model_input, t)
+
+                def predict(frames: list[int]) -> torch.Tensor:
+                    every = len(frames) == num_frames
+                    index = slice(None) if every else torch.tensor(frames, device=latents.device)
+                    unet_cond = cond.unet_cond if cond is not None else None
+                    out = self.motion_unet(
+                        model_input[:, :, index],
+                        t,
+                        encoder_hidden_states=text.embeds,
+                        added_cond_kwargs=text.added_cond_kwargs or None,
+                        cross_attention_kwargs=cross_attention_kwargs,
+                        image_cond=unet_cond[:, :, index] if unet_cond is not None else None,
+                    ).sample
+                    if not do_cfg:
+                        return out
+                    uncond, conditioned = out.chunk(2)
+                    scale = guidance if not isinstance(guidance, torch.Tensor) else guidance[index].view(1, 1, -1, 1, 1)
+                    return uncond + scale * (conditioned - uncond)
+
+                if context is None:
+                    noise_pred = predict(list(range(num_frames)))
+                else:
+                    noise_pred = fuse_windows(predict, num_frames, context)
+                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+
+                if callback is not None:
+                    values = {"latents": latents, **text.callback_tensors()}
+                    outputs = callback(self, i, t, {k: values[k] for k in callback_inputs}) or {}
+                    latents = outputs.pop("latents", latents)
+                    text.update(outputs)
+                progress.update()
+        if anchor:
+            latents = self._with_first_frame(latents, cond.latent.unsqueeze(2))
+        return latents
+
+    def _noised(self, latent: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The clean conditioning latent ``[B, C, h, w]`` at timestep ``t``'s noise level, as ``[B, C, 1, h, w]``."""
+        return self.scheduler.add_noise(latent.unsqueeze(2), noise[:, :, :1], t.reshape(1).repeat(latent.shape[0]))
+
+    @staticmethod
+    def _with_first_frame(latents: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        return torch.cat([first.to(latents.dtype), latents[:, :, 1:]], dim=2)

@@ -11,3 +11,13 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c scri
 "${pip[@]}" --no-deps "scenedetect>=0.6"
 .venv/bin/python -m pip uninstall --quiet --yes opencv-python 2>/dev/null || true
 "${pip[@]}" --force-reinstall --no-deps "opencv-python-headless>=4.8"
+# The app's browser test drives Debian's Chromium (never a browser downloaded by a test tool).
+if [ ! -x "${MOTIONKIT_CHROMIUM:-/usr/bin/chromium}" ] && command -v apt-get >/dev/null; then
+    sudo=$([ "$(id -u)" -eq 0 ] || echo sudo)
+    if [ -z "$sudo" ] || sudo -n true 2>/dev/null; then
+        $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null \
+            || echo "setup: could not install chromium; the browser test will be skipped" >&2
+    else
+        echo "setup: install chromium (apt-get install chromium) to run the app's browser test" >&2
+    fi
+fi

@@ -1,12 +1,13 @@
 """Sampling speed and peak memory: motionkit's MotionPipeline vs diffusers' AnimateDiffPipeline.
 
 Both pipelines get identical components (the same base weights and the same adapter weights) and
-run the same text-to-video call; one warm-up run each, then one timed run. Prints seconds per
+run the same text-to-video call; one warm-up run each, then ``--repeats`` timed runs, interleaved (median time, max peak). Prints seconds per
 denoising step and peak memory (CUDA: max_memory_allocated; CPU: peak growth of the process's
 resident set, sampled every millisecond) and their ratios.
 
     python benchmarks/bench_sampling.py                      # tiny models, CPU, well under a minute
     python benchmarks/bench_sampling.py --unet medium-sd --device cuda --frames 16 --size 256 --steps 10
+    python benchmarks/bench_sampling.py --unet sd15 --device cuda --dtype fp16 --frames 16 --size 512 --steps 4
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import statistics
 import threading
 import time
 from typing import Any, Callable
 
 import torch
 from diffusers import AnimateDiffPipeline
-from diffusers import MotionAdapter as DiffusersMotionAdapter
 
 from motionkit import MotionAdapter
-from motionkit.formats.keys import to_diffusers_state_dict
+from motionkit.formats.diffusers_format import to_diffusers_adapter
 from motionkit.pipeline.motion_pipeline import MotionPipeline
 from motionkit.pipeline.schedulers import make_scheduler
 from motionkit.tiny import randomize_, tiny_pipeline_components
@@ -34,16 +35,7 @@ def build(unet_name: str, device: str, dtype: torch.dtype) -> tuple[MotionPipeli
     adapter = randomize_(
         MotionAdapter.from_unet(ours_parts["unet"], preset="animatediff-v2", temporal_norm="across_frames")
     )
-    cfg = adapter.config
-    reference_adapter = DiffusersMotionAdapter(
-        block_out_channels=cfg.block_out_channels,
-        motion_layers_per_block=cfg.layers_per_block,
-        motion_norm_num_groups=cfg.norm_num_groups,
-        motion_num_attention_heads=cfg.num_attention_heads,
-        use_motion_mid_block=cfg.use_mid_block,
-        motion_max_seq_length=cfg.max_seq_length,
-    )
-    reference_adapter.load_state_dict(to_diffusers_state_dict(adapter.state_dict()), strict=False)
+    reference_adapter = to_diffusers_adapter(adapter)
     theirs_parts = tiny_pipeline_components(unet=unet_name)
     ours = MotionPipeline(**ours_parts, adapter=adapter)
     theirs = AnimateDiffPipeline(
@@ -97,7 +89,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    parser.add_argument("--unet", default="tiny-sd", choices=["tiny-sd", "medium-sd"])
+    parser.add_argument("--unet", default="tiny-sd", choices=["tiny-sd", "medium-sd", "sd15"])
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per pipeline, interleaved; median reported")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=64, help="height and width in pixels (multiple of 8)")
     parser.add_argument("--steps", type=int, default=3)
@@ -115,11 +108,17 @@ def main() -> None:
     def runner(pipe) -> Callable[[], Any]:
         return lambda: pipe(**call, generator=torch.Generator("cpu").manual_seed(0))
 
-    results = {}
-    for name, pipe in (("motionkit", ours), ("diffusers", theirs)):
+    pipes = {"motionkit": ours, "diffusers": theirs}
+    for pipe in pipes.values():
         runner(pipe)()  # warm-up: allocator, kernels, lazy inits
-        seconds, mib = measure(runner(pipe), args.device)
-        results[name] = (seconds / args.steps, mib)
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pipes}
+    for _ in range(args.repeats):  # interleaved, so load on a shared machine hits both alike
+        for name, pipe in pipes.items():
+            samples[name].append(measure(runner(pipe), args.device))
+    results = {
+        name: (statistics.median(t for t, _ in runs) / args.steps, max(m for _, m in runs))
+        for name, runs in samples.items()
+    }
 
     print(
         f"device={args.device} dtype={args.dtype} unet={args.unet} frames={args.frames} size={args.size} "

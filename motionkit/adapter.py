@@ -21,6 +21,11 @@ from motionkit.modules import MotionModule, TemporalAttention
 from motionkit.modules.norm import TEMPORAL_NORMS
 from motionkit.presets import preset_config
 
+# How the conditioning mask marks frames: PIA's per-distance coefficients (1 on the conditioning frame,
+# 0.2-0.9 elsewhere, chosen by motion_scale) or one-hot (1 on the conditioning frame, 0 elsewhere).
+# The adapter records the one it was trained with, so sampling feeds the same.
+IMAGE_COND_MASKS = ("pia", "one_hot")
+
 
 def _per_block(value: int | tuple | list, n: int, name: str) -> tuple[int, ...]:
     if isinstance(value, int):
@@ -59,11 +64,14 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
         use_temporal_conv: bool = False,
         temporal_conv_kernel_size: int = 3,
         image_cond_channels: int = 0,
+        image_cond_mask: str = "pia",
         dropout: float = 0.0,
     ):
         super().__init__()
         if temporal_norm not in TEMPORAL_NORMS:
             raise MotionkitError(f"temporal_norm {temporal_norm!r} is not one of {', '.join(TEMPORAL_NORMS)}")
+        if image_cond_mask not in IMAGE_COND_MASKS:
+            raise MotionkitError(f"image_cond_mask {image_cond_mask!r} is not one of {', '.join(IMAGE_COND_MASKS)}")
         if not (use_temporal_attention or use_temporal_conv):
             raise MotionkitError("an adapter needs temporal attention, temporal convolution, or both: enable one")
         channels = tuple(int(c) for c in block_out_channels)

@@ -55,7 +55,10 @@ MEDIUM_SD_UNET: dict[str, Any] = dict(
     sample_size=32,
 )
 
-UNET_CONFIGS = {"tiny-sd": TINY_SD_UNET, "tiny-sdxl": TINY_SDXL_UNET, "medium-sd": MEDIUM_SD_UNET}
+# Full SD 1.5 layout (diffusers' defaults with CLIP-L's 768-wide text), random weights: GPU-scale benchmarks.
+SD15_UNET: dict[str, Any] = dict(sample_size=64, cross_attention_dim=768)
+
+UNET_CONFIGS = {"tiny-sd": TINY_SD_UNET, "tiny-sdxl": TINY_SDXL_UNET, "medium-sd": MEDIUM_SD_UNET, "sd15": SD15_UNET}
 
 
 def tiny_unet(name: str = "tiny-sd", seed: int = 0, **overrides: Any) -> UNet2DConditionModel:

@@ -1,8 +1,9 @@
 """Image-to-video conditioning in PIA's layout: a per-frame mask and the conditioning latent.
 
 Adapters with an image-conditioning branch (``image_cond_channels == 5``, PIA's layout) take
-``cat([mask(1), cond_latent(4)])`` on every frame. The mask is 1.0 on the conditioning frame and a
-coefficient below 1 on the others, falling with the distance to it along one of PIA's presets.
+``cat([mask(1), cond_latent(4)])`` on every frame. The mask is 1.0 on the conditioning frame and, for
+adapters trained PIA's way (``image_cond_mask="pia"``), a coefficient below 1 on the others, falling
+with the distance to it along one of PIA's presets; one-hot adapters get 0 on the others.
 """
 
 from __future__ import annotations
@@ -33,10 +34,18 @@ def mask_coefficients(num_frames: int, motion_scale: int = 0, cond_frame: int = 
     return [preset[min(abs(f - cond_frame), len(preset) - 1)] for f in range(num_frames)]
 
 
-def image_cond(cond_latent: torch.Tensor, num_frames: int, motion_scale: int = 0) -> torch.Tensor:
+def mask_values(num_frames: int, mask: str = "pia", motion_scale: int = 0, cond_frame: int = 0) -> list[float]:
+    """Per-frame mask for an adapter trained with ``mask`` (``"pia"`` coefficients or ``"one_hot"``)."""
+    if mask == "one_hot":
+        return [1.0 if f == cond_frame else 0.0 for f in range(num_frames)]
+    return mask_coefficients(num_frames, motion_scale, cond_frame)
+
+
+def image_cond(cond_latent: torch.Tensor, num_frames: int, motion_scale: int = 0, mask: str = "pia") -> torch.Tensor:
     """``[B, 5, F, h, w]``: mask then ``cond_latent`` ``[B, 4, h, w]`` (already × scaling_factor) on every frame."""
     b, _, h, w = cond_latent.shape
-    coef = torch.tensor(mask_coefficients(num_frames, motion_scale), dtype=cond_latent.dtype, device=cond_latent.device)
+    values = mask_values(num_frames, mask, motion_scale)
+    coef = torch.tensor(values, dtype=cond_latent.dtype, device=cond_latent.device)
     mask = coef.view(1, 1, num_frames, 1, 1).expand(b, 1, num_frames, h, w)
     latent = cond_latent.unsqueeze(2).expand(-1, -1, num_frames, -1, -1)
     return torch.cat([mask, latent], dim=1)

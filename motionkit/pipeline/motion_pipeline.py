@@ -329,9 +329,12 @@ class MotionPipeline(
             noise = randn_tensor(latent.shape, generator=generator, device=device, dtype=dtype)
             augmented = latent + noise_aug_strength * noise
         trained = self.adapter.config.image_cond_channels == 5
+        mask = getattr(self.adapter.config, "image_cond_mask", "pia")
         unet_cond = None
         if trained:
-            unet_cond = pia_image_cond(augmented, num_frames, motion_scale or 0)
+            if mask == "one_hot" and motion_scale is not None:
+                logger.warning("motion_scale picks PIA mask presets; this adapter was trained with a one-hot mask")
+            unet_cond = pia_image_cond(augmented, num_frames, motion_scale or 0, mask=mask)
             if do_cfg:
                 unet_cond = torch.cat([torch.zeros_like(unet_cond), unet_cond])
         elif motion_scale is not None:

@@ -1,0 +1,361 @@
+"""``TrainConfig``: everything a training run needs, validated once, readable from YAML.
+
+Defaults follow the AnimateDiff motion-training recipe (``configs/training/v1/training.yaml``): AdamW
+lr 1e-4 (0.9, 0.999, wd 1e-2), 16 frames 4 apart at 256 px, batch 4, gradient clip 1.0, linear betas
+0.00085-0.012 over 1000 steps, epsilon prediction, caption dropout 0.1, constant LR.
+
+Nested sections (``data``, ``image_cond``, ``lora``, ``validation``) are frozen dataclasses too, so a
+config is a value: it is written next to every checkpoint and compared with ``==``.
+Overrides are ``key=value`` strings with dotted keys for sections: ``lr=3e-5``, ``data.size=512``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, get_type_hints
+
+from motionkit.errors import MotionkitError
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+PREDICTION_TYPES = ("auto", "epsilon", "v_prediction")
+EXPORT_FORMATS = ("motionkit", "diffusers", "animatediff")
+TRACKERS = ("tensorboard", "wandb")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise MotionkitError(message)
+
+
+def _probability(value: float, name: str) -> None:
+    _require(0.0 <= value <= 1.0, f"{name} must be a probability in [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where clips come from (exactly one of ``manifest``, ``folder``, ``csv``) and how they are cut."""
+
+    manifest: str | None = None
+    folder: str | None = None
+    csv: str | None = None
+    video_dir: str | None = None  # the videos a ``csv`` names (WebVid layout)
+    n_frames: int = 16
+    stride: int = 4
+    size: int = 256
+    flip_prob: float = 0.5
+    caption_dropout: float = 0.1
+    latent_cache: str | None = None  # folder of pre-encoded VAE latents (see LatentCacheDataset)
+    num_workers: int = 0
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        sources = [s for s in (self.manifest, self.folder, self.csv) if s]
+        _require(len(sources) <= 1, "data: give one of manifest, folder or csv, not several")
+        _require(not self.csv or bool(self.video_dir), "data.csv needs data.video_dir (the folder of the CSV's videos)")
+        _require(self.n_frames >= 1, f"data.n_frames must be >= 1, got {self.n_frames}")
+        _require(self.stride >= 1, f"data.stride must be >= 1, got {self.stride}")
+        _require(self.size >= 8 and self.size % 8 == 0, f"data.size must be a multiple of 8, got {self.size}")
+        _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+        _probability(self.flip_prob, "data.flip_prob")
+        _probability(self.caption_dropout, "data.caption_dropout")
+
+    @property
+    def has_source(self) -> bool:
+        return bool(self.manifest or self.folder or self.csv)
+
+
+@dataclass(frozen=True)
+class ImageCondConfig:
+    """Image-to-video training (PIA-style): a random frame of each clip conditions the others.
+
+    ``noise_aug``: the conditioning latent gets ``s * randn`` added with ``s ~ U(noise_aug)`` (SVD's
+    conditioning augmentation, moved to latent space); ``cond_dropout``: probability of a zeroed
+    condition, which is also what unconditional (text-to-video) sampling feeds (PIA uses 0.2).
+    ``mask``: ``one_hot`` (1 on the conditioning frame, 0 elsewhere) or ``pia`` (a random one of PIA's
+    ``motion_scale`` presets around the conditioning frame, as ``MotionPipeline`` feeds at sampling time).
+    """
+
+    enabled: bool = False
+    noise_aug: tuple[float, float] = (0.0, 0.1)
+    cond_dropout: float = 0.2
+    mask: str = "one_hot"
+
+    def __post_init__(self) -> None:
+        _require(len(self.noise_aug) == 2, f"image_cond.noise_aug must be a range [low, high], got {self.noise_aug}")
+        lo, hi = self.noise_aug
+        _require(0.0 <= lo <= hi, f"image_cond.noise_aug must be a range [low, high] with 0 <= low <= high, got {self.noise_aug}")
+        _probability(self.cond_dropout, "image_cond.cond_dropout")
+        _require(self.mask in ("one_hot", "pia"), f"image_cond.mask {self.mask!r} is not one_hot or pia")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """MotionLoRA: train rank-``rank`` updates of the temporal attentions of a frozen ``base_adapter``."""
+
+    enabled: bool = False
+    rank: int = 16
+    alpha: float = 16.0
+    base_adapter: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.rank >= 1, f"lora.rank must be >= 1, got {self.rank}")
+        _require(self.alpha > 0, f"lora.alpha must be > 0, got {self.alpha}")
+        _require(
+            not self.enabled or bool(self.base_adapter),
+            "lora.enabled needs lora.base_adapter: the motion adapter whose temporal attention the LoRA adapts",
+        )
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Sample videos every ``every`` steps (0: never) through ``motionkit.pipeline``."""
+
+    every: int = 0
+    prompts: tuple[str, ...] = ("a camera panning over a landscape",)
+    num_frames: int = 16
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, f"validation.every must be >= 0, got {self.every}")
+        _require(self.num_inference_steps >= 1, "validation.num_inference_steps must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # what to train
+    base: str = ""  # diffusers folder or single-file checkpoint of the image model
+    base_config: str | None = None  # diffusers-format config folder for a single-file base of unusual shape
+    adapter: str = "motionkit-sd15"  # preset name, or path of an adapter to continue training
+    adapter_overrides: Mapping[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    image_cond: ImageCondConfig = field(default_factory=ImageCondConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # optimisation
+    lr: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    batch_size: int = 4  # per process; the global batch is batch_size x processes x accumulation
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    lr_scheduler: str = "constant"  # any name diffusers' get_scheduler knows
+    lr_warmup_steps: int = 0
+    max_steps: int = 100_000
+    # noise schedule
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "linear"
+    prediction_type: str = "auto"  # auto: follow the base scheduler (v_prediction for SD 2.x 768-v)
+    # memory and speed
+    mixed_precision: str = "no"
+    cpu: bool = False  # run on CPU even beside a GPU; with several processes that is DDP over gloo
+    gradient_checkpointing: bool = False
+    # EMA of the trained weights (exported instead of the raw ones when on)
+    ema: bool = False
+    ema_decay: float = 0.9999
+    # bookkeeping
+    seed: int = 42
+    output_dir: str = "motionkit-out/train"
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    resume_from: str | None = None  # "latest" or a checkpoint folder
+    log_every: int = 10
+    log_with: tuple[str, ...] = ("tensorboard",)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    export_formats: tuple[str, ...] = ("motionkit",)
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "ema_decay", "max_grad_norm", "adam_epsilon"):
+            _require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        _require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _require(0.0 <= self.adam_beta1 < 1.0 and 0.0 <= self.adam_beta2 < 1.0, "adam betas must be in [0, 1)")
+        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
+        _require(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
+        _require(self.lr_warmup_steps >= 0, "lr_warmup_steps must be >= 0")
+        _require(self.num_train_timesteps >= 1, "num_train_timesteps must be >= 1")
+        _require(0 < self.beta_start < self.beta_end < 1, "betas must satisfy 0 < beta_start < beta_end < 1")
+        _require(self.ema_decay <= 1.0, f"ema_decay must be <= 1, got {self.ema_decay}")
+        _require(self.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: only at the end)")
+        _require(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
+        _require(self.log_every >= 1, "log_every must be >= 1")
+        _require(
+            self.mixed_precision in MIXED_PRECISION,
+            f"mixed_precision {self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}",
+        )
+        _require(
+            self.prediction_type in PREDICTION_TYPES,
+            f"prediction_type {self.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}",
+        )
+        bad = [f for f in self.export_formats if f not in EXPORT_FORMATS]
+        _require(not bad, f"export format {bad[0]!r} is not one of {', '.join(EXPORT_FORMATS)}" if bad else "")
+        bad = [t for t in self.log_with if t not in TRACKERS]
+        _require(not bad, f"tracker {bad[0]!r} is not one of {', '.join(TRACKERS)}" if bad else "")
+        _require(bool(self.adapter) or self.lora.enabled, "adapter must name a preset or an adapter path")
+        if self.image_cond.enabled and self.lora.enabled:
+            raise MotionkitError(
+                "image_cond and lora cannot train together: a MotionLoRA adapts only temporal attention; "
+                "train the image-conditioning branch with the full adapter"
+            )
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        return _build(cls, values, "")
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], overrides: list[str] | None = None) -> "TrainConfig":
+        """Read ``path``; relative paths inside it resolve against the file's folder. ``overrides``:
+        ``key=value`` strings (YAML values, dotted keys for sections) applied on top."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise MotionkitError(f"{path}: no such training config; pass --config with a YAML file")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise MotionkitError(f"{path}: not valid YAML{where}: fix the syntax") from None
+        if not isinstance(values, dict):
+            raise MotionkitError(f"{path}: a training config is a mapping of keys to values")
+        values = _resolve_paths(values, path.parent)
+        for item in overrides or []:
+            apply_override(values, item)
+        return cls.from_dict(values)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def with_overrides(self, overrides: list[str]) -> "TrainConfig":
+        values = self.to_dict()
+        for item in overrides:
+            apply_override(values, item)
+        return TrainConfig.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists, dicts), ready for YAML / JSON and trackers."""
+        return _plain(dataclasses.asdict(self))
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.lora.enabled
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+_PATH_KEYS = {("base",), ("base_config",), ("adapter",), ("output_dir",), ("resume_from",), ("lora", "base_adapter")} | {
+    ("data", k) for k in ("manifest", "folder", "csv", "video_dir", "latent_cache")
+}
+
+
+def _resolve_paths(values: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Make config-relative paths absolute, so a config runs the same from any working folder."""
+    from motionkit.presets import PRESETS
+
+    def fix(value: Any, key: tuple[str, ...]) -> Any:
+        if not isinstance(value, str) or not value or key not in _PATH_KEYS:
+            return value
+        if key == ("adapter",) and value in PRESETS or key == ("resume_from",) and value == "latest":
+            return value
+        expanded = Path(os.path.expanduser(value))
+        return str(expanded if expanded.is_absolute() else root / expanded)
+
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key in {"data", "lora"}:
+            out[key] = {k: fix(v, (key, k)) for k, v in value.items()}
+        else:
+            out[key] = fix(value, (key,))
+    return out
+
+
+def apply_override(values: dict[str, Any], item: str) -> None:
+    """Apply one ``key=value`` (``data.size=512``); the value is parsed as YAML (numbers, lists, bools)."""
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise MotionkitError(f"override {item!r} is not key=value (e.g. lr=3e-5 or data.size=512)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    *parents, leaf = key.strip().split(".")
+    target = values
+    for part in parents:
+        node = target.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise MotionkitError(f"override {item!r}: {part!r} is not a section")
+        target = node
+    target[leaf] = value
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise MotionkitError(f"{where.rstrip('.') or 'config'} must be a mapping, got {type(values).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise MotionkitError(f"unknown training option {where}{unknown[0]!r}: choose from {', '.join(sorted(known))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{where}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise MotionkitError(f"bad training options {where.rstrip('.') or ''}: {err}") from None
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """YAML gives lists and ints where the config holds tuples and floats; check and convert."""
+    text = str(hint)
+    if value is None:
+        if "None" in text:
+            return None
+        raise MotionkitError(f"{name} needs a value")
+    if text.startswith("tuple"):
+        items = [value] if isinstance(value, (str, int, float)) else list(value)
+        return tuple(float(v) if "float" in text else v for v in items)
+    if text.startswith("Mapping") or text.startswith("typing.Mapping"):
+        if not isinstance(value, Mapping):
+            raise MotionkitError(f"{name} must be a mapping of options")
+        return dict(value)
+    if hint is bool or text == "bool":
+        if not isinstance(value, bool):
+            raise MotionkitError(f"{name} must be true or false, got {value!r}")
+        return value
+    if hint is float or text == "float":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise MotionkitError(f"{name} must be a number, got {value!r}") from None
+    if hint is int or text == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise MotionkitError(f"{name} must be an integer, got {value!r}")
+        return int(value)
+    if "str" in text and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

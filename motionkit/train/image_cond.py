@@ -1,0 +1,61 @@
+"""The image-conditioning input of an adapter with ``image_cond_channels=5`` (image-to-video).
+
+Layout, shared by training and sampling: ``image_cond`` is ``[B, 5, F, h, w]`` where
+- channel 0 is the mask: 1 on the conditioning frame, 0 on every other frame;
+- channels 1-4 are the conditioning frame's VAE latent (x ``scaling_factor``), repeated on every frame
+  (PIA's layout: each frame sees the image, the mask says which frame it is).
+With ``ImageCondConfig.mask == "pia"`` the mask holds PIA's per-distance coefficients instead (1 on the
+conditioning frame, 0.2-0.9 around it), the values ``MotionPipeline``'s ``motion_scale`` presets feed.
+An all-zero ``image_cond`` means "no image" (condition dropout in training, the unconditional branch of
+classifier-free guidance and plain text-to-video at sampling time).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from motionkit.train.config import ImageCondConfig
+
+IMAGE_COND_CHANNELS = 5
+
+
+def image_cond_tensor(
+    cond_latent: torch.Tensor, frame_index: torch.Tensor | int, num_frames: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``cond_latent``: ``[B, 4, h, w]``; ``frame_index``: the conditioning frame per video (or one for all).
+    Returns ``[B, 5, F, h, w]`` in the layout above; ``mask`` (``[B, F]``) replaces the one-hot mask."""
+    b, _, h, w = cond_latent.shape
+    if mask is None:
+        index = torch.as_tensor(frame_index, device=cond_latent.device).reshape(-1).expand(b)
+        mask = torch.zeros(b, num_frames, device=cond_latent.device, dtype=cond_latent.dtype)
+        mask[torch.arange(b, device=cond_latent.device), index] = 1.0
+    mask = mask.to(cond_latent)[:, None, :, None, None].expand(b, 1, num_frames, h, w)
+    latents = cond_latent.unsqueeze(2).expand(-1, -1, num_frames, -1, -1)
+    return torch.cat([mask, latents], dim=1)
+
+
+def _pia_mask(num_frames: int, index: int, generator: torch.Generator) -> torch.Tensor:
+    from motionkit.pipeline.conditioning import MOTION_SCALES, mask_coefficients
+
+    scale = int(torch.randint(0, len(MOTION_SCALES), (), generator=generator))
+    return torch.tensor([mask_coefficients(num_frames, scale, cond_frame=index)])
+
+
+def training_image_cond(
+    latents: torch.Tensor, config: ImageCondConfig, generators: list[torch.Generator]
+) -> torch.Tensor:
+    """PIA's recipe for ``latents`` ``[B, 4, F, h, w]``: a random conditioning frame per clip, its latent
+    noised with a random strength from ``config.noise_aug``, the whole condition zeroed with probability
+    ``config.cond_dropout``. Each clip draws from its own generator (same result on any process layout)."""
+    b, c, f, h, w = latents.shape
+    low, high = config.noise_aug
+    conds = []
+    for i, generator in enumerate(generators):
+        index = int(torch.randint(0, f, (), generator=generator))
+        strength = low + (high - low) * float(torch.rand((), generator=generator))
+        noise = torch.randn((c, h, w), generator=generator).to(latents.device, latents.dtype)
+        dropped = float(torch.rand((), generator=generator)) < config.cond_dropout
+        mask = _pia_mask(f, index, generator) if config.mask == "pia" else None
+        cond = image_cond_tensor((latents[i, :, index] + strength * noise)[None], index, f, mask)
+        conds.append(torch.zeros_like(cond) if dropped else cond)
+    return torch.cat(conds)

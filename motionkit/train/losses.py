@@ -1,0 +1,21 @@
+"""The denoising objective: what the UNet predicts, and the loss on it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def prediction_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """The noise for epsilon prediction, the velocity ``alpha_t * eps - sigma_t * x0`` for v-prediction."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"prediction type {kind!r} is not trainable here: use epsilon or v_prediction")
+
+
+def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE in fp32 (an fp16 square of a large error overflows) averaged over every element."""
+    return F.mse_loss(prediction.float(), target.float(), reduction="mean")

@@ -1,0 +1,694 @@
+"""The training loop: a motion adapter (or a MotionLoRA) learns to denoise video clips through a
+frozen image model, on one process or many (accelerate: DDP, FSDP, DeepSpeed).
+
+Per step: clips -> VAE latents (x scaling_factor, or read from the latent cache) -> DDPM forward noise
+at a random timestep -> the injected UNet predicts epsilon (or v) -> MSE -> AdamW on the adapter only.
+
+Reproducibility: every random draw of a clip (VAE posterior sample, noise, timestep, image-conditioning
+choices) comes from a generator seeded by the clip's position in the epoch order (``sampler.py``), so
+N processes with batch B compute exactly what one process with batch N*B computes, and a resumed run
+computes exactly what an uninterrupted one does (bitwise on CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from motionkit.errors import MotionkitError
+from motionkit.train.base import BaseModels, load_base, weight_hashes
+from motionkit.train.checkpoint import (
+    Position,
+    checkpoint_dirs,
+    load_checkpoint,
+    resolve_resume,
+    restore_rng,
+    save_checkpoint,
+    serialized_rng,
+)
+from motionkit.train.config import TrainConfig
+from motionkit.train.image_cond import IMAGE_COND_CHANNELS, training_image_cond
+from motionkit.train.losses import diffusion_loss, prediction_target
+from motionkit.train.sampler import ResumableBatchSampler, position_generator
+
+logger = logging.getLogger(__name__)
+
+EVAL_EPOCH = -1  # generator namespace of ``evaluate``: never collides with a training epoch
+WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TrainingDivergedError(MotionkitError):
+    """The loss stopped being a finite number; nothing after it was saved."""
+
+
+class FrozenWeightsChangedError(MotionkitError):
+    """A weight that must stay frozen (VAE, text encoder, UNet, LoRA base) changed during training."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    history: list[dict[str, float]]
+    output_dir: Path
+    exported: dict[str, str] = field(default_factory=dict)
+    frozen_hashes: dict[str, str] = field(default_factory=dict)
+    adapter_sha256: str = ""
+
+
+def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
+    batch: dict[str, Any] = {"prompt": [item["prompt"] for item in items]}
+    for key in ("pixel_values", "latents"):
+        if key in items[0]:
+            batch[key] = torch.stack([item[key] for item in items])
+    return batch
+
+
+def state_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in sorted(tensors.items()):
+        digest.update(key.encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Trainer:
+    """Train a motion adapter as ``config`` says.
+
+    ``base``: already-loaded base components (a dict with unet, vae, text_encoder, tokenizer, ...) instead
+    of ``config.base``; ``dataset``: any dataset of ``VideoClipDataset`` items instead of ``config.data``.
+    ``setup()`` builds everything (``train()`` calls it when needed); ``evaluate()`` measures the loss on
+    fixed batches with fixed noise.
+    """
+
+    def __init__(
+        self, config: TrainConfig, *, base: BaseModels | dict[str, Any] | None = None, dataset: Dataset | None = None
+    ) -> None:
+        self.config = config
+        self._given_base = base
+        self._given_dataset = dataset
+        self.history: list[dict[str, float]] = []
+        self.position = Position()
+        self.accelerator: Any = None
+        self.last_checkpoint: Path | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    def setup(self) -> "Trainer":
+        """Accelerator, models, optimizer and data, then the checkpoint to resume from (if any)."""
+        if self.accelerator is not None:
+            return self
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedType, set_seed
+
+        cfg = self.config
+        if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
+            raise MotionkitError("mixed_precision fp16 needs a CUDA GPU: use bf16 or no on this machine")
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            mixed_precision=cfg.mixed_precision,
+            log_with=self._trackers() or None,
+            project_dir=str(self.output_dir),
+            cpu=cfg.cpu,
+        )
+        set_seed(cfg.seed)  # the same on every process: replicas start identical
+        self.weight_dtype = WEIGHT_DTYPES[cfg.mixed_precision]
+        self._setup_models()
+        self._setup_optimization()
+        self._setup_data()
+        self._resume()
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            self._log("note: FSDP/DeepSpeed runs train, but their checkpoints are not verified to resume exactly")
+        if self.accelerator.log_with:  # trackers exist only after init_trackers (main process only)
+            self.accelerator.init_trackers("motionkit", config=_flat(cfg.to_dict()))
+        return self
+
+    def _setup_models(self) -> None:
+        from motionkit.injection import inject
+
+        device = self.accelerator.device
+        self.base = self._load_base()
+        self.base.freeze(device, self.weight_dtype)
+        self.adapter = self._build_adapter()
+        self.motion_unet = inject(self.base.unet, self.adapter)
+        # The trained weights stay fp32 under mixed precision (autocast computes in half precision).
+        nn.Module.to(self.adapter, device=device, dtype=torch.float32)
+        self.trainable = [p for p in self.adapter.parameters() if p.requires_grad]
+        self._check_frozen_layout()
+        if self.config.gradient_checkpointing:
+            self.motion_unet.enable_gradient_checkpointing()
+        self.frozen_hashes = weight_hashes(self._frozen_modules())
+        self.noise_scheduler = self._noise_scheduler()
+
+    def _setup_optimization(self) -> None:
+        from diffusers.optimization import get_scheduler
+
+        cfg = self.config
+        self.optimizer = torch.optim.AdamW(
+            self.trainable,
+            lr=cfg.lr,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            weight_decay=cfg.adam_weight_decay,
+            eps=cfg.adam_epsilon,
+        )
+        # Stepped once per optimizer step by the loop itself: accelerate's wrapper would step it once per
+        # process, which ties the schedule to the process count.
+        self.lr_scheduler = get_scheduler(
+            cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.lr_warmup_steps, num_training_steps=max(cfg.max_steps, 1)
+        )
+        self.ema = None
+        if cfg.ema:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(self.trainable, decay=cfg.ema_decay)
+        self.model, self.optimizer = self.accelerator.prepare(self.motion_unet, self.optimizer)
+
+    def _setup_data(self) -> None:
+        cfg, acc = self.config, self.accelerator
+        self.dataset = self._given_dataset if self._given_dataset is not None else self._build_dataset()
+        self.sampler = ResumableBatchSampler(
+            len(self.dataset),
+            cfg.batch_size,
+            seed=cfg.seed,
+            shuffle=cfg.data.shuffle,
+            rank=acc.process_index,
+            world_size=acc.num_processes,
+        )
+        # Worker seeds come from this generator, not the global RNG, so resuming mid-epoch draws nothing extra.
+        self.loader_generator = torch.Generator().manual_seed(cfg.seed)
+        self.loader = DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            num_workers=cfg.data.num_workers,
+            collate_fn=collate_clips,
+            generator=self.loader_generator,
+            pin_memory=acc.device.type == "cuda",
+        )
+
+    def _trackers(self) -> list[str]:
+        from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+        available = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
+        missing = [t for t in self.config.log_with if not available[t]]
+        if missing:
+            logger.warning("logging to %s skipped: install %s to enable it", ", ".join(missing), " and ".join(missing))
+        return [t for t in self.config.log_with if available[t]]
+
+    def _load_base(self) -> BaseModels:
+        given = self._given_base
+        if isinstance(given, BaseModels):
+            return given
+        if isinstance(given, dict):
+            return BaseModels.from_components(given)
+        # Loaded in fp32 and cast by freeze(): the VAE stays exact where it is kept in fp32.
+        return load_base(self.config.base, config=self.config.base_config)
+
+    def _build_adapter(self) -> nn.Module:
+        from motionkit.adapter import MotionAdapter
+        from motionkit.presets import PRESETS
+
+        cfg = self.config
+        if cfg.lora.enabled:
+            from motionkit.formats import load_adapter
+            from motionkit.train.motion_lora import add_trainable_lora
+
+            adapter = load_adapter(cfg.lora.base_adapter, torch_dtype=torch.float32)
+            add_trainable_lora(adapter, cfg.lora.rank, cfg.lora.alpha)
+            return adapter
+        cond = (
+            {"image_cond_channels": IMAGE_COND_CHANNELS, "image_cond_mask": cfg.image_cond.mask}
+            if cfg.image_cond.enabled
+            else {}
+        )
+        if cfg.adapter in PRESETS:
+            adapter = MotionAdapter.from_unet(self.base.unet, cfg.adapter, **{**cfg.adapter_overrides, **cond})
+        else:
+            adapter = _continue_adapter(cfg.adapter, cfg.image_cond.mask if cfg.image_cond.enabled else None, cfg.adapter_overrides)
+        return adapter.requires_grad_(True).train()
+
+    def _frozen_modules(self) -> dict[str, nn.Module]:
+        modules = self.base.frozen_modules()
+        if self.config.lora.enabled:
+            modules["adapter"] = self.adapter
+        return modules
+
+    def _check_frozen_layout(self) -> None:
+        leaking = [
+            f"{name}.{p}" for name, module in self.base.frozen_modules().items()
+            for p, param in module.named_parameters() if param.requires_grad
+        ]
+        if leaking:
+            raise MotionkitError(f"base weights would train ({leaking[0]}, ...): only adapter weights may train")
+        if not self.trainable:
+            raise MotionkitError("nothing to train: the adapter has no trainable parameters")
+
+    def _noise_scheduler(self) -> Any:
+        from diffusers import DDPMScheduler
+
+        cfg = self.config
+        prediction = cfg.prediction_type
+        if prediction == "auto":
+            base_scheduler = self.base.scheduler
+            prediction = getattr(getattr(base_scheduler, "config", None), "prediction_type", None) or "epsilon"
+        if prediction not in ("epsilon", "v_prediction"):
+            raise MotionkitError(f"the base predicts {prediction!r}: set prediction_type to epsilon or v_prediction")
+        return DDPMScheduler(
+            num_train_timesteps=cfg.num_train_timesteps,
+            beta_start=cfg.beta_start,
+            beta_end=cfg.beta_end,
+            beta_schedule=cfg.beta_schedule,
+            prediction_type=prediction,
+        )
+
+    def _build_dataset(self) -> Dataset:
+        from motionkit.data.datasets import LatentCacheDataset, VideoClipDataset
+
+        data = self.config.data
+        if not data.has_source:
+            raise MotionkitError("no training data: set data.manifest, data.folder or data.csv in the config")
+        options = dict(
+            n_frames=data.n_frames,
+            stride=data.stride,
+            size=(data.size, data.size),
+            flip_prob=data.flip_prob,
+            caption_dropout=data.caption_dropout,
+            seed=self.config.seed,
+        )
+        if data.manifest:
+            dataset = VideoClipDataset.from_manifest(data.manifest, **options)
+        elif data.folder:
+            dataset = VideoClipDataset.from_folder(data.folder, **options)
+        else:
+            dataset = VideoClipDataset.from_csv(data.csv, data.video_dir, **options)
+        if data.latent_cache:
+            if data.num_workers:
+                self._log("note: data.latent_cache encodes missing latents in the loader workers; fill it with num_workers 0")
+            return LatentCacheDataset(dataset, data.latent_cache, encode=self._encode_for_cache)
+        return dataset
+
+    def _encode_for_cache(self, pixels: torch.Tensor) -> torch.Tensor:
+        """One clip ``[F, 3, H, W]`` -> its posterior mean ``[4, F, h, w]`` (a cache must not hold one draw)."""
+        return self.base.encode_frames(pixels[None].to(self.accelerator.device), None)[0]
+
+    def _resume(self) -> None:
+        path = resolve_resume(self.checkpoint_root, self.config.resume_from)
+        if path is None:
+            if self.config.resume_from == "latest":
+                self._log(f"no checkpoint under {self.checkpoint_root} yet: starting from step 0")
+            elif checkpoint_dirs(self.checkpoint_root):
+                raise MotionkitError(
+                    f"{self.output_dir} already holds checkpoints of a run: resume it with --resume latest "
+                    "or pick another output_dir"
+                )
+            self.history = self._history_until(0)
+            return
+        ckpt = load_checkpoint(path)
+        params = dict(self.adapter.named_parameters())
+        names = {n for n, p in params.items() if p.requires_grad}
+        if set(ckpt.trainable) != names:
+            odd = sorted(set(ckpt.trainable) ^ names)
+            raise MotionkitError(
+                f"{path}: its trained weights do not match this run's adapter (e.g. {odd[0]!r}): "
+                "resume with the config the checkpoint was written with"
+            )
+        with torch.no_grad():
+            for name, tensor in ckpt.trainable.items():
+                params[name].copy_(tensor)
+        state = ckpt.training_state
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+        rank = self.accelerator.process_index
+        if rank < len(ckpt.rng_states):
+            restore_rng(ckpt.rng_states[rank], {"loader": self.loader_generator})
+        else:
+            self._log(f"{path} has RNG states of {len(ckpt.rng_states)} processes; process {rank} keeps its seed")
+        self.position = ckpt.position
+        self.history = self._history_until(ckpt.position.step)
+        self.last_checkpoint = path
+        self._log(f"resumed from {path} at step {ckpt.position.step} (epoch {ckpt.position.epoch}, batch {ckpt.position.batch})")
+
+    # ------------------------------------------------------------------ one batch
+
+    def compute_loss(self, batch: dict[str, Any], epoch: int, positions: list[int], model: nn.Module | None = None) -> torch.Tensor:
+        """The mean denoising loss of ``batch``; ``positions`` (the clips' places in epoch ``epoch``'s
+        order) seed every random draw."""
+        cfg = self.config
+        device = self.accelerator.device
+        generators = [position_generator(cfg.seed, epoch, p) for p in positions]
+        if "latents" in batch:
+            latents = batch["latents"].to(device, torch.float32)
+        else:
+            latents = self.base.encode_frames(batch["pixel_values"].to(device), generators).float()
+        shape = latents.shape[1:]
+        noise = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+        timesteps = torch.stack(
+            [torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (), generator=g) for g in generators]
+        ).to(device)
+        image_cond = training_image_cond(latents, cfg.image_cond, generators) if cfg.image_cond.enabled else None
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        scale = 2 ** (len(self.base.vae.config.block_out_channels) - 1)
+        hidden, added = self.base.encode_prompts(list(batch["prompt"]), latents.shape[-2] * scale, latents.shape[-1] * scale)
+        model = model if model is not None else self.model
+        prediction = model(
+            noisy.to(self.weight_dtype),
+            timesteps,
+            hidden,
+            added_cond_kwargs=added,
+            image_cond=image_cond,
+            return_dict=False,
+        )[0]
+        return diffusion_loss(prediction, prediction_target(self.noise_scheduler, latents, noise, timesteps))
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[dict[str, Any]]) -> float:
+        """Mean loss over ``batches`` with noise and timesteps fixed by batch order (not by the run)."""
+        self.setup()
+        was_training = self.adapter.training
+        self.adapter.eval()
+        losses = []
+        for i, batch in enumerate(batches):
+            size = len(batch["prompt"])
+            positions = list(range(i * size, (i + 1) * size))
+            with self.accelerator.autocast():
+                losses.append(float(self.compute_loss(batch, EVAL_EPOCH, positions, model=self.motion_unet)))
+        self.adapter.train(was_training)
+        return sum(losses) / len(losses)
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> TrainResult:
+        """Run to ``max_steps`` optimizer steps (from the resumed position), checkpoint, verify, export."""
+        from tqdm.auto import tqdm
+
+        self.setup()
+        cfg, acc = self.config, self.accelerator
+        progress = tqdm(
+            total=cfg.max_steps, initial=self.position.step, desc="training", disable=not acc.is_main_process, unit="step"
+        )
+        self._pending_losses: list[float] = []
+        try:
+            epoch, start = self.position.epoch, self.position.batch
+            while self.position.step < cfg.max_steps:
+                self._train_epoch(epoch, start, progress)
+                epoch, start = epoch + 1, 0
+            if self.last_checkpoint is None or self.last_checkpoint.name != f"checkpoint-{self.position.step:08d}":
+                self.save_checkpoint()
+            return self._finish()
+        finally:
+            progress.close()
+            acc.end_training()
+
+    def _train_epoch(self, epoch: int, start: int, progress: Any) -> None:
+        """Global batches ``start..`` of epoch ``epoch``, until the epoch or ``max_steps`` ends."""
+        cfg, acc = self.config, self.accelerator
+        self.sampler.set_position(epoch, start)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        for batch_index, batch in enumerate(self.loader, start=start):
+            with acc.accumulate(self.model):
+                loss = self.compute_loss(batch, epoch, self.sampler.positions(batch_index))
+                self._pending_losses.append(self._checked(loss, self.position.step + 1, epoch, batch_index))
+                acc.backward(loss)
+                if acc.sync_gradients and cfg.max_grad_norm > 0:
+                    acc.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+                self.optimizer.step()  # accelerate's wrapper steps only when gradients are synced
+                self.optimizer.zero_grad(set_to_none=True)
+            if not acc.sync_gradients:
+                continue
+            if not acc.optimizer_step_was_skipped:
+                self.lr_scheduler.step()
+            if self.ema is not None:
+                self.ema.step(self.trainable)
+            step = self.position.step + 1
+            self.position = Position(step, epoch, batch_index + 1)
+            self._record(step, sum(self._pending_losses) / len(self._pending_losses))
+            self._pending_losses = []
+            progress.update(1)
+            progress.set_postfix(loss=f"{self.history[-1]['loss']:.4f}")
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+            if cfg.validation.every and step % cfg.validation.every == 0:
+                self.validate(step)
+            if step >= cfg.max_steps:
+                return
+
+    def _checked(self, loss: torch.Tensor, step: int, epoch: int, batch: int) -> float:
+        """The loss averaged over processes; stop every process on NaN/inf before anything is updated."""
+        gathered = self.accelerator.gather(loss.detach().float().reshape(1))
+        if not torch.isfinite(gathered).all():
+            bad = gathered[~torch.isfinite(gathered)][0].item()
+            last = self.last_checkpoint or "none written yet"
+            raise TrainingDivergedError(
+                f"loss became {bad} at step {step} (epoch {epoch}, batch {batch}); nothing was saved after it and the "
+                f"last good checkpoint is {last}: resume from it with a lower lr or mixed_precision bf16/no"
+            )
+        return float(gathered.mean())
+
+    def _record(self, step: int, loss: float) -> None:
+        entry = {"step": step, "loss": loss, "lr": float(self.lr_scheduler.get_last_lr()[0])}
+        self.history.append(entry)
+        if step % self.config.log_every == 0 or step == self.config.max_steps:
+            if self.accelerator.trackers:
+                self.accelerator.log({"train/loss": loss, "train/lr": entry["lr"]}, step=step)
+        if self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.output_dir / "history.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+    def _history_until(self, step: int) -> list[dict[str, float]]:
+        """The logged steps up to ``step``; later lines (steps redone after a resume) are dropped on disk."""
+        path = self.output_dir / "history.jsonl"
+        if not self.accelerator.is_main_process or not path.is_file():
+            return []  # the main process owns the file (and the history the summary reports)
+        entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        kept = [e for e in entries if e["step"] <= step]
+        if self.accelerator.is_main_process and len(kept) != len(entries):
+            path.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
+        return kept
+
+    # ------------------------------------------------------------------ checkpoints, validation, export
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.adapter.named_parameters() if p.requires_grad}
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current step (every process must call it: RNG states are gathered)."""
+        from accelerate.utils import gather_object
+
+        from motionkit.formats.motionkit_format import plain_config
+
+        acc = self.accelerator
+        rng_states = gather_object([serialized_rng({"loader": self.loader_generator})])
+        path = None
+        if acc.is_main_process:
+            scaler = getattr(acc, "scaler", None)
+            training_state = {
+                "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.lr_scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+            }
+            path = save_checkpoint(
+                self.checkpoint_root,
+                self.position,
+                trainable=self.trainable_state(),
+                adapter_config=plain_config(self.adapter),
+                training_state=training_state,
+                rng_states=list(rng_states),
+                config=self.config.to_dict(),
+                keep=self.config.keep_checkpoints,
+            )
+        acc.wait_for_everyone()
+        self.last_checkpoint = self.checkpoint_root / f"checkpoint-{self.position.step:08d}"
+        return path
+
+    def validate(self, step: int) -> list[Path]:
+        """Sample the validation prompts with the current weights (main process; others wait)."""
+        written: list[Path] = []
+        if self.accelerator.is_main_process:
+            try:
+                from motionkit.pipeline.motion_pipeline import MotionPipeline
+            except ImportError:
+                self._log("validation skipped: motionkit.pipeline.motion_pipeline is not available")
+            else:
+                written = self._sample_videos(MotionPipeline, step)
+        self.accelerator.wait_for_everyone()
+        return written
+
+    @torch.no_grad()
+    def _sample_videos(self, pipeline_cls: Any, step: int) -> list[Path]:
+        from motionkit.video_io import write_video
+
+        val = self.config.validation
+        # The pipeline injects the adapter itself (casting it to the UNet's dtype): lend it the plain UNet and
+        # keep an exact copy of the fp32 weights to put back.
+        saved = {k: v.detach().clone() for k, v in self.adapter.state_dict().items()}
+        self.adapter.eval()
+        self.motion_unet.eject()
+        written = []
+        try:
+            pipe = pipeline_cls.from_components(self._pipeline_components(), self.adapter)
+            pipe.set_progress_bar_config(disable=True)
+            try:
+                for i, prompt in enumerate(val.prompts):
+                    frames = pipe(
+                        prompt,
+                        num_frames=val.num_frames,
+                        height=self.config.data.size,
+                        width=self.config.data.size,
+                        num_inference_steps=val.num_inference_steps,
+                        guidance_scale=val.guidance_scale,
+                        generator=torch.Generator().manual_seed(val.seed + i),
+                        output_type="np",
+                    ).frames[0]
+                    path = self.output_dir / "validation" / f"step-{step:08d}-{i}.mp4"
+                    written.append(write_video(frames, path, fps=8, metadata={"prompt": prompt, "step": step}))
+            finally:
+                pipe.eject()
+        finally:
+            self.motion_unet.attach()
+            nn.Module.to(self.adapter, dtype=torch.float32)
+            self.adapter.load_state_dict(saved)
+            self.adapter.train()
+        if self.accelerator.trackers:
+            self.accelerator.log({"validation/videos": len(written)}, step=step)
+        self._log(f"validation: wrote {len(written)} videos to {self.output_dir / 'validation'}")
+        return written
+
+    def _pipeline_components(self) -> dict[str, Any]:
+        from diffusers import DDIMScheduler
+
+        base = self.base
+        components = {
+            "vae": base.vae,
+            "text_encoder": base.text_encoder,
+            "tokenizer": base.tokenizer,
+            "unet": base.unet,
+            "scheduler": DDIMScheduler.from_config(self.noise_scheduler.config, clip_sample=False),
+        }
+        if base.text_encoder_2 is not None:
+            components.update(text_encoder_2=base.text_encoder_2, tokenizer_2=base.tokenizer_2)
+        return components
+
+    def _finish(self) -> TrainResult:
+        acc = self.accelerator
+        after = weight_hashes(self._frozen_modules())
+        changed = [name for name, digest in self.frozen_hashes.items() if after.get(name) != digest]
+        if changed:
+            raise FrozenWeightsChangedError(
+                f"frozen weights changed during training ({', '.join(changed)}): a trainable flag or optimizer "
+                "group is wrong; do not use this run's outputs"
+            )
+        from accelerate.utils import gather_object
+
+        digest = state_sha256(self.trainable_state())
+        replicas = gather_object([digest])
+        if len(set(replicas)) != 1:
+            raise MotionkitError(f"the {len(replicas)} replicas ended with different weights: check the distributed setup")
+        exported: dict[str, str] = {}
+        if acc.is_main_process:
+            exported = self.export()
+            summary = {
+                "steps": self.position.step,
+                "final_loss": self.history[-1]["loss"] if self.history else None,
+                "frozen_hashes": self.frozen_hashes,
+                "frozen_unchanged": True,
+                "adapter_sha256": digest,
+                "replica_sha256": list(replicas),
+                "processes": acc.num_processes,
+                "exported": exported,
+            }
+            (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        acc.wait_for_everyone()
+        return TrainResult(self.position.step, list(self.history), self.output_dir, exported, self.frozen_hashes, digest)
+
+    def export(self) -> dict[str, str]:
+        """Write the trained weights (EMA weights when EMA is on) in every format of ``export_formats``."""
+        from motionkit.formats import save_adapter
+
+        out: dict[str, str] = {}
+        if self.ema is not None:
+            self.ema.store(self.trainable)
+            self.ema.copy_to(self.trainable)
+        try:
+            if self.config.lora.enabled:
+                from motionkit.train.motion_lora import save_trained_lora
+
+                out["motion_lora"] = str(save_trained_lora(self.adapter, self.output_dir / "motion_lora.safetensors"))
+                return out
+            targets = {
+                "motionkit": self.output_dir / "adapter",
+                "diffusers": self.output_dir / "adapter-diffusers",
+                "animatediff": self.output_dir / "adapter-animatediff.safetensors",
+            }
+            for fmt in self.config.export_formats:
+                out[fmt] = str(save_adapter(self.adapter, targets[fmt], format=fmt))
+            return out
+        finally:
+            if self.ema is not None:
+                self.ema.restore(self.trainable)
+
+    def _log(self, message: str) -> None:
+        if self.accelerator is None or self.accelerator.is_main_process:
+            logger.info(message)
+
+
+def _continue_adapter(path: str, image_cond_mask: str | None, overrides: dict[str, Any]) -> nn.Module:
+    """Load an adapter to train further; give it a fresh (zero) image-conditioning branch if asked and absent.
+
+    ``image_cond_mask`` (None: no image conditioning) is recorded in the adapter's config, so sampling
+    feeds the mask the branch is trained with."""
+    from motionkit.adapter import MotionAdapter
+    from motionkit.formats import load_adapter
+    from motionkit.formats.motionkit_format import plain_config
+
+    adapter = load_adapter(path, torch_dtype=torch.float32, **overrides)
+    if image_cond_mask is None:
+        return adapter
+    if adapter.image_cond_conv is None:
+        grown = MotionAdapter(
+            **{**plain_config(adapter), "image_cond_channels": IMAGE_COND_CHANNELS, "image_cond_mask": image_cond_mask}
+        )
+        missing, unexpected = grown.load_state_dict(adapter.state_dict(), strict=False)
+        if unexpected or not all(k.startswith("image_cond_conv") for k in missing):
+            raise MotionkitError(f"{path}: could not add an image-conditioning branch to this adapter")
+        return grown
+    adapter.register_to_config(image_cond_mask=image_cond_mask)
+    return adapter
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Trackers take scalars: nested sections become dotted keys, lists become strings."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
+def train(config: TrainConfig, **kwargs: Any) -> TrainResult:
+    """``Trainer(config, **kwargs).train()``."""
+    return Trainer(config, **kwargs).train()

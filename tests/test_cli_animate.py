@@ -189,3 +189,34 @@ def test_batch_errors_are_one_line(assets, tmp_path, capsys, batch, needle):
     (tmp_path / "bad.yaml").write_text("prompts: [unclosed")
     assert main(["animate", "--config", str(tmp_path / "bad.yaml")]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_motion_lora_flag_applies_scaled_motion_loras(assets, tmp_path, capsys):
+    from motionkit.formats import load_adapter
+    from motionkit.tiny import randomize_
+    from motionkit.train.motion_lora import add_trainable_lora, save_trained_lora
+
+    adapter = randomize_(load_adapter(assets / "adapter"))  # a fresh adapter's zero output would hide any LoRA
+    adapter.save_pretrained(tmp_path / "moving")
+    add_trainable_lora(adapter, rank=2, alpha=2)
+    with torch.no_grad():
+        for name, param in adapter.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    lora = save_trained_lora(adapter, tmp_path / "pan.safetensors")
+
+    def run(out: str, *extra: str):
+        args = ["animate", "--base", str(assets / "base"), "--adapter", str(tmp_path / "moving"), "--prompt", "a cat",
+                "--seed", "1", *SMALL, "--out", str(tmp_path / out) + "/", *extra]
+        assert main(args) == 0, capsys.readouterr().err
+        return read_video(tmp_path / out)
+
+    plain, scaled_zero = run("plain"), run("zero", "--motion-lora", f"{lora}:0")
+    moved = run("moved", "--motion-lora", f"{lora}:1.0")
+    assert np.array_equal(plain, scaled_zero), "scale 0 is no change"
+    assert not np.array_equal(plain, moved), "the MotionLoRA changes the motion"
+    meta = json.loads(sidecar_path(tmp_path / "moved").read_text())
+    assert meta["motion_loras"] == [{"path": str(lora), "scale": 1.0}]
+    assert main(["animate", "--base", str(assets / "base"), "--adapter", str(assets / "adapter"), "--prompt", "x",
+                 *SMALL, "--motion-lora", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "x.gif")]) == 2
+    assert "--motion-lora" in capsys.readouterr().err

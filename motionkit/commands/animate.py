@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": None,
 }
 # What the base/adapter loading needs, shared by every prompt of a batch.
-MODEL_KEYS = ("base", "adapter", "base_config", "tokenizer", "lora", "device", "dtype", "attention_backend", "scheduler")
+MODEL_KEYS = ("base", "adapter", "base_config", "tokenizer", "lora", "motion_lora", "device", "dtype", "attention_backend", "scheduler")
 # What a single prompt of a batch may set for itself.
 PROMPT_KEYS = {
     "prompt", "negative_prompt", "seed", "image", "out", "frames", "width", "height", "steps", "guidance",
@@ -83,6 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--context-stride", type=int, help="dilation levels of the context windows (default 1)")
     add("--context-loop", action="store_true", default=None, help="wrap windows around: a looping video")
     add("--lora", action="append", metavar="PATH[:SCALE]", help="image LoRA on the base model; repeat for several")
+    add(
+        "--motion-lora", action="append", metavar="PATH[:SCALE]",
+        help="MotionLoRA on the adapter's temporal attention (e.g. a camera move); repeat to stack several",
+    )
     add("--base-config", help="diffusers-format config folder for a single-file base (overrides the shipped configs)")
     add("--tokenizer", help="CLIP tokenizer folder (single-file bases carry none)")
     add("--device", choices=("cpu", "cuda"), help="default: cuda when available")
@@ -114,6 +118,7 @@ class Plan:
     tokenizer: Path | None
     loras: list[tuple[str, float]]
     model: dict[str, Any]
+    motion_loras: list[tuple[str, float]] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)
 
 
@@ -182,7 +187,7 @@ def _check_scheduler(name: str) -> None:
         raise MotionkitError(f"unknown scheduler {name!r}: choose one of {', '.join(SCHEDULERS)}")
 
 
-def _loras(specs: Any) -> list[tuple[str, float]]:
+def _loras(specs: Any, flag: str = "--lora") -> list[tuple[str, float]]:
     from motionkit.pipeline.lora import parse_lora_spec
 
     loras = []
@@ -194,7 +199,7 @@ def _loras(specs: Any) -> list[tuple[str, float]]:
         else:
             raise MotionkitError(f"bad LoRA entry {spec!r}: give PATH, PATH:SCALE or {{path: ..., scale: ...}}")
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such LoRA file; check --lora")
+            raise FileNotFoundError(f"{path}: no such LoRA file; check {flag}")
         loras.append((path, scale))
     return loras
 
@@ -208,6 +213,7 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         base_config=_existing(given["base_config"], "config folder", "--base-config") if given.get("base_config") else None,
         tokenizer=_existing(given["tokenizer"], "tokenizer folder", "--tokenizer") if given.get("tokenizer") else None,
         loras=_loras(given.get("lora")),
+        motion_loras=_loras(given.get("motion_lora"), "--motion-lora"),
         model={k: settings[k] for k in ("device", "dtype", "attention_backend", "scheduler")},
     )
     for index, entry in enumerate(prompts):
@@ -297,14 +303,15 @@ def _batch(path: Path, given: dict[str, Any]) -> tuple[dict[str, Any], list[dict
     for key in ("base", "adapter", "base_config", "tokenizer"):
         if key in data:
             data[key] = resolve(data[key])
-    loras = data.get("lora")
-    if loras is not None:
-        loras = loras if isinstance(loras, list) else [loras]
-        data["lora"] = [
-            {**spec, "path": resolve(spec["path"])} if isinstance(spec, dict) and "path" in spec
-            else (resolve(spec) if isinstance(spec, str) else spec)
-            for spec in loras
-        ]
+    for key in ("lora", "motion_lora"):
+        loras = data.get(key)
+        if loras is not None:
+            loras = loras if isinstance(loras, list) else [loras]
+            data[key] = [
+                {**spec, "path": resolve(spec["path"])} if isinstance(spec, dict) and "path" in spec
+                else (resolve(spec) if isinstance(spec, str) else spec)
+                for spec in loras
+            ]
     fmt = str(data.get("format", "mp4")).lstrip(".").lower()
     if fmt not in VIDEO_SUFFIXES:
         raise MotionkitError(f"{path}: format {fmt!r} cannot be written; use one of {', '.join(VIDEO_SUFFIXES)}")
@@ -377,6 +384,7 @@ def assemble_pipeline(components: dict[str, Any], adapter: Any, scheduler: str =
 
 def build_pipeline(plan: Plan) -> Any:
     """Base model + adapter (checked to fit) + scheduler + LoRAs, on the chosen device and dtype."""
+    from motionkit.formats import apply_motion_lora
     from motionkit.pipeline.loading import load_adapter_for, load_base
     from motionkit.pipeline.lora import apply_loras
 
@@ -384,6 +392,8 @@ def build_pipeline(plan: Plan) -> Any:
     with quiet_loading():
         components = load_base(plan.base, config=plan.base_config, tokenizer=plan.tokenizer, dtype=dtype, device=device)
         adapter = load_adapter_for(components, plan.adapter)
+    for index, (path, scale) in enumerate(plan.motion_loras):
+        apply_motion_lora(adapter, path, scale=scale, name=f"motion_lora_{index}")
     pipe = assemble_pipeline(components, adapter, plan.model["scheduler"], plan.model["attention_backend"])
     if plan.loras:
         apply_loras(pipe, plan.loras)
@@ -405,6 +415,7 @@ def _metadata(plan: Plan, job: Job) -> dict[str, Any]:
         "base_config": str(plan.base_config) if plan.base_config else None,
         "adapter": str(plan.adapter),
         "loras": [{"path": path, "scale": scale} for path, scale in plan.loras],
+        "motion_loras": [{"path": path, "scale": scale} for path, scale in plan.motion_loras],
         "settings": {k: s[k] for k in DEFAULTS if k not in ("negative_prompt", "seed")},
     }
 

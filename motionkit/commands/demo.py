@@ -1,87 +1,334 @@
-"""``motionkit demo``: the whole idea, offline, on CPU, in seconds.
+"""``motionkit demo``: the main job, offline, on CPU, in about two minutes.
 
-Builds a tiny SD-shaped UNet, injects a fresh motion adapter and a trained-looking (random) one,
-runs a few frames through each and reports what happened: identity at injection, motion once the
-temporal layers carry weights, and an exact eject.
+Animates the tiny family's conditioning frame three ways and measures each video:
+
+(a) the image model alone, frame by frame: the same pipeline with a fresh (zero-initialised) copy of
+    the adapter, which is the identity, so every frame is denoised by the frozen image UNet on its own;
+(b) the base model with the shipped motion adapter;
+(c) the personalized variant with the same adapter, unchanged.
+
+The tiny family (``motionkit/assets/tiny-family``, or ``--models-dir DIR`` with the same layout)::
+
+    bases/tiny-base/  bases/tiny-personalized/   diffusers pipeline folders
+    adapters/tiny-motion[/ or .safetensors]      motion adapter with an image-conditioning branch
+    examples/conditioning.png                    the frame to animate (its caption, if any: conditioning.txt)
+
+Writes ``<name>.mp4`` and ``<name>.gif`` per video and ``metrics.json`` into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from motionkit.errors import MotionkitError
+
+BASE, PERSONALIZED, ADAPTER = "tiny-base", "tiny-personalized", "tiny-motion"
+CONDITIONING = Path("examples") / "conditioning.png"
+# What the summary calls "still moving" (mean flow, px per frame pair) and "a faithful first frame".
+MIN_MOTION = 0.1
+FAITHFUL_PSNR, FAITHFUL_SSIM = 20.0, 0.6
+
+
+@dataclass(frozen=True)
+class TinyFamily:
+    """Paths of a models folder laid out as the tiny family is (see the module docstring)."""
+
+    root: Path
+    base: Path
+    personalized: Path
+    adapter: Path
+    conditioning: Path
+    prompt: str
+
+    @classmethod
+    def find(cls, models_dir: str | Path | None = None) -> "TinyFamily":
+        """``models_dir`` when given, else the family shipped with motionkit."""
+        return cls.at(models_dir if models_dir is not None else shipped_family_dir())
+
+    @classmethod
+    def at(cls, root: str | Path) -> "TinyFamily":
+        """Look the entries up; refuse, in one line, a folder that lacks one."""
+        from motionkit.app.models import ModelsFolder
+
+        root = Path(root)
+        if not root.is_dir():
+            raise MotionkitError(f"{root}: no such models folder; pass --models-dir DIR (layout: bases/, adapters/, examples/)")
+        models = ModelsFolder(root)
+        conditioning = root / CONDITIONING
+        if not conditioning.is_file():
+            raise MotionkitError(f"{root}: no {CONDITIONING.as_posix()}; put the frame to animate there")
+        # Without a caption the image alone conditions the video (an empty prompt is what training drops to).
+        caption = conditioning.with_suffix(".txt")
+        prompt = caption.read_text(encoding="utf-8").strip() if caption.is_file() else ""
+
+        def entry(kind: str, name: str) -> Path:
+            found = models.listing(kind).get(name)
+            if found is None:
+                folder = "bases" if kind == "base" else "adapters"
+                raise MotionkitError(f"{root}: no {folder}/{name} (a folder or file); the tiny family's layout needs it")
+            return found
+
+        return cls(
+            root=root,
+            base=entry("base", BASE),
+            personalized=entry("base", PERSONALIZED),
+            adapter=entry("adapter", ADAPTER),
+            conditioning=conditioning,
+            prompt=prompt,
+        )
+
+
+def shipped_family_dir() -> Path:
+    """Where the tiny family ships inside the package; a one-line error when this install lacks it."""
+    from motionkit.assets import tiny_family_path
+
+    return tiny_family_path()
+
+
+def write_stand_in_family(root: str | Path, seed: int = 0) -> TinyFamily:
+    """A random models folder with the tiny family's layout, for tests and for trying the tools without it.
+
+    Built on the app's ``write_demo_models`` (base, adapter, MotionLoRA): the base is renamed, a nudged
+    copy of its UNet plays the personalized variant, and the adapter gains a small random image branch.
+    Untrained: its videos are coloured noise, so only the mechanics can be checked with it.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from motionkit.adapter import MotionAdapter
+    from motionkit.app.models import write_demo_models
+    from motionkit.formats import load_adapter, save_adapter
+
+    root = write_demo_models(root, seed=seed).root
+    base = root / "bases" / BASE
+    (root / "bases" / "tiny-sd").rename(base)
+    personalized = root / "bases" / PERSONALIZED
+    shutil.copytree(base, personalized)
+    unet = UNet2DConditionModel.from_pretrained(personalized / "unet")
+    generator = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.01 * p.std().nan_to_num())
+    unet.save_pretrained(personalized / "unet")
+
+    plain = root / "adapters" / "tiny-motion.safetensors"
+    motion = load_adapter(plain)
+    conditioned = MotionAdapter.from_config({**motion.config, "image_cond_channels": 5})
+    conditioned.load_state_dict(motion.state_dict(), strict=False)
+    with torch.no_grad():
+        conditioned.image_cond_conv.weight.normal_(0.0, 0.02, generator=generator)
+    save_adapter(conditioned, root / "adapters" / ADAPTER)
+    plain.unlink()  # one adapter named tiny-motion, as in the real family
+
+    (root / CONDITIONING).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(__file__).resolve().parent.parent / "assets" / "examples" / "red-ball.png", root / CONDITIONING)
+    (root / "MODEL_CARD.md").write_text(
+        "# Stand-in tiny family\n\nRandom, untrained weights with the tiny family's layout, for tests.\n", encoding="utf-8"
+    )
+    return TinyFamily.at(root)
+
+
+# --------------------------------------------------------------------------------------------- command
+
+# key, file stem, heading of the table column
+VARIANTS: tuple[tuple[str, str, str], ...] = (
+    ("a", "a-image-model", "(a) image model"),
+    ("b", "b-motion-adapter", "(b) + adapter"),
+    ("c", "c-personalized", "(c) personalized"),
+)
+# metric key, row label, which way is better
+ROWS: tuple[tuple[str, str, str], ...] = (
+    ("warping_error", "warping error", "lower"),
+    ("mean_abs_frame_diff", "flicker, mean |frame diff| 0-255", "lower"),
+    ("temporal_flicker", "flicker score (VBench, 1 = steady)", "higher"),
+    ("motion_score", "motion score, px per frame", "moving"),
+    ("dynamic_degree", "dynamic degree (VBench rule)", "moving"),
+    ("first_frame_psnr", "first frame PSNR, dB", "higher"),
+    ("first_frame_ssim", "first frame SSIM", "higher"),
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run motionkit end to end on a tiny built-in model (offline, CPU)")
-    parser.add_argument("--out", type=Path, default=Path("motionkit-out/demo"), help="folder for the outputs")
-    parser.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
-    parser.add_argument("--preset", default="motionkit-sd15", help="adapter preset for the demo adapter")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--attention-backend", default="auto", choices=("auto", "sdpa", "math", "xformers", "triton"),
-        help="temporal attention implementation (default auto: Triton on CUDA where it fits, else SDPA)",
+    parser = subparsers.add_parser(
+        "demo",
+        help="animate the bundled frame with the tiny model family and compare with the image model alone (offline)",
+        description="Image-to-video with the shipped tiny family: the image model frame by frame, the base model "
+        "with the motion adapter, and the personalized model with the same adapter; writes the videos and "
+        "prints their metrics side by side. Offline, about two minutes on a laptop CPU.",
     )
+    add = parser.add_argument
+    add("--out", type=Path, default=Path("motionkit-out/demo"), help="output folder (default motionkit-out/demo)")
+    add("--steps", type=int, default=25, help="denoising steps (default 25)")
+    add("--frames", type=int, default=8, help="frames per video (default 8, the tiny adapter's training length)")
+    add("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default 4, the tiny family's)")
+    add("--seed", type=int, default=0, help="random seed, the same for every video (default 0)")
+    add("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    add("--attention-backend", default="auto", choices=("auto", "sdpa", "math", "xformers", "triton"),
+        help="temporal attention kernel (default auto)")
+    add("--models-dir", type=Path, help="a folder laid out as the tiny family (default: the one shipped with motionkit)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from motionkit import MotionAdapter, inject
-    from motionkit.errors import MotionkitError
-    from motionkit.tiny import randomize_, tiny_unet, unet_inputs
-
     if args.frames < 2:
         raise MotionkitError(f"--frames must be at least 2 to show motion, got {args.frames}")
+    if args.steps < 1:
+        raise MotionkitError(f"--steps must be at least 1, got {args.steps}")
+    if args.guidance < 0:
+        raise MotionkitError(f"--guidance must be >= 0, got {args.guidance}")
+    family = TinyFamily.find(args.models_dir)
     start = time.perf_counter()
-    unet = tiny_unet("tiny-sd", seed=args.seed)
-    inputs = unet_inputs(unet, frames=args.frames, seed=args.seed)
-    b, c, f, h, w = inputs["sample"].shape
-    with torch.no_grad():
-        per_frame = unet(
-            inputs["sample"].transpose(1, 2).reshape(b * f, c, h, w),
-            inputs["timestep"].repeat_interleave(f),
-            inputs["encoder_hidden_states"].repeat_interleave(f, 0),
-        ).sample.reshape(b, f, c, h, w).transpose(1, 2)
-
-        adapter = MotionAdapter.from_unet(unet, preset=args.preset)
-        adapter.set_attention_backend(args.attention_backend)
-        motion = inject(unet, adapter)
-        fresh = motion(**inputs).sample
-        randomize_(adapter, seed=args.seed)
-        moved = motion(**inputs).sample
-        motion.eject()
-
-    print(f"base UNet: tiny SD layout, {sum(p.numel() for p in unet.parameters()):,} parameters (frozen)")
-    info = adapter.describe()
-    print(f"adapter: preset {args.preset}, {info['layout']}, {info['parameters']:,} parameters")
-    print(f"input: {b} video x {f} frames x {h}x{w} latents")
-    print(f"fresh adapter vs image model frame by frame: max |diff| = {(fresh - per_frame).abs().max().item():.3g} (identity)")
-    print(f"adapter with weights: max |diff| = {(moved - per_frame).abs().max().item():.3g} (temporal layers now mix frames)")
-    cross_frame = _cross_frame_influence(unet, adapter, inputs)
-    print(f"changing frame 0 moves frame {f - 1}'s output by {cross_frame:.3g} with the adapter, 0 without it")
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    saved = args.out / "adapter"
-    adapter.save_pretrained(saved)
-    print(f"adapter saved to {saved} ({sum(p.stat().st_size for p in saved.iterdir()) / 1e6:.2f} MB)")
-    print(f"done in {time.perf_counter() - start:.1f} s")
+    results = animate_family(
+        family, args.out, steps=args.steps, frames=args.frames, seed=args.seed, guidance=args.guidance,
+        device=args.device, attention_backend=args.attention_backend,
+    )
+    print()
+    print(format_table(results))
+    print()
+    for line in verdict(results):
+        print(line)
+    report = {
+        "models": str(family.root),
+        "prompt": family.prompt,
+        "settings": {"steps": args.steps, "frames": args.frames, "seed": args.seed, "guidance": args.guidance},
+        "baseline": "(a) runs a fresh zero-initialised copy of the adapter: the identity, so each frame is the image model alone",
+        "videos": {key: _finite(result) for key, result in results.items()},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    metrics = args.out / "metrics.json"
+    metrics.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"\nvideos and {metrics.name} in {args.out} ({report['seconds']:.0f} s)")
     return 0
 
 
-def _cross_frame_influence(unet, adapter, inputs) -> float:
+def animate_family(
+    family: TinyFamily,
+    out: Path,
+    *,
+    steps: int,
+    frames: int,
+    seed: int,
+    guidance: float = 4.0,
+    device: str | None = None,
+    attention_backend: str = "auto",
+) -> dict[str, dict[str, Any]]:
+    """Make and measure the three videos; returns ``{key: metrics + paths}`` in ``VARIANTS`` order."""
+    from motionkit.adapter import MotionAdapter
+    from motionkit.commands.animate import assemble_pipeline, device_and_dtype, quiet_loading
+    from motionkit.pipeline.loading import load_adapter_for, load_base
+
+    device, dtype = device_and_dtype(device)
+    out.mkdir(parents=True, exist_ok=True)
+    with quiet_loading():
+        base = load_base(family.base, dtype=dtype, device=device)
+        adapter = load_adapter_for(base, family.adapter)
+    # A fresh adapter of the same shape starts as the identity (zero-initialised outputs and image branch).
+    identity = MotionAdapter.from_config(adapter.config)
+    print(f"animating {family.conditioning.name} from {family.root}: {frames} frames, {steps} steps, seed {seed}")
+    print(f"prompt: {family.prompt or '(none: the image alone conditions the video)'}")
+    results = {}
+    for (key, stem, heading), model, motion in zip(VARIANTS, (BASE, BASE, PERSONALIZED), (identity, adapter, adapter)):
+        if model == PERSONALIZED:
+            with quiet_loading():
+                base = load_base(family.personalized, dtype=dtype, device=device)
+        pipe = assemble_pipeline(base, motion, attention_backend=attention_backend)
+        print(f"{heading}: {model}, {'fresh identity adapter' if motion is identity else ADAPTER}")
+        try:
+            results[key] = _make_video(pipe, family, out / stem, frames=frames, steps=steps, seed=seed, guidance=guidance)
+        finally:
+            pipe.eject()  # hand the UNet back untouched for the next variant
+    return results
+
+
+def _make_video(
+    pipe: Any, family: TinyFamily, stem: Path, *, frames: int, steps: int, seed: int, guidance: float
+) -> dict[str, Any]:
+    import numpy as np
     import torch
 
-    from motionkit import inject
+    from motionkit.metrics import evaluate_video
+    from motionkit.pipeline.image_input import prepare_image
+    from motionkit.video_io import write_video
 
-    motion = inject(unet, adapter)
-    try:
-        with torch.no_grad():
-            base = motion(**inputs).sample
-            nudged_sample = inputs["sample"].clone()
-            nudged_sample[:, :, 0] += 1.0
-            nudged = motion(**{**inputs, "sample": nudged_sample}).sample
-    finally:
-        motion.eject()
-    return (nudged[:, :, -1] - base[:, :, -1]).abs().max().item()
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    output = pipe(
+        prompt=family.prompt,
+        image=family.conditioning,
+        num_frames=frames,
+        height=size,
+        width=size,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        output_type="np",
+    )
+    video = (np.clip(output.frames[0], 0.0, 1.0) * 255).round().astype(np.uint8)
+    # First-frame fidelity against the frame exactly as the pipeline saw it (resized and centre-cropped).
+    seen = prepare_image(family.conditioning, size, size, pipe.image_processor)[0]
+    reference = ((seen.permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+    written = [str(write_video(video, stem.with_suffix(suffix), fps=8)) for suffix in (".mp4", ".gif")]
+    return {**evaluate_video(video, reference), "files": written}
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """The metrics of every video side by side, one row per metric."""
+    from motionkit.commands.eval import _fmt
+
+    headings = [heading for key, _, heading in VARIANTS if key in results]
+    rows = [
+        [label, better] + [_fmt(results[key].get(metric)) for key, _, _ in VARIANTS if key in results]
+        for metric, label, better in ROWS
+    ]
+    header = ["metric", "better"] + headings
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    note = "(a) = the same pipeline with a fresh zero-initialised adapter (the identity): the image model, frame by frame"
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows), note])
+
+
+def verdict(results: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per adapted video: is it steadier than (a), still moving, and true to the first frame?"""
+    a = results["a"]
+    lines, shown = [], []
+    for key, _, heading in VARIANTS[1:]:
+        r = results[key]
+        steadier = r["warping_error"] < a["warping_error"] and r["mean_abs_frame_diff"] < a["mean_abs_frame_diff"]
+        moving = r["motion_score"] >= MIN_MOTION
+        faithful = r["first_frame_psnr"] >= FAITHFUL_PSNR and r["first_frame_ssim"] >= FAITHFUL_SSIM
+        shown.append(steadier and moving and faithful)
+        lines.append(
+            f"{heading} vs (a): {'shown' if shown[-1] else 'NOT shown'}: "
+            f"warping error {_ratio(a['warping_error'], r['warping_error'])}, "
+            f"flicker {_ratio(a['mean_abs_frame_diff'], r['mean_abs_frame_diff'])}; "
+            f"{'still moving' if moving else 'barely moving'} ({r['motion_score']:.2f} px per frame); "
+            f"first frame {'faithful' if faithful else 'off'} "
+            f"({r['first_frame_psnr']:.1f} dB, SSIM {r['first_frame_ssim']:.2f})"
+        )
+    if not all(shown):
+        lines.append("(trained models show these; a random stand-in folder makes noise, so only its mechanics can be checked)")
+    return lines
+
+
+def _ratio(baseline: float, value: float) -> str:
+    if not (math.isfinite(baseline) and math.isfinite(value)) or value <= 0:
+        return f"{value:.4g} vs {baseline:.4g}"
+    factor = baseline / value
+    return f"{factor:.1f}x lower" if factor >= 1 else f"{1 / factor:.1f}x higher"
+
+
+def _finite(values: dict[str, Any]) -> dict[str, Any]:
+    # JSON has no infinity or NaN: an exact first frame (PSNR inf) becomes null.
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}

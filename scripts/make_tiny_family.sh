@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Rebuild motionkit's tiny model family (motionkit/assets/tiny-family) from scratch, on CPU, offline.
+# Every step is a motionkit command with a committed config (examples/tiny_family/) and a fixed seed;
+# MODEL_CARD.md in the family folder records what this produced and how long it took.
+#
+#   scripts/make_tiny_family.sh            # everything: data, VAE, base, personalized, motion adapter, ship, eval
+#   STAGES="motion ship eval" scripts/make_tiny_family.sh   # only some stages (each reads the previous outputs)
+#
+# Work files go to motionkit-out/tiny-family/ (git-ignored). Torch uses at most 2 threads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python}
+MK="$PY -m motionkit"
+WORK=motionkit-out/tiny-family
+FAMILY=motionkit/assets/tiny-family
+CONFIGS=examples/tiny_family
+STAGES=${STAGES:-"data vae base personalized motion ship eval"}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+wants() { [[ " $STAGES " == *" $1 "* ]]; }
+timed() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "[$name] $((SECONDS - t0)) s"; }
+
+if wants data; then
+  # The world, rendered twice: the natural style (base model, motion adapter) and neon (personalized model).
+  timed data-natural $PY -m motionkit.data.world "$WORK/data/natural" --clips 2000 --style natural --seed 1 --images-per-clip 2
+  timed data-neon $PY -m motionkit.data.world "$WORK/data/neon" --clips 800 --style neon --seed 2 --images-per-clip 2
+fi
+wants vae && timed vae $MK train-image --config "$CONFIGS/vae.yaml"
+wants base && timed base $MK train-image --config "$CONFIGS/base.yaml"
+wants personalized && timed personalized $MK train-image --config "$CONFIGS/personalized.yaml"
+wants motion && timed motion $MK train --config "$CONFIGS/motion.yaml"
+
+if wants ship; then
+  rm -rf "$FAMILY/bases" "$FAMILY/adapters"
+  mkdir -p "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/examples"
+  cp -r "$WORK/base/pipeline" "$FAMILY/bases/tiny-base"            # written in float16 by the config
+  cp -r "$WORK/personalized/pipeline" "$FAMILY/bases/tiny-personalized"
+  $MK convert "$WORK/motion/adapter" "$FAMILY/adapters/tiny-motion" --to motionkit --dtype fp16
+  # A conditioning frame the models never saw (the first frame of a fresh world clip at the family's size),
+  # and its caption as a matching prompt.
+  $PY - "$FAMILY/examples/conditioning" <<'PYEOF'
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from motionkit.data.world import caption, random_spec, render_clip
+
+spec = random_spec(np.random.default_rng(7), frames=1, size=64)
+Image.fromarray(render_clip(spec)[0]).save(sys.argv[1] + ".png")
+Path(sys.argv[1] + ".txt").write_text(caption(spec) + "\n", encoding="utf-8")
+PYEOF
+  du -sh "$FAMILY"
+fi
+wants eval && timed eval $PY "$CONFIGS/evaluate.py" --family "$FAMILY" --out "$WORK/eval"

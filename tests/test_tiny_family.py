@@ -1,0 +1,65 @@
+"""The shipped tiny family: its bases and adapter load offline and sample a short video in seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from motionkit.assets import tiny_family_path
+from motionkit.errors import MotionkitError
+
+
+@pytest.fixture(scope="module")
+def family():
+    return tiny_family_path()
+
+
+def test_layout_is_what_the_app_and_demo_read(family):
+    from motionkit.app.models import ModelsFolder
+
+    models = ModelsFolder(family)
+    models.check()
+    assert {"tiny-base", "tiny-personalized"} <= set(models.names("base"))
+    assert "tiny-motion" in models.names("adapter")
+    assert (family / "examples" / "conditioning.png").is_file()
+    assert (family / "MODEL_CARD.md").is_file()
+    size = sum(p.stat().st_size for p in family.rglob("*") if p.is_file())
+    assert size < 25e6, f"the tiny family grew to {size / 1e6:.1f} MB"
+
+
+def test_adapter_has_the_image_conditioning_branch(family):
+    from motionkit.formats import load_adapter
+
+    adapter = load_adapter(family / "adapters" / "tiny-motion")
+    assert adapter.config.image_cond_channels == 5 and adapter.image_cond_conv is not None
+    # Trained: the zero-initialised layers (temporal attention outputs, the conditioning conv) moved off zero.
+    assert adapter.image_cond_conv.weight.abs().max() > 0
+    zero_init = [p for n, p in adapter.named_parameters() if "proj_out.weight" in n]
+    assert zero_init and all(p.abs().max() > 0 for p in zero_init)
+
+
+@pytest.mark.parametrize("base", ["tiny-base", "tiny-personalized"])
+def test_two_step_sample_runs(family, base):
+    from motionkit.pipeline import MotionPipeline
+
+    pipe = MotionPipeline.from_pretrained(family / "bases" / base, adapter=family / "adapters" / "tiny-motion")
+    pipe.set_progress_bar_config(disable=True)
+    frames = pipe(
+        "a red ball bouncing over a plain blue background, static camera",
+        image=str(family / "examples" / "conditioning.png"),
+        num_frames=8,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).frames[0]
+    assert np.asarray(frames).shape == (8, 64, 64, 3) and np.isfinite(np.asarray(frames)).all()
+
+
+def test_missing_family_is_one_line(monkeypatch, tmp_path):
+    import motionkit.assets as assets
+
+    monkeypatch.setattr(assets, "ASSETS_DIR", tmp_path)
+    with pytest.raises(MotionkitError, match="make_tiny_family.sh") as info:
+        assets.tiny_family_path()
+    assert "\n" not in str(info.value)

@@ -112,7 +112,7 @@ TINY_VAE: dict[str, Any] = dict(
 )
 
 
-def _byte_chars() -> list[str]:
+def byte_chars() -> list[str]:
     """CLIP's byte-to-unicode alphabet: every byte gets a printable character, in CLIP's order."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     chars, extra = [], 0
@@ -133,7 +133,7 @@ def tiny_tokenizer(model_max_length: int = 77) -> "CLIPTokenizer":
 
     from transformers import CLIPTokenizer
 
-    chars = _byte_chars()
+    chars = byte_chars()
     tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
     with tempfile.TemporaryDirectory() as tmp:
         vocab, merges = Path(tmp, "vocab.json"), Path(tmp, "merges.txt")

@@ -299,11 +299,11 @@ def _to_uint8(image: Any) -> Any:
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     """The metrics of every video side by side, one row per metric."""
-    from motionkit.commands.eval import _fmt
+    from motionkit.commands.eval import format_value
 
     headings = [heading for key, _, heading in VARIANTS if key in results]
     rows = [
-        [label, better] + [_fmt(results[key].get(metric)) for key, _, _ in VARIANTS if key in results]
+        [label, better] + [format_value(results[key].get(metric)) for key, _, _ in VARIANTS if key in results]
         for metric, label, better in ROWS
     ]
     header = ["metric", "better"] + headings

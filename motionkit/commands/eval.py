@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -69,7 +69,7 @@ def format_report(report: dict[str, Any], *, title: str = "") -> str:
     values = dict(report)
     if "width" in values and "height" in values:
         values["size"] = f"{values.pop('width')}x{values.pop('height')}"
-    rows = [(name, _fmt(values[name]), note) for name, note in _ROWS if name in values]
+    rows = [(name, format_value(values[name]), note) for name, note in _ROWS if name in values]
     name_w = max(len(r[0]) for r in rows)
     value_w = max(len(r[1]) for r in rows)
     lines = [title] if title else []

@@ -16,19 +16,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(see examples/train/); key=value arguments override them (dotted keys for sections, e.g. data.size=512). "
         "For several GPUs or nodes run it through 'accelerate launch -m motionkit train ...'.",
     )
-    parser.add_argument("--config", required=True, help="training config (YAML)")
-    parser.add_argument("--resume", metavar="latest|PATH", help="continue from the newest checkpoint or a checkpoint folder")
-    parser.add_argument("--max-steps", type=int, help="total optimizer steps (overrides the config)")
-    parser.add_argument("--output-dir", help="where checkpoints, logs and the adapter go (overrides the config)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=3e-5 data.size=512")
+    add_run_arguments(parser, "the adapter", "lr=3e-5 data.size=512")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import logging
+def add_run_arguments(parser: argparse.ArgumentParser, product: str, example: str) -> None:
+    """The arguments every training command shares: config, resume, step count, output folder, overrides."""
+    parser.add_argument("--config", required=True, help="training config (YAML)")
+    parser.add_argument("--resume", metavar="latest|PATH", help="continue from the newest checkpoint or a checkpoint folder")
+    parser.add_argument("--max-steps", type=int, help="total optimizer steps (overrides the config)")
+    parser.add_argument("--output-dir", help=f"where checkpoints, logs and {product} go (overrides the config)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
 
-    from motionkit.train.config import TrainConfig
 
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """``key=value`` overrides from the command line, the flags included."""
     overrides = list(args.overrides)
     if args.resume:
         overrides.append(f"resume_from={args.resume}")
@@ -36,7 +38,15 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"max_steps={args.max_steps}")
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
-    config = TrainConfig.from_yaml(args.config, overrides)
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from motionkit.train.config import TrainConfig
+
+    config = TrainConfig.from_yaml(args.config, config_overrides(args))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from motionkit.train.trainer import Trainer
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from motionkit.commands.train import add_run_arguments, config_overrides
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,11 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train one stage of a text-to-image model on a folder of captioned images (.txt sidecars). "
         "Settings come from a YAML config (see examples/tiny_family/); key=value arguments override them.",
     )
-    parser.add_argument("--config", required=True, help="image training config (YAML)")
-    parser.add_argument("--resume", metavar="latest|PATH", help="continue from the newest checkpoint or a checkpoint folder")
-    parser.add_argument("--max-steps", type=int, help="total optimizer steps (overrides the config)")
-    parser.add_argument("--output-dir", help="where checkpoints and the model go (overrides the config)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=3e-4 batch_size=16")
+    add_run_arguments(parser, "the model", "lr=3e-4 batch_size=16")
     parser.set_defaults(func=run)
 
 
@@ -29,14 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     from motionkit.train.image_config import ImageTrainConfig
 
-    overrides = list(args.overrides)
-    if args.resume:
-        overrides.append(f"resume_from={args.resume}")
-    if args.max_steps is not None:
-        overrides.append(f"max_steps={args.max_steps}")
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    config = ImageTrainConfig.from_yaml(args.config, overrides)
+    config = ImageTrainConfig.from_yaml(args.config, config_overrides(args))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from motionkit.train.image_trainer import train_image
 

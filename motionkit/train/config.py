@@ -25,13 +25,13 @@ EXPORT_FORMATS = ("motionkit", "diffusers", "animatediff")
 TRACKERS = ("tensorboard", "wandb")
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
     if not ok:
         raise MotionkitError(message)
 
 
 def _probability(value: float, name: str) -> None:
-    _require(0.0 <= value <= 1.0, f"{name} must be a probability in [0, 1], got {value}")
+    require(0.0 <= value <= 1.0, f"{name} must be a probability in [0, 1], got {value}")
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         sources = [s for s in (self.manifest, self.folder, self.csv) if s]
-        _require(len(sources) <= 1, "data: give one of manifest, folder or csv, not several")
-        _require(not self.csv or bool(self.video_dir), "data.csv needs data.video_dir (the folder of the CSV's videos)")
-        _require(self.n_frames >= 1, f"data.n_frames must be >= 1, got {self.n_frames}")
-        _require(self.stride >= 1, f"data.stride must be >= 1, got {self.stride}")
-        _require(self.size >= 8 and self.size % 8 == 0, f"data.size must be a multiple of 8, got {self.size}")
-        _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+        require(len(sources) <= 1, "data: give one of manifest, folder or csv, not several")
+        require(not self.csv or bool(self.video_dir), "data.csv needs data.video_dir (the folder of the CSV's videos)")
+        require(self.n_frames >= 1, f"data.n_frames must be >= 1, got {self.n_frames}")
+        require(self.stride >= 1, f"data.stride must be >= 1, got {self.stride}")
+        require(self.size >= 8 and self.size % 8 == 0, f"data.size must be a multiple of 8, got {self.size}")
+        require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
         _probability(self.flip_prob, "data.flip_prob")
         _probability(self.caption_dropout, "data.caption_dropout")
 
@@ -84,11 +84,11 @@ class ImageCondConfig:
     mask: str = "one_hot"
 
     def __post_init__(self) -> None:
-        _require(len(self.noise_aug) == 2, f"image_cond.noise_aug must be a range [low, high], got {self.noise_aug}")
+        require(len(self.noise_aug) == 2, f"image_cond.noise_aug must be a range [low, high], got {self.noise_aug}")
         lo, hi = self.noise_aug
-        _require(0.0 <= lo <= hi, f"image_cond.noise_aug must be a range [low, high] with 0 <= low <= high, got {self.noise_aug}")
+        require(0.0 <= lo <= hi, f"image_cond.noise_aug must be a range [low, high] with 0 <= low <= high, got {self.noise_aug}")
         _probability(self.cond_dropout, "image_cond.cond_dropout")
-        _require(self.mask in ("one_hot", "pia"), f"image_cond.mask {self.mask!r} is not one_hot or pia")
+        require(self.mask in ("one_hot", "pia"), f"image_cond.mask {self.mask!r} is not one_hot or pia")
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,9 @@ class LoRAConfig:
     base_adapter: str | None = None
 
     def __post_init__(self) -> None:
-        _require(self.rank >= 1, f"lora.rank must be >= 1, got {self.rank}")
-        _require(self.alpha > 0, f"lora.alpha must be > 0, got {self.alpha}")
-        _require(
+        require(self.rank >= 1, f"lora.rank must be >= 1, got {self.rank}")
+        require(self.alpha > 0, f"lora.alpha must be > 0, got {self.alpha}")
+        require(
             not self.enabled or bool(self.base_adapter),
             "lora.enabled needs lora.base_adapter: the motion adapter whose temporal attention the LoRA adapts",
         )
@@ -121,8 +121,8 @@ class ValidationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.every >= 0, f"validation.every must be >= 0, got {self.every}")
-        _require(self.num_inference_steps >= 1, "validation.num_inference_steps must be >= 1")
+        require(self.every >= 0, f"validation.every must be >= 0, got {self.every}")
+        require(self.num_inference_steps >= 1, "validation.num_inference_steps must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -173,32 +173,32 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("lr", "ema_decay", "max_grad_norm", "adam_epsilon"):
-            _require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        _require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        _require(0.0 <= self.adam_beta1 < 1.0 and 0.0 <= self.adam_beta2 < 1.0, "adam betas must be in [0, 1)")
-        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
-        _require(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
-        _require(self.lr_warmup_steps >= 0, "lr_warmup_steps must be >= 0")
-        _require(self.num_train_timesteps >= 1, "num_train_timesteps must be >= 1")
-        _require(0 < self.beta_start < self.beta_end < 1, "betas must satisfy 0 < beta_start < beta_end < 1")
-        _require(self.ema_decay <= 1.0, f"ema_decay must be <= 1, got {self.ema_decay}")
-        _require(self.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: only at the end)")
-        _require(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
-        _require(self.log_every >= 1, "log_every must be >= 1")
-        _require(
+            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(0.0 <= self.adam_beta1 < 1.0 and 0.0 <= self.adam_beta2 < 1.0, "adam betas must be in [0, 1)")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
+        require(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
+        require(self.lr_warmup_steps >= 0, "lr_warmup_steps must be >= 0")
+        require(self.num_train_timesteps >= 1, "num_train_timesteps must be >= 1")
+        require(0 < self.beta_start < self.beta_end < 1, "betas must satisfy 0 < beta_start < beta_end < 1")
+        require(self.ema_decay <= 1.0, f"ema_decay must be <= 1, got {self.ema_decay}")
+        require(self.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: only at the end)")
+        require(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
+        require(self.log_every >= 1, "log_every must be >= 1")
+        require(
             self.mixed_precision in MIXED_PRECISION,
             f"mixed_precision {self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}",
         )
-        _require(
+        require(
             self.prediction_type in PREDICTION_TYPES,
             f"prediction_type {self.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}",
         )
         bad = [f for f in self.export_formats if f not in EXPORT_FORMATS]
-        _require(not bad, f"export format {bad[0]!r} is not one of {', '.join(EXPORT_FORMATS)}" if bad else "")
+        require(not bad, f"export format {bad[0]!r} is not one of {', '.join(EXPORT_FORMATS)}" if bad else "")
         bad = [t for t in self.log_with if t not in TRACKERS]
-        _require(not bad, f"tracker {bad[0]!r} is not one of {', '.join(TRACKERS)}" if bad else "")
-        _require(bool(self.adapter) or self.lora.enabled, "adapter must name a preset or an adapter path")
+        require(not bad, f"tracker {bad[0]!r} is not one of {', '.join(TRACKERS)}" if bad else "")
+        require(bool(self.adapter) or self.lora.enabled, "adapter must name a preset or an adapter path")
         if self.image_cond.enabled and self.lora.enabled:
             raise MotionkitError(
                 "image_cond and lora cannot train together: a MotionLoRA adapts only temporal attention; "
@@ -209,7 +209,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
-        return _build(cls, values, "")
+        return build_section(cls, values, "")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], overrides: list[str] | None = None) -> "TrainConfig":
@@ -244,7 +244,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (lists, dicts), ready for YAML / JSON and trackers."""
-        return _plain(dataclasses.asdict(self))
+        return plain_value(dataclasses.asdict(self))
 
     @property
     def uses_lora(self) -> bool:
@@ -300,7 +300,7 @@ def apply_override(values: dict[str, Any], item: str) -> None:
     target[leaf] = value
 
 
-def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+def build_section(cls: type, values: Mapping[str, Any], where: str) -> Any:
     if not isinstance(values, Mapping):
         raise MotionkitError(f"{where.rstrip('.') or 'config'} must be a mapping, got {type(values).__name__}")
     hints = get_type_hints(cls)
@@ -312,7 +312,7 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     for name, value in values.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, f"{where}{name}.")
+            kwargs[name] = build_section(hint, value or {}, f"{where}{name}.")
         else:
             kwargs[name] = _coerce(value, hint, f"{where}{name}")
     try:
@@ -353,9 +353,9 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
     return value

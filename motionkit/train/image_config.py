@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from motionkit.errors import MotionkitError
-from motionkit.train.config import _build, _plain, _require, apply_override
+from motionkit.train.config import build_section, plain_value, require, apply_override
 
 STAGES = ("vae", "text_unet", "finetune")
 SAVE_DTYPES = ("float32", "float16")
@@ -70,31 +70,31 @@ class ImageTrainConfig:
     sample_prompts: tuple[str, ...] = ()  # written as samples.png next to the model at the end
 
     def __post_init__(self) -> None:
-        _require(self.stage in STAGES, f"stage {self.stage!r} is not one of {', '.join(STAGES)}")
-        _require(bool(self.data), "data must name a folder (or a list of folders) of images with .txt captions")
-        _require(self.size >= 8 and self.size % 8 == 0, f"size must be a multiple of 8, got {self.size}")
-        _require(self.stage != "text_unet" or bool(self.vae), "stage text_unet needs vae: the trained VAE folder")
-        _require(self.stage != "finetune" or bool(self.base), "stage finetune needs base: the pipeline folder to fine-tune")
-        _require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        _require(self.text_lr is None or self.text_lr > 0, f"text_lr must be > 0, got {self.text_lr}")
-        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _require(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
-        _require(
+        require(self.stage in STAGES, f"stage {self.stage!r} is not one of {', '.join(STAGES)}")
+        require(bool(self.data), "data must name a folder (or a list of folders) of images with .txt captions")
+        require(self.size >= 8 and self.size % 8 == 0, f"size must be a multiple of 8, got {self.size}")
+        require(self.stage != "text_unet" or bool(self.vae), "stage text_unet needs vae: the trained VAE folder")
+        require(self.stage != "finetune" or bool(self.base), "stage finetune needs base: the pipeline folder to fine-tune")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(self.text_lr is None or self.text_lr > 0, f"text_lr must be > 0, got {self.text_lr}")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
+        require(
             self.vae_crop == 0 or (8 <= self.vae_crop <= self.size and self.vae_crop % 8 == 0),
             f"vae_crop must be 0 or a multiple of 8 up to size, got {self.vae_crop}",
         )
-        _require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
-        _require(0.0 <= self.caption_dropout <= 1.0, f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
-        _require(0 < self.beta_start < self.beta_end < 1, "betas must satisfy 0 < beta_start < beta_end < 1")
-        _require(self.max_text_length >= 8, f"max_text_length must be >= 8, got {self.max_text_length}")
-        _require(self.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: only at the end)")
-        _require(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
-        _require(self.log_every >= 1, "log_every must be >= 1")
-        _require(self.save_dtype in SAVE_DTYPES, f"save_dtype {self.save_dtype!r} is not one of {', '.join(SAVE_DTYPES)}")
+        require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
+        require(0.0 <= self.caption_dropout <= 1.0, f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
+        require(0 < self.beta_start < self.beta_end < 1, "betas must satisfy 0 < beta_start < beta_end < 1")
+        require(self.max_text_length >= 8, f"max_text_length must be >= 8, got {self.max_text_length}")
+        require(self.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: only at the end)")
+        require(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
+        require(self.log_every >= 1, "log_every must be >= 1")
+        require(self.save_dtype in SAVE_DTYPES, f"save_dtype {self.save_dtype!r} is not one of {', '.join(SAVE_DTYPES)}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ImageTrainConfig":
-        return _build(cls, values, "")
+        return build_section(cls, values, "")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], overrides: list[str] | None = None) -> "ImageTrainConfig":
@@ -121,7 +121,7 @@ class ImageTrainConfig:
         return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return plain_value(dataclasses.asdict(self))
 
 
 def _resolve(value: str, root: Path) -> str:

@@ -79,10 +79,10 @@ def word_tokenizer(captions: Iterable[str], max_length: int) -> Any:
 
     from transformers import CLIPTokenizer
 
-    from motionkit.tiny import _byte_chars
+    from motionkit.tiny import byte_chars
 
     words = sorted({w for text in captions for w in _WORD.findall(text.lower()) if len(w) > 1})
-    chars = _byte_chars()
+    chars = byte_chars()
     tokens = chars + [c + "</w>" for c in chars]
     merges = _learn_merges(words)
     tokens += [a + b for a, b in merges]

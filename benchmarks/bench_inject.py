@@ -10,28 +10,18 @@ to read (below 1.0: motionkit is faster).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
+
+from common import print_table, time_once, write_rows
 
 from motionkit import MotionAdapter, inject
 from motionkit.formats.diffusers_format import to_unet_motion_model
 from motionkit.tiny import randomize_, tiny_unet, unet_inputs
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def timed(fn, device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def bench_config(name: str, frames: int, batch: int, repeats: int, device: str, dtype: torch.dtype) -> dict:
@@ -56,8 +46,8 @@ def bench_config(name: str, frames: int, batch: int, repeats: int, device: str, 
     with torch.inference_mode():
         run_motionkit(), run_diffusers()  # warm-up
         for _ in range(repeats):
-            ours.append(timed(run_motionkit, device))
-            theirs.append(timed(run_diffusers, device))
+            ours.append(time_once(run_motionkit, device))
+            theirs.append(time_once(run_diffusers, device))
     t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
     return {
         "config": name,
@@ -81,12 +71,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     rows = [bench_config(c, args.frames, args.batch, args.repeats, args.device, DTYPES[args.dtype]) for c in args.configs]
-    print(f"{'config':<12}{'frames':>7}{'motionkit ms':>14}{'diffusers ms':>14}{'ratio':>8}")
-    for r in rows:
-        print(f"{r['config']:<12}{r['frames']:>7}{r['motionkit_ms']:>14}{r['diffusers_ms']:>14}{r['ratio']:>8}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rows, indent=2))
+    columns = [("config", "config"), ("frames", "frames"), ("motionkit_ms", "motionkit ms"), ("diffusers_ms", "diffusers ms"), ("ratio", "ratio")]
+    print_table(rows, columns)
+    write_rows(rows, args.out)
     return rows
 
 

@@ -11,13 +11,13 @@ On CUDA, motionkit runs once per backend (sdpa, triton) so the kernel's share is
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+
+from common import print_table, time_once, write_rows
 
 from motionkit.formats.keys import motionkit_to_diffusers_key
 from motionkit.modules import TemporalTransformer
@@ -46,16 +46,7 @@ def twins(channels: int, dtype: torch.dtype, device: str) -> tuple[TemporalTrans
 
 def timed(fn, device: str, repeats: int) -> float:
     fn()  # warm-up
-    samples = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return statistics.median(time_once(fn, device) for _ in range(repeats))
 
 
 def bench_level(channels: int, latent: int, args: argparse.Namespace) -> list[dict]:
@@ -117,15 +108,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for level in args.levels:
         channels, factor = LEVELS[level]
         rows += bench_level(channels, args.size // 8 // factor, args)
-    print(f"{'ch':>5}{'latent':>7}  {'mode':<17}{'backend':<8}{'motionkit ms':>13}{'diffusers ms':>13}{'ratio':>7}")
-    for r in rows:
-        print(
-            f"{r['channels']:>5}{r['latent']:>7}  {r['mode']:<17}{r['backend']:<8}"
-            f"{r['motionkit_ms']:>13}{r['diffusers_ms']:>13}{r['ratio']:>7}"
-        )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rows, indent=2))
+    columns = [("channels", "ch"), ("latent", "latent"), ("mode", "mode"), ("backend", "backend"),
+               ("motionkit_ms", "motionkit ms"), ("diffusers_ms", "diffusers ms"), ("ratio", "ratio")]
+    print_table(rows, columns)
+    write_rows(rows, args.out)
     return rows
 
 

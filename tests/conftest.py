@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import torch
 
 # Triton decides at decoration time whether to interpret, so this must precede any kernel import.
@@ -12,3 +13,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Tiny models gain nothing from threads, and oversubscribed cores (parallel processes in the
 # distributed test, a busy CI machine) slow them down many times over.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def family_dir(tmp_path_factory):
+    """The shipped tiny model family, or a random stand-in with its layout where it is not installed."""
+    from motionkit.commands import demo
+    from motionkit.errors import MotionkitError
+
+    try:
+        return demo.shipped_family_dir()
+    except MotionkitError:
+        return demo.write_stand_in_family(tmp_path_factory.mktemp("family")).root

@@ -10,21 +10,8 @@ import torch
 
 from motionkit.cli import main
 from motionkit.commands import demo
-from motionkit.errors import MotionkitError
 
 FAST = ["--steps", "2", "--frames", "4", "--seed", "3"]
-
-
-@pytest.fixture(scope="module")
-def family_dir(tmp_path_factory):
-    """The shipped tiny family when installed, else a random stand-in (also used by the example and notebook tests)."""
-    try:
-        shipped = demo.shipped_family_dir()
-        if shipped.is_dir():
-            return shipped
-    except MotionkitError:
-        pass
-    return demo.write_stand_in_family(tmp_path_factory.mktemp("family")).root
 
 
 def test_stand_in_has_the_family_layout(tmp_path):

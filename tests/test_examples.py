@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from test_demo import family_dir  # noqa: F401  (the module-scoped models fixture)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 OUT = Path("motionkit-out") / "examples"

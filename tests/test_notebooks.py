@@ -11,7 +11,6 @@ import nbclient
 import nbformat
 import pytest
 
-from test_demo import family_dir  # noqa: F401  (the module-scoped models fixture)
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 

@@ -39,7 +39,7 @@ def parser(doc: str | None, *, models: bool = True) -> argparse.ArgumentParser:
 
 def family(args: argparse.Namespace) -> Any:
     """The tiny family (``--models-dir`` or the shipped one), read only when an option needs its defaults."""
-    from motionkit.commands.demo import TinyFamily
+    from motionkit.family import TinyFamily
 
     return TinyFamily.find(args.models_dir)
 

@@ -18,10 +18,10 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def family_dir(tmp_path_factory):
     """The shipped tiny model family, or a random stand-in with its layout where it is not installed."""
-    from motionkit.commands import demo
+    from motionkit import family
     from motionkit.errors import MotionkitError
 
     try:
-        return demo.shipped_family_dir()
+        return family.shipped_family_dir()
     except MotionkitError:
-        return demo.write_stand_in_family(tmp_path_factory.mktemp("family")).root
+        return family.write_stand_in_family(tmp_path_factory.mktemp("family")).root

@@ -10,12 +10,13 @@ import torch
 
 from motionkit.cli import main
 from motionkit.commands import demo
+from motionkit.family import TinyFamily, write_stand_in_family
 
 FAST = ["--steps", "2", "--frames", "4", "--seed", "3"]
 
 
 def test_stand_in_has_the_family_layout(tmp_path):
-    family = demo.write_stand_in_family(tmp_path / "models")
+    family = write_stand_in_family(tmp_path / "models")
     assert family.base.name == "tiny-base" and (family.base / "model_index.json").is_file()
     assert (family.personalized / "model_index.json").is_file()
     assert family.conditioning.is_file()
@@ -58,7 +59,7 @@ def test_identity_baseline_is_the_image_model_alone(family_dir):
     from motionkit.pipeline.loading import load_base
     from motionkit.tiny import unet_inputs
 
-    family = demo.TinyFamily.at(family_dir)
+    family = TinyFamily.at(family_dir)
     unet = load_base(family.base)["unet"]
     identity = MotionAdapter.from_config(load_adapter(family.adapter).config)
     inputs = unet_inputs(unet, frames=3)

@@ -7,11 +7,8 @@ Animates the tiny family's conditioning frame three ways and measures each video
 (b) the base model with the shipped motion adapter;
 (c) the personalized variant with the same adapter, unchanged.
 
-The tiny family (``motionkit/assets/tiny-family``, or ``--models-dir DIR`` with the same layout)::
-
-    bases/tiny-base/  bases/tiny-personalized/   diffusers pipeline folders
-    adapters/tiny-motion[/ or .safetensors]      motion adapter with an image-conditioning branch
-    examples/conditioning.png                    the frame to animate (its caption, if any: conditioning.txt)
+The models come from the tiny family (``motionkit/assets/tiny-family``), or from ``--models-dir DIR``
+with the same layout (see ``motionkit.family``).
 
 Writes ``<name>.mp4`` and ``<name>.gif`` per video and ``metrics.json`` into ``--out``.
 """
@@ -21,119 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from motionkit.errors import MotionkitError
+from motionkit.family import ADAPTER, BASE, PERSONALIZED, TinyFamily
 
-BASE, PERSONALIZED, ADAPTER = "tiny-base", "tiny-personalized", "tiny-motion"
-CONDITIONING = Path("examples") / "conditioning.png"
 # What the summary calls "still moving" (mean flow, px per frame pair) and "a faithful first frame".
 MIN_MOTION = 0.1
 # Faithful: frame 0 matches the VAE's reconstruction of the image (issue threshold for image-to-video).
 FAITHFUL_PSNR, FAITHFUL_SSIM = 30.0, 0.9
-
-
-@dataclass(frozen=True)
-class TinyFamily:
-    """Paths of a models folder laid out as the tiny family is (see the module docstring)."""
-
-    root: Path
-    base: Path
-    personalized: Path
-    adapter: Path
-    conditioning: Path
-    prompt: str
-
-    @classmethod
-    def find(cls, models_dir: str | Path | None = None) -> "TinyFamily":
-        """``models_dir`` when given, else the family shipped with motionkit."""
-        return cls.at(models_dir if models_dir is not None else shipped_family_dir())
-
-    @classmethod
-    def at(cls, root: str | Path) -> "TinyFamily":
-        """Look the entries up; refuse, in one line, a folder that lacks one."""
-        from motionkit.app.models import ModelsFolder
-
-        root = Path(root)
-        if not root.is_dir():
-            raise MotionkitError(f"{root}: no such models folder; pass --models-dir DIR (layout: bases/, adapters/, examples/)")
-        models = ModelsFolder(root)
-        conditioning = root / CONDITIONING
-        if not conditioning.is_file():
-            raise MotionkitError(f"{root}: no {CONDITIONING.as_posix()}; put the frame to animate there")
-        # Without a caption the image alone conditions the video (an empty prompt is what training drops to).
-        caption = conditioning.with_suffix(".txt")
-        prompt = caption.read_text(encoding="utf-8").strip() if caption.is_file() else ""
-
-        def entry(kind: str, name: str) -> Path:
-            found = models.listing(kind).get(name)
-            if found is None:
-                folder = "bases" if kind == "base" else "adapters"
-                raise MotionkitError(f"{root}: no {folder}/{name} (a folder or file); the tiny family's layout needs it")
-            return found
-
-        return cls(
-            root=root,
-            base=entry("base", BASE),
-            personalized=entry("base", PERSONALIZED),
-            adapter=entry("adapter", ADAPTER),
-            conditioning=conditioning,
-            prompt=prompt,
-        )
-
-
-def shipped_family_dir() -> Path:
-    """Where the tiny family ships inside the package; a one-line error when this install lacks it."""
-    from motionkit.assets import tiny_family_path
-
-    return tiny_family_path()
-
-
-def write_stand_in_family(root: str | Path, seed: int = 0) -> TinyFamily:
-    """A random models folder with the tiny family's layout, for tests and for trying the tools without it.
-
-    Built on the app's ``write_demo_models`` (base, adapter, MotionLoRA): the base is renamed, a nudged
-    copy of its UNet plays the personalized variant, and the adapter gains a small random image branch.
-    Untrained: its videos are coloured noise, so only the mechanics can be checked with it.
-    """
-    import torch
-    from diffusers import UNet2DConditionModel
-
-    from motionkit.adapter import MotionAdapter
-    from motionkit.app.models import write_demo_models
-    from motionkit.formats import load_adapter, save_adapter
-
-    root = write_demo_models(root, seed=seed).root
-    base = root / "bases" / BASE
-    (root / "bases" / "tiny-sd").rename(base)
-    personalized = root / "bases" / PERSONALIZED
-    shutil.copytree(base, personalized)
-    unet = UNet2DConditionModel.from_pretrained(personalized / "unet")
-    generator = torch.Generator().manual_seed(seed + 2)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(torch.randn(p.shape, generator=generator) * 0.01 * p.std().nan_to_num())
-    unet.save_pretrained(personalized / "unet")
-
-    plain = root / "adapters" / "tiny-motion.safetensors"
-    motion = load_adapter(plain)
-    conditioned = MotionAdapter.from_config({**motion.config, "image_cond_channels": 5})
-    conditioned.load_state_dict(motion.state_dict(), strict=False)
-    with torch.no_grad():
-        conditioned.image_cond_conv.weight.normal_(0.0, 0.02, generator=generator)
-    save_adapter(conditioned, root / "adapters" / ADAPTER)
-    plain.unlink()  # one adapter named tiny-motion, as in the real family
-
-    (root / CONDITIONING).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(__file__).resolve().parent.parent / "assets" / "examples" / "red-ball.png", root / CONDITIONING)
-    (root / "MODEL_CARD.md").write_text(
-        "# Stand-in tiny family\n\nRandom, untrained weights with the tiny family's layout, for tests.\n", encoding="utf-8"
-    )
-    return TinyFamily.at(root)
 
 
 # --------------------------------------------------------------------------------------------- command

@@ -11,7 +11,9 @@ kernel instead:
 * reads q/k/v and writes o through arbitrary strides with int64 offsets, so slices of a fused
   QKV projection and frames-in-batch views (``[B, F, S, C].transpose(1, 2)``) need no copies;
 * pads the head dim and the frame axis to powers of two (at least 16, which also satisfies the
-  ``tl.dot`` minimum K of 16 for 16-bit operands) with masked loads, so no extra HBM traffic.
+  ``tl.dot`` minimum K of 16 for 16-bit operands) with masked loads, so no extra HBM traffic;
+  where a whole-head tile would spill registers (fp32, 64 frames) it walks the head dim in
+  16-wide chunks instead, summing Q K^T over them.
 
 Configs come from a small heuristic on (F, d, dtype): ``@triton.autotune`` would need a GPU to
 benchmark and fails on a GPU-less machine.
@@ -39,7 +41,6 @@ __all__ = [
     "MAX_FRAMES",
     "MAX_HEAD_DIM",
     "choose_config",
-    "fits",
     "compile_for_target",
     "launch_grid",
     "supports",
@@ -48,8 +49,8 @@ __all__ = [
 
 MAX_HEAD_DIM = 256
 MAX_FRAMES = 64
-# Shared memory every sm_80+ GPU grants one block (consumer sm_86/89 opt in to 99 KiB). Configs
-# above it (fp32 backward at F=32/d=160, anything at F=64/d=256 backward) are left to SDPA.
+# Shared memory every sm_80+ GPU grants one block (consumer sm_86/89 opt in to 99 KiB); every
+# config choose_config picks stays under it (checked by compiling for sm_80/sm_90 in the tests).
 SHARED_MEMORY_BUDGET = 96 * 1024
 # Grid axis 0 may hold 2**31 - 1 programs; axes 1/2 (never used here) only 65 535.
 _MAX_GRID_X = 2**31 - 1
@@ -67,6 +68,75 @@ _CPU_ERROR = (
 # --------------------------------------------------------------------------------------------
 
 
+@triton.jit
+def _pair_coords(pid, n_pairs, heads, seq_inner, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr):
+    # Pair p = (sequence n, head h) with the head fastest: consecutive pairs of one program then
+    # cover one contiguous run of channels per frame in the common channels-last layouts.
+    # Sequences are addressed as (outer b, inner s) so a [B, S, F, C] view with unmergeable
+    # strides (frames-in-batch transposed) is read in place; 3-D inputs use b = 0.
+    pair = pid.to(tl.int64) * GROUP + tl.arange(0, GROUP).to(tl.int64)
+    n = pair // heads
+    return pair < n_pairs, n // seq_inner, n % seq_inner, (pair % heads) * HEAD_DIM
+
+
+@triton.jit
+def _chunk(c, row_ok, HEAD_DIM: tl.constexpr, BLOCK_DC: tl.constexpr):
+    # Head-dim columns of chunk c and the [GROUP, BLOCK_F, BLOCK_DC] mask of valid elements.
+    dd = c * BLOCK_DC + tl.arange(0, BLOCK_DC).to(tl.int64)
+    return dd, row_ok & (dd < HEAD_DIM)[None, None, :]
+
+
+@triton.jit
+def _tile_offsets(b, s, col, fr, dd, stride_b, stride_s, stride_f, stride_c):
+    # int64 element offsets of a [GROUP, BLOCK_F, chunk] tile: pairs x frames x head channels.
+    base = b * stride_b + s * stride_s + col * stride_c
+    return base[:, None, None] + (fr * stride_f)[None, :, None] + (dd * stride_c)[None, None, :]
+
+
+@triton.jit
+def _load_tile(ptr, b, s, col, fr, dd, mask, stride_b, stride_s, stride_f, stride_c, UPCAST: tl.constexpr):
+    tile = tl.load(ptr + _tile_offsets(b, s, col, fr, dd, stride_b, stride_s, stride_f, stride_c), mask=mask, other=0.0)
+    if UPCAST:  # interpreter only: its tl.dot mishandles bf16 operands
+        tile = tile.to(tl.float32)
+    return tile
+
+
+@triton.jit
+def _exp_scores(scores, fr_ok, qk_scale):
+    # Scores come in unscaled; scale and log2(e) are folded into qk_scale so exp2 does the softmax.
+    # Returns the unnormalised probabilities (in [0, 1]) and their row sums.
+    scores = tl.where(fr_ok[None, None, :], scores * qk_scale, float("-inf"))
+    p = tl.exp2(scores - tl.max(scores, 2)[:, :, None])
+    return p, tl.sum(p, 2)
+
+
+@triton.jit
+def _softmax_bwd(scores, dp, fr_ok, qk_scale, sm_scale, Q, UPCAST: tl.constexpr):
+    # P recomputed from the raw scores (cheaper than storing it, F x F per pair, or a logsumexp),
+    # then dS = P * (dP - rowsum(P * dP)) with the row term taken from the tile itself (no saved O).
+    # Returns P^T and dS in the inputs' dtype, the operands of the gradient dots.
+    p, row_sum = _exp_scores(scores, fr_ok, qk_scale)
+    p = p / row_sum[:, :, None]
+    ds = p * (dp - tl.sum(p * dp, 2)[:, :, None]) * sm_scale
+    p_t = tl.permute(p, (0, 2, 1))
+    if not UPCAST:  # upcast (interpreter bf16) keeps fp32 operands
+        p_t, ds = p_t.to(Q.dtype.element_ty), ds.to(Q.dtype.element_ty)
+    return p_t, ds
+
+
+@triton.jit
+def _store_grads(DQ, DK, DV, p_t, ds, q, k, do, b, s, col, fr, dd, mask, sg_b, sg_s, sg_f, sg_c,
+                 DOT_PRECISION: tl.constexpr):
+    # dV = P^T dO, dQ = dS K, dK = dS^T Q for one head-dim chunk.
+    dv = tl.dot(p_t, do, input_precision=DOT_PRECISION)
+    dq = tl.dot(ds, k, input_precision=DOT_PRECISION)
+    dk = tl.dot(tl.permute(ds, (0, 2, 1)), q, input_precision=DOT_PRECISION)
+    g_off = _tile_offsets(b, s, col, fr, dd, sg_b, sg_s, sg_f, sg_c)
+    tl.store(DQ + g_off, dq.to(DQ.dtype.element_ty), mask=mask)
+    tl.store(DK + g_off, dk.to(DK.dtype.element_ty), mask=mask)
+    tl.store(DV + g_off, dv.to(DV.dtype.element_ty), mask=mask)
+
+
 def _attn_fwd(
     Q, K, V, O,
     n_pairs, heads, seq_inner, frames,
@@ -77,48 +147,34 @@ def _attn_fwd(
     qk_scale,
     HEAD_DIM: tl.constexpr,
     BLOCK_F: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    BLOCK_DC: tl.constexpr,
+    N_CHUNKS: tl.constexpr,
     GROUP: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    # Pair p = (sequence n, head h) with the head fastest: consecutive pairs of one program then
-    # cover one contiguous run of channels per frame in the common channels-last layouts.
-    pid = tl.program_id(0).to(tl.int64)
-    pair = pid * GROUP + tl.arange(0, GROUP).to(tl.int64)
-    pair_ok = pair < n_pairs
-    n = pair // heads
-    col = (pair % heads) * HEAD_DIM
-    # Sequences are addressed as (outer b, inner s) so a [B, S, F, C] view with unmergeable
-    # strides (frames-in-batch transposed) is read in place; 3-D inputs use b = 0.
-    b = n // seq_inner
-    s = n % seq_inner
+    pair_ok, b, s, col = _pair_coords(tl.program_id(0), n_pairs, heads, seq_inner, HEAD_DIM, GROUP)
     fr = tl.arange(0, BLOCK_F).to(tl.int64)
-    dd = tl.arange(0, BLOCK_D).to(tl.int64)
     fr_ok = fr < frames
-    mask = pair_ok[:, None, None] & fr_ok[None, :, None] & (dd < HEAD_DIM)[None, None, :]
+    row_ok = pair_ok[:, None, None] & fr_ok[None, :, None]
 
-    q_off = (b * sq_b + s * sq_s + col * sq_c)[:, None, None] + (fr * sq_f)[None, :, None] + (dd * sq_c)[None, None, :]
-    k_off = (b * sk_b + s * sk_s + col * sk_c)[:, None, None] + (fr * sk_f)[None, :, None] + (dd * sk_c)[None, None, :]
-    v_off = (b * sv_b + s * sv_s + col * sv_c)[:, None, None] + (fr * sv_f)[None, :, None] + (dd * sv_c)[None, None, :]
-    q = tl.load(Q + q_off, mask=mask, other=0.0)
-    k = tl.load(K + k_off, mask=mask, other=0.0)
-    v = tl.load(V + v_off, mask=mask, other=0.0)
-    if UPCAST:  # interpreter only: its tl.dot mishandles bf16 operands
-        q, k, v = q.to(tl.float32), k.to(tl.float32), v.to(tl.float32)
+    # Q K^T in fp32, summed over head-dim chunks (one chunk unless a whole-head tile would spill).
+    # A rolled loop (not static_range): unrolled chunks get their loads hoisted together and spill.
+    scores = tl.zeros([GROUP, BLOCK_F, BLOCK_F], dtype=tl.float32)
+    for c in range(N_CHUNKS):
+        dd, mask = _chunk(c, row_ok, HEAD_DIM, BLOCK_DC)
+        q = _load_tile(Q, b, s, col, fr, dd, mask, sq_b, sq_s, sq_f, sq_c, UPCAST)
+        k = _load_tile(K, b, s, col, fr, dd, mask, sk_b, sk_s, sk_f, sk_c, UPCAST)
+        scores = tl.dot(q, tl.permute(k, (0, 2, 1)), scores, input_precision=DOT_PRECISION)
+    p, row_sum = _exp_scores(scores, fr_ok, qk_scale)
+    inv_sum = 1.0 / row_sum
 
-    # Scores in fp32; scale and log2(e) folded into one multiply so the softmax can use exp2.
-    scores = tl.dot(q, tl.permute(k, (0, 2, 1)), input_precision=DOT_PRECISION) * qk_scale
-    scores = tl.where(fr_ok[None, None, :], scores, float("-inf"))
-    row_max = tl.max(scores, 2)
-    p = tl.exp2(scores - row_max[:, :, None])
-    row_sum = tl.sum(p, 2)
-    # Unnormalised p is in [0, 1], safe in 16 bits for the tensor-core P @ V; normalise after.
-    acc = tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-    out = acc / row_sum[:, :, None]
-
-    o_off = (b * so_b + s * so_s + col * so_c)[:, None, None] + (fr * so_f)[None, :, None] + (dd * so_c)[None, None, :]
-    tl.store(O + o_off, out.to(O.dtype.element_ty), mask=mask)
+    for c in range(N_CHUNKS):
+        dd, mask = _chunk(c, row_ok, HEAD_DIM, BLOCK_DC)
+        v = _load_tile(V, b, s, col, fr, dd, mask, sv_b, sv_s, sv_f, sv_c, UPCAST)
+        # Unnormalised p is in [0, 1], safe in 16 bits for the tensor-core P @ V; normalise after.
+        out = tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION) * inv_sum[:, :, None]
+        tl.store(O + _tile_offsets(b, s, col, fr, dd, so_b, so_s, so_f, so_c), out.to(O.dtype.element_ty), mask=mask)
 
 
 def _attn_bwd(
@@ -132,54 +188,49 @@ def _attn_bwd(
     qk_scale, sm_scale,
     HEAD_DIM: tl.constexpr,
     BLOCK_F: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    BLOCK_DC: tl.constexpr,
+    N_CHUNKS: tl.constexpr,
     GROUP: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    # Same pair/offset scheme as the forward; dq, dk, dv share one (contiguous) layout `sg_*`.
-    pid = tl.program_id(0).to(tl.int64)
-    pair = pid * GROUP + tl.arange(0, GROUP).to(tl.int64)
-    pair_ok = pair < n_pairs
-    n = pair // heads
-    col = (pair % heads) * HEAD_DIM
-    b = n // seq_inner
-    s = n % seq_inner
+    # Same pair/chunk scheme as the forward; dq, dk, dv share one (contiguous) layout `sg_*`.
+    pair_ok, b, s, col = _pair_coords(tl.program_id(0), n_pairs, heads, seq_inner, HEAD_DIM, GROUP)
     fr = tl.arange(0, BLOCK_F).to(tl.int64)
-    dd = tl.arange(0, BLOCK_D).to(tl.int64)
     fr_ok = fr < frames
-    mask = pair_ok[:, None, None] & fr_ok[None, :, None] & (dd < HEAD_DIM)[None, None, :]
+    row_ok = pair_ok[:, None, None] & fr_ok[None, :, None]
 
-    q_off = (b * sq_b + s * sq_s + col * sq_c)[:, None, None] + (fr * sq_f)[None, :, None] + (dd * sq_c)[None, None, :]
-    k_off = (b * sk_b + s * sk_s + col * sk_c)[:, None, None] + (fr * sk_f)[None, :, None] + (dd * sk_c)[None, None, :]
-    v_off = (b * sv_b + s * sv_s + col * sv_c)[:, None, None] + (fr * sv_f)[None, :, None] + (dd * sv_c)[None, None, :]
-    do_off = (b * sdo_b + s * sdo_s + col * sdo_c)[:, None, None] + (fr * sdo_f)[None, :, None] + (dd * sdo_c)[None, None, :]
-    q = tl.load(Q + q_off, mask=mask, other=0.0)
-    k = tl.load(K + k_off, mask=mask, other=0.0)
-    v = tl.load(V + v_off, mask=mask, other=0.0)
-    do = tl.load(DO + do_off, mask=mask, other=0.0)
-    if UPCAST:  # interpreter only: its tl.dot mishandles bf16 operands
-        q, k, v, do = q.to(tl.float32), k.to(tl.float32), v.to(tl.float32), do.to(tl.float32)
-
-    # Recompute P: cheaper than storing it (F x F per pair) or a logsumexp and re-reading both.
-    scores = tl.dot(q, tl.permute(k, (0, 2, 1)), input_precision=DOT_PRECISION) * qk_scale
-    scores = tl.where(fr_ok[None, None, :], scores, float("-inf"))
-    row_max = tl.max(scores, 2)
-    p = tl.exp2(scores - row_max[:, :, None])
-    p = p / tl.sum(p, 2)[:, :, None]
-
-    dv = tl.dot(tl.permute(p, (0, 2, 1)).to(do.dtype), do, input_precision=DOT_PRECISION)
-    dp = tl.dot(do, tl.permute(v, (0, 2, 1)), input_precision=DOT_PRECISION)
-    # Softmax backward with the row term sum_j P*dP taken from the tile itself (no saved O needed).
-    ds = p * (dp - tl.sum(p * dp, 2)[:, :, None]) * sm_scale
-    ds_lo = ds.to(q.dtype)
-    dq = tl.dot(ds_lo, k, input_precision=DOT_PRECISION)
-    dk = tl.dot(tl.permute(ds_lo, (0, 2, 1)), q, input_precision=DOT_PRECISION)
-
-    g_off = (b * sg_b + s * sg_s + col * sg_c)[:, None, None] + (fr * sg_f)[None, :, None] + (dd * sg_c)[None, None, :]
-    tl.store(DQ + g_off, dq.to(DQ.dtype.element_ty), mask=mask)
-    tl.store(DK + g_off, dk.to(DK.dtype.element_ty), mask=mask)
-    tl.store(DV + g_off, dv.to(DV.dtype.element_ty), mask=mask)
+    if N_CHUNKS == 1:
+        # One whole-head tile: q, k and dO are loaded once and stay live for the gradients.
+        dd, mask = _chunk(0, row_ok, HEAD_DIM, BLOCK_DC)
+        q = _load_tile(Q, b, s, col, fr, dd, mask, sq_b, sq_s, sq_f, sq_c, UPCAST)
+        k = _load_tile(K, b, s, col, fr, dd, mask, sk_b, sk_s, sk_f, sk_c, UPCAST)
+        v = _load_tile(V, b, s, col, fr, dd, mask, sv_b, sv_s, sv_f, sv_c, UPCAST)
+        do = _load_tile(DO, b, s, col, fr, dd, mask, sdo_b, sdo_s, sdo_f, sdo_c, UPCAST)
+        scores = tl.dot(q, tl.permute(k, (0, 2, 1)), input_precision=DOT_PRECISION)
+        dp = tl.dot(do, tl.permute(v, (0, 2, 1)), input_precision=DOT_PRECISION)
+        p_t, ds = _softmax_bwd(scores, dp, fr_ok, qk_scale, sm_scale, Q, UPCAST)
+        _store_grads(DQ, DK, DV, p_t, ds, q, k, do, b, s, col, fr, dd, mask, sg_b, sg_s, sg_f, sg_c, DOT_PRECISION)
+    else:
+        # Head dim in chunks: a first pass sums Q K^T and dO V^T, a second re-reads q, k and dO
+        # chunk by chunk (they are still in L2) to form the gradients.
+        scores = tl.zeros([GROUP, BLOCK_F, BLOCK_F], dtype=tl.float32)
+        dp = tl.zeros([GROUP, BLOCK_F, BLOCK_F], dtype=tl.float32)
+        for c in range(N_CHUNKS):
+            dd, mask = _chunk(c, row_ok, HEAD_DIM, BLOCK_DC)
+            q = _load_tile(Q, b, s, col, fr, dd, mask, sq_b, sq_s, sq_f, sq_c, UPCAST)
+            k = _load_tile(K, b, s, col, fr, dd, mask, sk_b, sk_s, sk_f, sk_c, UPCAST)
+            v = _load_tile(V, b, s, col, fr, dd, mask, sv_b, sv_s, sv_f, sv_c, UPCAST)
+            do = _load_tile(DO, b, s, col, fr, dd, mask, sdo_b, sdo_s, sdo_f, sdo_c, UPCAST)
+            scores = tl.dot(q, tl.permute(k, (0, 2, 1)), scores, input_precision=DOT_PRECISION)
+            dp = tl.dot(do, tl.permute(v, (0, 2, 1)), dp, input_precision=DOT_PRECISION)
+        p_t, ds = _softmax_bwd(scores, dp, fr_ok, qk_scale, sm_scale, Q, UPCAST)
+        for c in range(N_CHUNKS):
+            dd, mask = _chunk(c, row_ok, HEAD_DIM, BLOCK_DC)
+            q = _load_tile(Q, b, s, col, fr, dd, mask, sq_b, sq_s, sq_f, sq_c, UPCAST)
+            k = _load_tile(K, b, s, col, fr, dd, mask, sk_b, sk_s, sk_f, sk_c, UPCAST)
+            do = _load_tile(DO, b, s, col, fr, dd, mask, sdo_b, sdo_s, sdo_f, sdo_c, UPCAST)
+            _store_grads(DQ, DK, DV, p_t, ds, q, k, do, b, s, col, fr, dd, mask, sg_b, sg_s, sg_f, sg_c, DOT_PRECISION)
 
 
 # triton.jit decides at decoration time whether to interpret (TRITON_INTERPRET=1).
@@ -197,23 +248,19 @@ INTERPRETED: bool = not isinstance(_fwd_kernel, triton.runtime.jit.JITFunction)
 @dataclass(frozen=True)
 class KernelConfig:
     block_f: int
-    block_d: int
+    block_dc: int  # head-dim chunk width (a power of two >= 16)
+    n_chunks: int  # chunks covering the head dim; 1 unless a whole-head tile would spill
     group: int
     num_warps: int
     dot_precision: str
     upcast: bool = False
 
-    def shared_bytes(self, backward: bool, itemsize: int) -> int:
-        """Estimated shared memory (the dot operands' layout conversions go through it); the
-        per-element factors were read off ``compile_for_target`` metadata for sm_80/sm_90."""
-        per_elem = (16 if backward else 12) if itemsize == 4 else (7 if backward else 4)
-        return per_elem * self.group * self.block_f * self.block_d
-
     def constexprs(self, head_dim: int) -> dict[str, object]:
         return {
             "HEAD_DIM": head_dim,
             "BLOCK_F": self.block_f,
-            "BLOCK_D": self.block_d,
+            "BLOCK_DC": self.block_dc,
+            "N_CHUNKS": self.n_chunks,
             "GROUP": self.group,
             "DOT_PRECISION": self.dot_precision,
             "UPCAST": self.upcast,
@@ -227,22 +274,36 @@ def _pow2_at_least_16(x: int) -> int:
 
 def choose_config(frames: int, head_dim: int, dtype: torch.dtype, backward: bool = False) -> KernelConfig:
     """Hand-picked launch config: enough pairs per program to give each warp work, few enough to
-    stay in registers. Budgets are elements of one [GROUP, BLOCK_F, BLOCK_D] tile."""
+    stay in registers. The choices were read off compiled sm_80/sm_90 resource usage
+    (``benchmarks/kernel_resources.py``): every config in the supported envelope (frames up to
+    MAX_FRAMES, head dims up to MAX_HEAD_DIM) compiles within the shared-memory budget and spills
+    no registers."""
     block_f = _pow2_at_least_16(frames)
     block_d = _pow2_at_least_16(head_dim)
-    tile = block_f * block_d
-    # Backward keeps ~7 such tiles live (q, k, v, do, dq, dk, dv) vs ~4 forward; fp32 doubles bytes.
-    budget = 2048 if backward else 4096
-    if dtype == torch.float32:
-        budget //= 2
-    group = max(1, min(8, budget // tile))
-    num_warps = 4 if group * tile <= 2048 else 8
     # The interpreter's tl.dot gets bf16 wrong (it works on the raw bits), so it runs those dots in
     # fp32; compiled kernels keep bf16 tensor-core dots.
     upcast = INTERPRETED and dtype == torch.bfloat16
     # "tf32" is the 16-bit default and meaningless there; fp32 inputs need "ieee" to stay fp32-exact.
     precision = "ieee" if dtype == torch.float32 or upcast else "tf32"
-    return KernelConfig(block_f, block_d, group, num_warps, precision, upcast)
+    if dtype == torch.float32:
+        # fp32 dots run on FMA units with register-hungry layouts: one pair per program, 8 warps,
+        # and heads wider than 64 (or 64-frame tiles) in chunks.
+        if block_d <= 64 and block_f <= 32:
+            block_dc = block_d
+        elif backward and block_f == 32:
+            block_dc = 32  # 16-wide chunks spill a few bytes at this size
+        else:
+            block_dc = 16
+        return KernelConfig(block_f, block_dc, triton.cdiv(head_dim, block_dc), 1, 8, precision, upcast)
+    if backward and block_f >= 64 and block_d >= 128:
+        # The one 16-bit case where a whole-head tile spills: chunk the head dim instead.
+        return KernelConfig(block_f, 16, triton.cdiv(head_dim, 16), 1, 8, precision, upcast)
+    tile = block_f * block_d
+    # Backward keeps ~7 such tiles live (q, k, v, do, dq, dk, dv) vs ~4 forward.
+    budget = 2048 if backward else 4096
+    group = max(1, min(8, budget // tile))
+    num_warps = 4 if group * tile <= 2048 else 8
+    return KernelConfig(block_f, block_d, 1, group, num_warps, precision, upcast)
 
 
 def launch_grid(n_pairs: int, group: int) -> tuple[int]:
@@ -256,9 +317,10 @@ def launch_grid(n_pairs: int, group: int) -> tuple[int]:
 _TRITON_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
-def compile_for_target(kind: str, dtype: torch.dtype, frames: int, head_dim: int, capability: int = 80):
-    """Compile the kernel ``kind`` ("fwd" or "bwd") ahead of time for ``sm_<capability>``, with the
-    config the heuristic picks. Needs no GPU; catches GPU-only errors (tl.dot shape minimums,
+def compile_for_target(kind: str, dtype: torch.dtype, frames: int, head_dim: int, capability: int = 80,
+                       config: KernelConfig | None = None):
+    """Compile the kernel ``kind`` ("fwd" or "bwd") ahead of time for ``sm_<capability>``, with
+    ``config`` or else the one the heuristic picks. Needs no GPU; catches GPU-only errors (tl.dot shape minimums,
     shared memory) the interpreter ignores. Must run in a process without TRITON_INTERPRET:
     ``tl.max`` and friends are interpreted functions there and cannot be compiled."""
     import inspect
@@ -269,7 +331,7 @@ def compile_for_target(kind: str, dtype: torch.dtype, frames: int, head_dim: int
     if INTERPRETED:
         raise RuntimeError("compile_for_target needs a process without TRITON_INTERPRET=1")
     kernel = {"fwd": _fwd_kernel, "bwd": _bwd_kernel}[kind]
-    cfg = choose_config(frames, head_dim, dtype, backward=kind == "bwd")
+    cfg = config or choose_config(frames, head_dim, dtype, backward=kind == "bwd")
     constexprs = cfg.constexprs(head_dim)
     signature = {}
     for name in inspect.signature(kernel.fn).parameters:
@@ -293,27 +355,14 @@ def compile_for_target(kind: str, dtype: torch.dtype, frames: int, head_dim: int
 # --------------------------------------------------------------------------------------------
 
 
-def fits(frames: int, head_dim: int, dtype: torch.dtype, backward: bool) -> bool:
-    """Whether the heuristic config for this shape stays inside the shared-memory budget."""
-    cfg = choose_config(frames, head_dim, dtype, backward)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return cfg.shared_bytes(backward, itemsize) <= SHARED_MEMORY_BUDGET
-
-
 def supports(query: torch.Tensor, heads: int) -> bool:
-    """Whether the kernel can run this call on a GPU (used by the ``auto`` backend). The backward
-    envelope is only required when ``query`` requires grad."""
+    """Whether the kernel can run this call on a GPU (used by the ``auto`` backend)."""
     if not isinstance(query, torch.Tensor) or not query.is_cuda:
         return False
     if query.dtype not in _SUPPORTED_DTYPES or query.dim() not in (3, 4) or heads <= 0:
         return False
     channels, frames = query.shape[-1], query.shape[-2]
     if channels % heads or channels // heads > MAX_HEAD_DIM or not 1 <= frames <= MAX_FRAMES:
-        return False
-    head_dim = channels // heads
-    if not fits(frames, head_dim, query.dtype, False):
-        return False
-    if query.requires_grad and not fits(frames, head_dim, query.dtype, True):
         return False
     major, _ = torch.cuda.get_device_capability(query.device)
     if major < 8 and query.dtype == torch.bfloat16:
@@ -343,13 +392,6 @@ def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, h
     if head_dim > MAX_HEAD_DIM or frames > MAX_FRAMES:
         raise ValueError(f"triton temporal attention supports head dim <= {MAX_HEAD_DIM} and frames <= {MAX_FRAMES}, "
                          f"got {head_dim} and {frames}")
-    needs_grad = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
-    for backward in (False, True) if needs_grad else (False,):
-        if not fits(frames, head_dim, query.dtype, backward):
-            raise ValueError(
-                f"triton temporal attention {'backward' if backward else 'forward'} at frames={frames}, "
-                f"head dim={head_dim}, {query.dtype} exceeds its shared-memory budget; use backend 'sdpa'"
-            )
     return head_dim
 
 

@@ -69,14 +69,19 @@ _CPU_ERROR = (
 
 
 @triton.jit
-def _pair_coords(pid, n_pairs, heads, seq_inner, HEAD_DIM: tl.constexpr, GROUP: tl.constexpr):
-    # Pair p = (sequence n, head h) with the head fastest: consecutive pairs of one program then
+def _program_rows(n_pairs, heads, seq_inner, frames, HEAD_DIM: tl.constexpr, BLOCK_F: tl.constexpr,
+                  GROUP: tl.constexpr):
+    # This program's GROUP pairs p = (sequence n, head h), head fastest: consecutive pairs then
     # cover one contiguous run of channels per frame in the common channels-last layouts.
     # Sequences are addressed as (outer b, inner s) so a [B, S, F, C] view with unmergeable
     # strides (frames-in-batch transposed) is read in place; 3-D inputs use b = 0.
-    pair = pid.to(tl.int64) * GROUP + tl.arange(0, GROUP).to(tl.int64)
+    # Returns b, s, the head's first channel, the frame indices, valid frames and valid rows.
+    pair = tl.program_id(0).to(tl.int64) * GROUP + tl.arange(0, GROUP).to(tl.int64)
     n = pair // heads
-    return pair < n_pairs, n // seq_inner, n % seq_inner, (pair % heads) * HEAD_DIM
+    fr = tl.arange(0, BLOCK_F).to(tl.int64)
+    fr_ok = fr < frames
+    row_ok = (pair < n_pairs)[:, None, None] & fr_ok[None, :, None]
+    return n // seq_inner, n % seq_inner, (pair % heads) * HEAD_DIM, fr, fr_ok, row_ok
 
 
 @triton.jit
@@ -108,6 +113,17 @@ def _exp_scores(scores, fr_ok, qk_scale):
     scores = tl.where(fr_ok[None, None, :], scores * qk_scale, float("-inf"))
     p = tl.exp2(scores - tl.max(scores, 2)[:, :, None])
     return p, tl.sum(p, 2)
+
+
+@triton.jit
+def _accumulate_scores(q, k, do, V, b, s, col, fr, dd, mask, sv_b, sv_s, sv_f, sv_c, scores, dp,
+                       DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    # Backward's first pass over one head-dim chunk: scores += Q K^T and dP += dO V^T (v is only
+    # needed here, so it is loaded here).
+    v = _load_tile(V, b, s, col, fr, dd, mask, sv_b, sv_s, sv_f, sv_c, UPCAST)
+    scores = tl.dot(q, tl.permute(k, (0, 2, 1)), scores, input_precision=DOT_PRECISION)
+    dp = tl.dot(do, tl.permute(v, (0, 2, 1)), dp, input_precision=DOT_PRECISION)
+    return scores, dp
 
 
 @triton.jit
@@ -153,10 +169,7 @@ def _attn_fwd(
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    pair_ok, b, s, col = _pair_coords(tl.program_id(0), n_pairs, heads, seq_inner, HEAD_DIM, GROUP)
-    fr = tl.arange(0, BLOCK_F).to(tl.int64)
-    fr_ok = fr < frames
-    row_ok = pair_ok[:, None, None] & fr_ok[None, :, None]
+    b, s, col, fr, fr_ok, row_ok = _program_rows(n_pairs, heads, seq_inner, frames, HEAD_DIM, BLOCK_F, GROUP)
 
     # Q K^T in fp32, summed over head-dim chunks (one chunk unless a whole-head tile would spill).
     # A rolled loop (not static_range): unrolled chunks get their loads hoisted together and spill.
@@ -195,20 +208,18 @@ def _attn_bwd(
     UPCAST: tl.constexpr,
 ):
     # Same pair/chunk scheme as the forward; dq, dk, dv share one (contiguous) layout `sg_*`.
-    pair_ok, b, s, col = _pair_coords(tl.program_id(0), n_pairs, heads, seq_inner, HEAD_DIM, GROUP)
-    fr = tl.arange(0, BLOCK_F).to(tl.int64)
-    fr_ok = fr < frames
-    row_ok = pair_ok[:, None, None] & fr_ok[None, :, None]
+    b, s, col, fr, fr_ok, row_ok = _program_rows(n_pairs, heads, seq_inner, frames, HEAD_DIM, BLOCK_F, GROUP)
 
     if N_CHUNKS == 1:
         # One whole-head tile: q, k and dO are loaded once and stay live for the gradients.
         dd, mask = _chunk(0, row_ok, HEAD_DIM, BLOCK_DC)
         q = _load_tile(Q, b, s, col, fr, dd, mask, sq_b, sq_s, sq_f, sq_c, UPCAST)
         k = _load_tile(K, b, s, col, fr, dd, mask, sk_b, sk_s, sk_f, sk_c, UPCAST)
-        v = _load_tile(V, b, s, col, fr, dd, mask, sv_b, sv_s, sv_f, sv_c, UPCAST)
         do = _load_tile(DO, b, s, col, fr, dd, mask, sdo_b, sdo_s, sdo_f, sdo_c, UPCAST)
-        scores = tl.dot(q, tl.permute(k, (0, 2, 1)), input_precision=DOT_PRECISION)
-        dp = tl.dot(do, tl.permute(v, (0, 2, 1)), input_precision=DOT_PRECISION)
+        scores = tl.zeros([GROUP, BLOCK_F, BLOCK_F], dtype=tl.float32)
+        dp = tl.zeros([GROUP, BLOCK_F, BLOCK_F], dtype=tl.float32)
+        scores, dp = _accumulate_scores(q, k, do, V, b, s, col, fr, dd, mask, sv_b, sv_s, sv_f, sv_c, scores, dp,
+                                        DOT_PRECISION, UPCAST)
         p_t, ds = _softmax_bwd(scores, dp, fr_ok, qk_scale, sm_scale, Q, UPCAST)
         _store_grads(DQ, DK, DV, p_t, ds, q, k, do, b, s, col, fr, dd, mask, sg_b, sg_s, sg_f, sg_c, DOT_PRECISION)
     else:
@@ -220,10 +231,9 @@ def _attn_bwd(
             dd, mask = _chunk(c, row_ok, HEAD_DIM, BLOCK_DC)
             q = _load_tile(Q, b, s, col, fr, dd, mask, sq_b, sq_s, sq_f, sq_c, UPCAST)
             k = _load_tile(K, b, s, col, fr, dd, mask, sk_b, sk_s, sk_f, sk_c, UPCAST)
-            v = _load_tile(V, b, s, col, fr, dd, mask, sv_b, sv_s, sv_f, sv_c, UPCAST)
             do = _load_tile(DO, b, s, col, fr, dd, mask, sdo_b, sdo_s, sdo_f, sdo_c, UPCAST)
-            scores = tl.dot(q, tl.permute(k, (0, 2, 1)), scores, input_precision=DOT_PRECISION)
-            dp = tl.dot(do, tl.permute(v, (0, 2, 1)), dp, input_precision=DOT_PRECISION)
+            scores, dp = _accumulate_scores(q, k, do, V, b, s, col, fr, dd, mask, sv_b, sv_s, sv_f, sv_c, scores, dp,
+                                            DOT_PRECISION, UPCAST)
         p_t, ds = _softmax_bwd(scores, dp, fr_ok, qk_scale, sm_scale, Q, UPCAST)
         for c in range(N_CHUNKS):
             dd, mask = _chunk(c, row_ok, HEAD_DIM, BLOCK_DC)

@@ -83,6 +83,10 @@ def test_animate_image_lora_and_seed(assets, tmp_path, capsys):
     meta = json.loads(sidecar_path(first).read_text())
     assert meta["loras"] == [{"path": str(assets / "style.safetensors"), "scale": 0.5}]
     assert meta["image"] == str(assets / "first.png") and meta["settings"]["strength"] == 0.5
+    assert meta["settings"]["image_guidance"] == "pia"  # the default: the image conditions both guidance branches
+    svd = tmp_path / "svd.webp"
+    assert animate(assets, *args, "--image-guidance", "svd", "--out", str(svd)) == 0
+    assert json.loads(sidecar_path(svd).read_text())["settings"]["image_guidance"] == "svd"
 
 
 def test_animate_without_seed_records_one(assets, tmp_path):
@@ -178,6 +182,7 @@ def test_errors_are_one_line(assets, tmp_path, monkeypatch, capsys, case):
         ({"prompts": ["x"], "out": "v.mp4"}, "folder"),
         ({"prompts": ["x"], "format": "avi"}, "avi"),
         ({"prompts": [{"prompt": "x", "frames": 0}]}, "prompt 1"),
+        ({"prompts": [{"prompt": "x", "image_guidance": "both"}]}, "--image-guidance must be pia or svd"),
     ],
 )
 def test_batch_errors_are_one_line(assets, tmp_path, capsys, batch, needle):

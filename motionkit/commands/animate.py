@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "strength": 1.0,
     "motion_scale": None,
     "noise_aug": 0.0,
+    "image_guidance": "pia",
     "context_length": None,
     "context_overlap": 4,
     "context_stride": 1,
@@ -50,7 +51,7 @@ MODEL_KEYS = ("base", "adapter", "base_config", "tokenizer", "lora", "motion_lor
 # What a single prompt of a batch may set for itself.
 PROMPT_KEYS = {
     "prompt", "negative_prompt", "seed", "image", "out", "frames", "width", "height", "steps", "guidance",
-    "strength", "motion_scale", "noise_aug", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
+    "strength", "motion_scale", "noise_aug", "image_guidance", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
 }
 
 
@@ -78,6 +79,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--strength", type=float, help="image-to-video: fraction of the schedule run from the noised image (default 1.0)")
     add("--motion-scale", type=int, help="image-to-video with a conditioning adapter: motion preset 0-8")
     add("--noise-aug", type=float, help="image-to-video: noise added to the conditioning latent (default 0)")
+    add(
+        "--image-guidance", choices=("pia", "svd"),
+        help="image-to-video: pia (default) gives the image to both guidance branches; svd gives the "
+        "unconditional branch none and ramps guidance over frames",
+    )
     add("--context-length", type=int, help="frames per context window (long videos)")
     add("--context-overlap", type=int, help="frames shared by neighbouring windows (default 4)")
     add("--context-stride", type=int, help="dilation levels of the context windows (default 1)")
@@ -171,6 +177,8 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
         raise MotionkitError(f"{at}--motion-scale must be a preset from 0 to 8, got {s['motion_scale']}")
     if float(s["noise_aug"]) < 0:
         raise MotionkitError(f"{at}--noise-aug must be >= 0, got {s['noise_aug']}")
+    if s["image_guidance"] not in ("pia", "svd"):
+        raise MotionkitError(f"{at}--image-guidance must be pia or svd, got {s['image_guidance']!r}")
     if s["context_length"] is not None and int(s["context_length"]) < 1:
         raise MotionkitError(f"{at}--context-length must be at least 1, got {s['context_length']}")
     if int(s["context_overlap"]) < 0 or int(s["context_stride"]) < 1:
@@ -442,6 +450,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         strength=s["strength"],
         noise_aug_strength=s["noise_aug"],
         motion_scale=s["motion_scale"],
+        image_guidance=s["image_guidance"],
         context_length=s["context_length"],
         context_overlap=s["context_overlap"],
         context_stride=s["context_stride"],

@@ -19,7 +19,15 @@ Image-to-video has two modes, picked from the adapter:
   ``strength`` (1.0: the full schedule, 0.5: its second half).
 - trained (adapters with ``image_cond_channels == 5``, PIA's layout): the UNet also gets
   ``cat([mask, cond_latent])`` on every frame through the adapter's conditioning branch; the mask
-  follows PIA's ``motion_scale`` presets. The negative (unconditional) branch gets zeros.
+  follows PIA's ``motion_scale`` presets.
+
+How the image enters classifier-free guidance (``image_guidance``):
+
+- ``"pia"`` (default): the image conditions both branches, as diffusers' ``PIAPipeline`` does, so
+  guidance acts on the text alone and cannot extrapolate the image out of the latents' range;
+- ``"svd"``: Stable Video Diffusion's convention, a zero image in the unconditional branch, so guidance
+  also pushes towards the image; guidance is ramped over frames (from ``min_guidance_scale``, default
+  1.0, at frame 0 to ``guidance_scale``) because a constant high scale oversaturates.
 """
 
 from __future__ import annotations
@@ -57,6 +65,8 @@ from motionkit.pipeline.image_input import ImageInput, prepare_image
 logger = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# How the conditioning image enters the unconditional guidance branch (see the module docstring).
+IMAGE_GUIDANCE = ("pia", "svd")
 
 
 @dataclass
@@ -318,6 +328,7 @@ class MotionPipeline(
         noise_aug_strength: float,
         motion_scale: int | None,
         anchor_first_frame: bool | None,
+        image_guidance: str,
         do_cfg: bool,
         generator,
         device,
@@ -336,7 +347,9 @@ class MotionPipeline(
                 logger.warning("motion_scale picks PIA mask presets; this adapter was trained with a one-hot mask")
             unet_cond = pia_image_cond(augmented, num_frames, motion_scale or 0, mask=mask)
             if do_cfg:
-                unet_cond = torch.cat([torch.zeros_like(unet_cond), unet_cond])
+                # Negative half first, as the text embeddings are batched.
+                negative = unet_cond if image_guidance == "pia" else torch.zeros_like(unet_cond)
+                unet_cond = torch.cat([negative, unet_cond])
         elif motion_scale is not None:
             logger.warning("motion_scale only acts on adapters with an image-conditioning branch; ignored")
         anchor = (not trained) if anchor_first_frame is None else anchor_first_frame
@@ -455,6 +468,7 @@ class MotionPipeline(
         max_guidance_scale: float | None = None,
         motion_scale: int | None = None,
         anchor_first_frame: bool | None = None,
+        image_guidance: str = "pia",
         context_length: int | None = None,
         context_overlap: int = 4,
         context_stride: int = 1,
@@ -473,7 +487,9 @@ class MotionPipeline(
         (fraction of the schedule run, starting from the noised image latent), ``noise_aug_strength``
         (noise on the conditioning latent the model sees, never on the anchored frame 0),
         ``motion_scale`` (PIA preset 0-8, adapters with a conditioning branch), ``anchor_first_frame``
-        (default: on for training-free, off for trained conditioning).
+        (default: on for training-free, off for trained conditioning), ``image_guidance`` (``"pia"``: the
+        image conditions both guidance branches; ``"svd"``: a zero image in the unconditional one, with
+        guidance ramped over frames).
         Guidance: ``guidance_scale``, or a per-frame ramp from ``min_guidance_scale`` (default 1.0) to
         ``max_guidance_scale`` (default ``guidance_scale``).
         Long videos: ``context_length`` frames per window, ``context_overlap``, ``context_stride``
@@ -493,6 +509,10 @@ class MotionPipeline(
             raise MotionkitError("strength, noise_aug_strength and motion_scale need a conditioning image: pass image")
         if not 0.0 < strength <= 1.0:
             raise MotionkitError(f"strength must lie in (0, 1], got {strength}")
+        if image_guidance not in IMAGE_GUIDANCE:
+            raise MotionkitError(f"image_guidance {image_guidance!r} is not one of {', '.join(IMAGE_GUIDANCE)}")
+        if image is not None and image_guidance == "svd" and min_guidance_scale is None and max_guidance_scale is None:
+            min_guidance_scale = 1.0  # SVD's ramp: 1.0 at frame 0, guidance_scale at the last frame
         context = self._context(num_frames, context_length, context_overlap, context_stride, context_loop)
         device = self._execution_device
 
@@ -510,7 +530,7 @@ class MotionPipeline(
         if image is not None:
             cond = self._image_conditioning(
                 image, batch, num_frames, height, width, noise_aug_strength, motion_scale, anchor_first_frame,
-                do_cfg, generator, device, dtype,
+                image_guidance, do_cfg, generator, device, dtype,
             )
 
         timesteps = self._set_timesteps(num_inference_steps, strength, device)

@@ -9,7 +9,7 @@ import pkgutil
 import sys
 
 from motionkit import commands
-from motionkit.errors import MotionkitError
+from motionkit.errors import MotionkitError, disk_full_message, is_disk_full
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,4 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("motionkit: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        print(f"motionkit: error: {disk_full_message(err)}", file=sys.stderr)
+        return 2
     return int(result or 0)

@@ -11,3 +11,22 @@ class LayoutMismatchError(MotionkitError, ValueError):
 
 class FormatError(MotionkitError, ValueError):
     """A file is unreadable, corrupt, unsafe, or of a layout motionkit does not recognise."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` says the disk is full: an ``OSError`` with ``ENOSPC`` (PyAV's errors are ``OSError``
+    too), or a writer that reports it only in its message (safetensors' ``SafetensorError``)."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    return "No space left on device" in str(err) or "os error 28" in str(err)
+
+
+def disk_full_message(err: BaseException) -> str:
+    """One line for a full disk, naming the file when the error knows it."""
+    from motionkit.utils.atomic import output_name
+
+    where = getattr(err, "filename", None)
+    at = f" while writing {output_name(where)}" if where else ""
+    return f"no space left on device{at}: free some space or write elsewhere (files that were there are unchanged)"

@@ -7,6 +7,7 @@ Frames in motionkit are uint8 RGB arrays shaped ``[F, H, W, 3]``. Every writer i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -390,21 +391,26 @@ def write_video(
         # Serialise once up front so bad metadata fails before anything is written.
         json.dumps(metadata, default=str)
     writer = {"mp4": _write_mp4, "gif": _write_gif, "webp": _write_webp, "png": _write_png_folder}[kind]
+    sidecar = sidecar_path(target)
+
+    def drop_old_sidecar() -> None:
+        # It describes the video about to be replaced (and would mislead GIF/WebP timing): it goes before the
+        # new video moves in, so no interruption can leave the new video beside the old record.
+        with contextlib.suppress(FileNotFoundError):
+            sidecar.unlink()
+
     if kind == "png":
-        with atomic_path(target, is_dir=True) as tmp:
+        with atomic_path(target, is_dir=True, before_replace=drop_old_sidecar) as tmp:
             count, height, width = writer(_frame_iter(frames), tmp, fps=fps)
     else:
-        with atomic_path(target) as tmp:
+        with atomic_path(target, before_replace=drop_old_sidecar) as tmp:
             options = {"crf": crf, "lossless": lossless, "quality": quality}
             count, height, width = writer(_frame_iter(frames), tmp, fps=fps, **options)
     if metadata is not None:
         meta_json = {**metadata, "fps": fps, "frames": count, "width": width, "height": height}
-        with atomic_write(sidecar_path(target)) as handle:
+        with atomic_write(sidecar) as handle:
             json.dump(meta_json, handle, indent=2, default=str)
             handle.write("\n")
-    elif sidecar_path(target).is_file():
-        # A sidecar left from an earlier write would describe another video (and mislead GIF/WebP timing).
-        sidecar_path(target).unlink()
     return target
 
 
@@ -439,7 +445,9 @@ def _write_mp4(frames: Iterable[np.ndarray], tmp: Path, *, fps: float, crf: int,
                 # yuv420p subsamples chroma 2x2, so the encoder needs even sides.
                 stream.width, stream.height = width + width % 2, height + height % 2
                 stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf)}
+                # One encoder thread: x264's output depends on its thread count (frame threading changes
+                # rate control), which "auto" takes from the cores this process may use.
+                stream.options = {"crf": str(crf), "threads": "1"}
             if width % 2 or height % 2:
                 frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):

@@ -4,23 +4,98 @@ Writers produce their output under a temporary name in the destination folder an
 only once it is complete. An interrupted run (exception, Ctrl-C) therefore leaves no half-written file
 behind and never replaces an existing good file with a partial one. The temporary lives in the same
 folder because ``os.replace`` is only atomic within one filesystem.
+
+A run killed outright (``kill -9``, power loss) cannot clean up after itself, so temporaries carry the
+writer's process id: the next write to the same target removes temporaries whose writer is gone, and a
+folder swap cut between its two renames is rolled back (the previous folder is restored) before the new
+write starts. ``clean_stale_temps`` does the same for a whole folder (e.g. a checkpoint root on resume).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+# Temporaries of a writer that can no longer be asked (another machine on a shared disk, or a name
+# without a process id) count as abandoned after this long.
+STALE_AFTER_S = 24 * 3600
+# ".{stem}.{tag}-{pid}-{hex}{suffix}"; names from before process ids were recorded lack the pid.
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.*)\.(?P<tag>tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}(?P<suffix>.*)$")
 
 
 def _temp_sibling(target: Path, tag: str = "tmp") -> Path:
     # Hidden name so globs over the folder skip it; the suffix is kept because some writers (PIL, FFmpeg)
     # pick the format from it.
-    return target.with_name(f".{target.stem}.{tag}-{uuid.uuid4().hex[:8]}{target.suffix}")
+    return target.with_name(f".{target.stem}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}{target.suffix}")
+
+
+def _writer_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _abandoned(path: Path, pid: str | None) -> bool:
+    """A temporary whose writer has died (same machine) or that is older than ``STALE_AFTER_S``."""
+    if pid is not None and not _writer_alive(int(pid)):
+        return True
+    try:
+        return time.time() - path.lstat().st_mtime > STALE_AFTER_S
+    except FileNotFoundError:
+        return False
+
+
+def _leftovers(folder: Path, target: Path | None = None) -> Iterator[tuple[Path, re.Match[str]]]:
+    """Abandoned temporaries and backups in ``folder`` (only ``target``'s when given)."""
+    pattern = f".{target.stem}.*" if target is not None else ".*"
+    for entry in folder.glob(pattern):
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or (target is not None and (match["stem"], match["suffix"]) != (target.stem, target.suffix)):
+            continue
+        if _abandoned(entry, match["pid"]):
+            yield entry, match
+
+
+def _recover(folder: Path, target: Path | None = None) -> list[Path]:
+    """Remove abandoned temporaries; where a folder swap died between its renames (target gone, backup
+    left), put the backup back first. Returns what was removed or restored."""
+    handled = []
+    leftovers = sorted(_leftovers(folder, target), key=lambda item: item[0].lstat().st_mtime, reverse=True)
+    for entry, match in leftovers:
+        original = folder / f"{match['stem']}{match['suffix']}"
+        if match["tag"] == "old" and not original.exists():
+            os.replace(entry, original)  # roll back: the newest backup becomes the output again
+        else:
+            _remove(entry)
+        handled.append(entry)
+    return handled
+
+
+def output_name(path: str | os.PathLike[str]) -> Path:
+    """The output a temporary stands for (``.clip.tmp-…mp4`` -> ``clip.mp4``); other paths unchanged."""
+    path = Path(path)
+    match = _TEMP_NAME.match(path.name)
+    return path.with_name(f"{match['stem']}{match['suffix']}") if match else path
+
+
+def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Clean up after writers that were killed in ``folder``: abandoned temporaries are deleted, and an
+    output folder missing after a cut swap is restored from its backup. Returns the entries handled."""
+    folder = Path(folder)
+    return _recover(folder) if folder.is_dir() else []
 
 
 def _fsync_file(path: Path) -> None:
@@ -55,21 +130,32 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str], *, is_dir: bool = False, durable: bool = True) -> Iterator[Path]:
+def atomic_path(
+    target: str | os.PathLike[str],
+    *,
+    is_dir: bool = False,
+    durable: bool = True,
+    before_replace: Callable[[], None] | None = None,
+) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on normal exit move it onto ``target``.
 
     For a file (``is_dir=False``) the yielded path does not exist yet: the caller creates it (e.g.
     ``torch.save(obj, tmp)``). For a folder (``is_dir=True``) an empty folder is created and yielded.
     If the body raises, the temporary is deleted and ``target`` is left exactly as it was.
     ``durable`` flushes a written file to disk before the rename so a power loss cannot expose an empty file.
+    ``before_replace`` runs once the output is complete, just before it moves into place (e.g. to drop a
+    file that describes the old output). Leftovers of killed writes to ``target`` are cleaned first.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _recover(target.parent, target)
     tmp = _temp_sibling(target)
     if is_dir:
         tmp.mkdir()
     try:
         yield tmp
+        if before_replace is not None and (tmp.is_dir() if is_dir else tmp.exists()):
+            before_replace()
         if is_dir:
             if not tmp.is_dir():
                 raise FileNotFoundError(f"{tmp}: the writer removed its temporary folder; nothing to move into place")

@@ -55,7 +55,11 @@ def _pickle(path: Path, mmap: bool) -> Any:
             f"{path}: not a readable PyTorch checkpoint (corrupt, truncated, or using pickle features weights-only "
             "loading refuses): download it again or get a .safetensors copy"
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as err:
+    # TypeError and friends: allowed globals (OrderedDict, torch.Size, ...) called with arguments they reject.
+    except (
+        RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError, TypeError, AttributeError,
+        IndexError, OverflowError, RecursionError,
+    ) as err:
         if isinstance(err, (FileNotFoundError, IsADirectoryError, PermissionError)):
             raise
         raise FormatError(

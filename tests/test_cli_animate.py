@@ -153,16 +153,40 @@ def _error_cases(root):
         "no prompt": (["--base", base, "--adapter", adapter, "--out", "o.mp4"], "--prompt"),
         "missing image": ([*ok, "--image", str(root / "nope.png"), "--out", "o.mp4"], "nope.png"),
         "fp16 on cpu": ([*ok, *SMALL, "--device", "cpu", "--dtype", "fp16", "--out", "o.mp4"], "fp16"),
+        "too many steps": ([*ok, "--steps", "100000", "--out", "o.mp4"], "at most 1000"),
+        "seed out of range": ([*ok, "--seed", str(2**70), "--out", "o.mp4"], "0 to 2**64 - 1"),
+        "nan guidance": ([*ok, "--guidance", "nan", "--out", "o.mp4"], "--guidance must be a finite number"),
+        "inf guidance": ([*ok, "--guidance", "inf", "--out", "o.mp4"], "--guidance must be a finite number"),
+        "nan noise aug": ([*ok, "--noise-aug", "nan", "--out", "o.mp4"], "--noise-aug must be a finite number"),
+        "too many frames": ([*ok, "--frames", "100000", "--out", "o.mp4"], "over the limit of 1024 (the decoded frames"),
+        "too wide": ([*ok, "--width", "100000", "--out", "o.mp4"], "--no-limits"),
+        "bomb image": ([*ok, "--image", str(root / "bomb.png"), "--out", "o.mp4"], "too many pixels"),
     }
+
+
+def _png_claiming(path, width: int, height: int) -> None:
+    """A small PNG whose header claims ``width`` x ``height`` (a decompression bomb's signature)."""
+    import struct
+    import zlib
+
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = data[12:29]  # chunk type + 13 data bytes
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize(
     "case",
     ["missing base", "missing adapter", "other family", "size not multiple of 8", "size too small", "zero frames",
      "bad lora spec", "missing lora", "not a lora", "unknown scheduler", "bad suffix", "no out", "no prompt",
-     "missing image", "fp16 on cpu"],
+     "missing image", "fp16 on cpu", "too many steps", "seed out of range", "nan guidance", "inf guidance",
+     "nan noise aug", "too many frames", "too wide", "bomb image"],
 )
 def test_errors_are_one_line(assets, tmp_path, monkeypatch, capsys, case):
+    _png_claiming(assets / "bomb.png", 16000, 16000)
     monkeypatch.chdir(tmp_path)
     argv, needle = _error_cases(assets)[case]
     assert main(["animate", *argv]) == 2
@@ -225,3 +249,14 @@ def test_motion_lora_flag_applies_scaled_motion_loras(assets, tmp_path, capsys):
     assert main(["animate", "--base", str(assets / "base"), "--adapter", str(assets / "adapter"), "--prompt", "x",
                  *SMALL, "--motion-lora", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "x.gif")]) == 2
     assert "--motion-lora" in capsys.readouterr().err
+
+
+def test_no_limits_lifts_the_ceilings_but_not_the_schedule_length():
+    from motionkit.commands.animate import DEFAULTS, _check_settings
+
+    big = {**DEFAULTS, "frames": 4096, "width": 4096, "height": 4096}
+    with pytest.raises(Exception, match="--no-limits"):
+        _check_settings(big)
+    _check_settings({**big, "no_limits": True})  # allowed when asked for explicitly
+    with pytest.raises(Exception, match="at most 1000"):
+        _check_settings({**big, "no_limits": True, "steps": 5000})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,12 @@ DTYPES = ("fp32", "fp16", "bf16")
 BACKENDS = ("auto", "sdpa", "math", "xformers", "triton")
 VIDEO_SUFFIXES = ("mp4", "gif", "webp", "png")
 MIN_SIDE = 64  # 8 latent pixels: SD UNets downsample the latent three times
+# Ceilings a request must stay under unless --no-limits is given: beyond them one typo runs for hours
+# or exhausts memory. Steps cannot exceed the schedulers' 1000 training timesteps at all.
+MAX_FRAMES = 1024
+MAX_SIDE = 2048
+MAX_STEPS = 1000
+SEED_RANGE = 2**64  # torch generators take seeds in [0, 2**64)
 
 # Settings with their defaults; None means "decided later" (the base model's native size, the device's dtype).
 DEFAULTS: dict[str, Any] = {
@@ -45,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "attention_backend": "auto",
     "negative_prompt": None,
     "seed": None,
+    "no_limits": False,
 }
 # What the base/adapter loading needs, shared by every prompt of a batch.
 MODEL_KEYS = ("base", "adapter", "base_config", "tokenizer", "lora", "motion_lora", "device", "dtype", "attention_backend", "scheduler")
@@ -99,6 +107,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--dtype", choices=DTYPES, help="default: fp16 on cuda, fp32 on cpu")
     add("--fps", type=float, help="frames per second of the written video (default 8)")
     add("--attention-backend", choices=BACKENDS, help="temporal attention kernel (default auto)")
+    add(
+        "--no-limits", action="store_true", default=None,
+        help=f"allow more than {MAX_FRAMES} frames or sides over {MAX_SIDE} px (slow, memory-hungry)",
+    )
     add("--out", help="output: OUT.mp4, .gif, .webp, or a frame folder DIR/ (a batch: an output folder)")
     parser.set_defaults(func=run)
 
@@ -163,6 +175,13 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
         raise MotionkitError(f"{at}--frames must be at least 1, got {s['frames']}")
     if not isinstance(s["steps"], int) or s["steps"] < 1:
         raise MotionkitError(f"{at}--steps must be at least 1, got {s['steps']}")
+    if s["steps"] > MAX_STEPS:
+        raise MotionkitError(f"{at}--steps {s['steps']} is more than the schedule's {MAX_STEPS} timesteps: use at most {MAX_STEPS} (25-50 is typical)")
+    if s["seed"] is not None and (not isinstance(s["seed"], int) or not 0 <= s["seed"] < SEED_RANGE):
+        raise MotionkitError(f"{at}--seed must be a whole number from 0 to 2**64 - 1, got {str(s['seed'])[:40]}")
+    for key in ("guidance", "strength", "noise_aug", "fps"):
+        if not isinstance(s[key], (int, float)) or not math.isfinite(float(s[key])):
+            raise MotionkitError(f"{at}{_flag(key)} must be a finite number, got {s[key]}")
     for side in ("width", "height"):
         value = s[side]
         if value is None:
@@ -185,6 +204,20 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
         raise MotionkitError(f"{at}--context-overlap must be >= 0 and --context-stride >= 1")
     if float(s["fps"]) <= 0:
         raise MotionkitError(f"{at}--fps must be positive, got {s['fps']}")
+    if not s["no_limits"]:
+        _check_ceilings(s, at)
+
+
+def _check_ceilings(s: dict[str, Any], at: str) -> None:
+    """Refuse requests past the ceilings, naming what they would cost."""
+    width, height = s["width"] or MIN_SIDE, s["height"] or MIN_SIDE
+    gib = s["frames"] * width * height * 3 * 4 / 2**30  # the decoded float32 frames, before any model memory
+    cost = f"the decoded frames alone take {gib:.1f} GiB, and sampling runs {s['steps']} UNet passes over every frame"
+    if s["frames"] > MAX_FRAMES:
+        raise MotionkitError(f"{at}--frames {s['frames']} is over the limit of {MAX_FRAMES} ({cost}): lower --frames or pass --no-limits")
+    for side in ("width", "height"):
+        if s[side] is not None and s[side] > MAX_SIDE:
+            raise MotionkitError(f"{at}--{side} {s[side]} is over the limit of {MAX_SIDE} px ({cost}): lower it or pass --no-limits")
 
 
 def _check_scheduler(name: str) -> None:
@@ -232,6 +265,10 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         if not isinstance(prompt, str) or not prompt.strip():
             raise MotionkitError(f"{where}: empty prompt; give it some text" if batch else "no prompt given: pass --prompt TEXT")
         image = _existing(entry["image"], "image", "--image") if entry.get("image") else None
+        if image is not None:
+            from motionkit.pipeline.image_input import load_image
+
+            load_image(image)  # an unreadable or oversized image fails now, not after the models load
         if batch:
             target = out / (entry.get("out") or f"{index + 1:03d}-{_slug(prompt)}.{given.get('format', 'mp4')}")
         else:

@@ -376,16 +376,24 @@ def parse_shard(text: str) -> tuple[int, int]:
 def load_captions_csv(path: str | os.PathLike[str]) -> dict[str, str]:
     """WebVid-style CSV -> ``{videoid: caption}``; the caption column is ``name`` (WebVid) or ``caption``."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns = set(reader.fieldnames or [])
-        text_column = "name" if "name" in columns else "caption" if "caption" in columns else None
-        if "videoid" not in columns or text_column is None:
-            raise MotionkitError(
-                f"{path}: caption CSV needs a 'videoid' column and a 'name' or 'caption' column;"
-                f" found {sorted(columns)}"
-            )
-        return {str(row["videoid"]).strip(): (row[text_column] or "").strip() for row in reader}
+    if path.is_dir():
+        raise MotionkitError(f"{path} is a folder: give the captions CSV file itself")
+    if not path.is_file():
+        raise MotionkitError(f"captions file {path} does not exist: give the path of a CSV with videoid and name columns")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = set(reader.fieldnames or [])
+            text_column = "name" if "name" in columns else "caption" if "caption" in columns else None
+            if "videoid" not in columns or text_column is None:
+                raise MotionkitError(
+                    f"{path}: caption CSV needs a 'videoid' column and a 'name' or 'caption' column;"
+                    f" found {sorted(columns)[:10]}"
+                )
+            return {str(row["videoid"]).strip(): (row[text_column] or "").strip() for row in reader}
+    except (UnicodeDecodeError, csv.Error) as err:
+        reason = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else f"not valid CSV ({err})"
+        raise MotionkitError(f"{path} is {reason}: give a UTF-8 CSV file with videoid and name columns") from None
 
 
 def sidecar_caption(video: Path) -> str | None:

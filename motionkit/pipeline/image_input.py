@@ -29,6 +29,12 @@ def load_image(image: ImageInput) -> PIL.Image.Image:
             with PIL.Image.open(path) as opened:
                 opened.load()
                 return opened.convert("RGB")
+        except PIL.Image.DecompressionBombError:
+            limit = PIL.Image.MAX_IMAGE_PIXELS
+            raise MotionkitError(
+                f"{path} has too many pixels (over {2 * limit:,}, twice the {limit:,}-pixel limit for images): "
+                "give a smaller image; it is resized to the video's size anyway"
+            ) from None
         except (PIL.UnidentifiedImageError, OSError, ValueError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise MotionkitError(

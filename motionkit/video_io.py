@@ -164,6 +164,16 @@ def _pil_timing(image: Image.Image, path: Path) -> tuple[list[float], list[int]]
 
 
 
+def _gif_cut_short(path: Path) -> bool:
+    """A GIF ends with its trailer byte (0x3B); PIL stops quietly at a file cut between two frames."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() == 0:
+            return True
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\x3b"
+
+
 def _iter_pil(path: Path) -> Iterator[np.ndarray]:
     image = _open_image(path)
     try:
@@ -172,6 +182,10 @@ def _iter_pil(path: Path) -> Iterator[np.ndarray]:
             array = np.asarray(frame.convert("RGB"))
             for _ in range(repeat):
                 yield array
+        if (image.format or "").upper() == "GIF" and _gif_cut_short(path):
+            raise FormatError(f"{path}: truncated, the GIF ends without its trailer after the frames read; re-export it")
+    except FormatError:
+        raise
     except _PIL_DECODE_ERRORS as err:
         raise FormatError(f"{path}: animation is corrupt or truncated ({_reason(err)})") from None
     finally:
@@ -186,9 +200,12 @@ def _iter_av(path: Path) -> Iterator[np.ndarray]:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         expected = int(stream.frames or 0)
-        decoded = 0
+        rate = stream.average_rate or stream.guessed_rate
+        decoded, end = 0, 0.0
         for frame in container.decode(stream):
             decoded += 1
+            if frame.time is not None and rate:
+                end = max(end, float(frame.time) + 1.0 / float(rate))
             yield frame.to_ndarray(format="rgb24")
         # FFmpeg stops quietly at a cut-off file; the header's frame count exposes the loss.
         if decoded < expected:
@@ -196,6 +213,14 @@ def _iter_av(path: Path) -> Iterator[np.ndarray]:
                 f"{path}: truncated, the header lists {expected} frames but only {decoded} could be decoded; "
                 "re-export the video"
             )
+        # Matroska/WebM headers list no frame count but do give the duration.
+        if not expected and rate and container.duration and end:
+            listed = container.duration / 1_000_000
+            if listed - end > 1.5 / float(rate):
+                raise FormatError(
+                    f"{path}: truncated, the header lists {listed:.2f} s but the frames decoded end at {end:.2f} s; "
+                    "re-export the video"
+                )
     except av.error.FFmpegError as err:
         raise FormatError(f"{path}: video data is corrupt or truncated ({_reason(err)})") from None
     finally:

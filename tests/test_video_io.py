@@ -185,3 +185,38 @@ def test_bad_write_requests(tmp_path):
     with pytest.raises(MotionkitError, match="fps"):
         write_video(smooth_clip(), tmp_path / "clip.mp4", fps=0)
     assert os.listdir(tmp_path) == []
+
+
+def _webm(frames: np.ndarray, path) -> None:
+    import av
+
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libvpx-vp9", rate=8)
+    stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+    for frame in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+
+
+def test_files_cut_between_frames_are_reported_truncated(tmp_path, capsys):
+    from motionkit.cli import main
+
+    rng = np.random.default_rng(1)
+    frames = (np.arange(12)[:, None, None, None] * 20 + rng.integers(0, 30, (12, 32, 32, 3))).astype(np.uint8)
+    gif = write_video(frames, tmp_path / "full.gif").read_bytes()
+    starts = [i for i in range(len(gif)) if gif[i : i + 3] == b"\x21\xf9\x04"]  # each frame's control block
+    (tmp_path / "cut.gif").write_bytes(gif[: starts[8]])  # 8 whole frames, no trailer: PIL reads them quietly
+    _webm(frames, tmp_path / "full.webm")
+    webm = (tmp_path / "full.webm").read_bytes()
+    (tmp_path / "cut.webm").write_bytes(webm[: int(len(webm) * 0.8)])  # no frame count in a WebM header
+    for name in ("full.gif", "full.webm"):
+        assert read_video(tmp_path / name).shape == (12, 32, 32, 3)
+    for name in ("cut.gif", "cut.webm"):
+        with pytest.raises(FormatError, match=f"{name}: truncated"):
+            read_video(tmp_path / name)
+        assert main(["eval", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "truncated" in err

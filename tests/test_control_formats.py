@@ -429,6 +429,9 @@ def test_load_adapter_refuses_condition_encoders_in_one_line(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(FormatError, match=r"this is a ControlNet, not a motion adapter: pass it with --controlnet"):
         load_adapter(tmp_path / "cn.safetensors")
+    tiny_sparsectrl("scribble").save_pretrained(tmp_path / "sc_folder")
+    with pytest.raises(FormatError, match=r"this is a SparseCtrl encoder, not a motion adapter"):
+        load_adapter(tmp_path / "sc_folder")
     with pytest.raises(FormatError, match=r"not a SparseCtrl encoder: pass it with --controlnet"):
         load_sparsectrl(tmp_path / "cn.safetensors")
     with pytest.raises(FormatError, match=r"not a ControlNet: pass it with --sparsectrl"):

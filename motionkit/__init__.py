@@ -18,6 +18,7 @@ _EXPORTS = {
     "MotionPipeline": "motionkit.pipeline.motion_pipeline",
     "load_adapter": "motionkit.formats",
     "save_adapter": "motionkit.formats",
+    "load_control_model": "motionkit.formats",
     "load_motion_lora": "motionkit.formats",
     "apply_motion_lora": "motionkit.formats",
     "remove_motion_lora": "motionkit.formats",

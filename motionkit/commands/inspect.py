@@ -1,4 +1,5 @@
-"""``motionkit inspect PATH``: what a motion adapter or motion LoRA file holds, without loading a model."""
+"""``motionkit inspect PATH``: what a motion adapter, motion LoRA, ControlNet or SparseCtrl file holds, without
+loading a model."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import json
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "inspect",
-        help="show the format, version, layout and size of a motion adapter or motion LoRA",
-        description="Recognise a motion adapter or motion LoRA file or folder (offline) and describe it.",
+        help="show the format, version, layout and size of a motion adapter, motion LoRA, ControlNet or SparseCtrl",
+        description="Recognise a motion adapter, motion LoRA, ControlNet or SparseCtrl file or folder (offline) and describe it.",
     )
-    parser.add_argument("path", help="adapter or LoRA file or folder")
+    parser.add_argument("path", help="adapter, LoRA, ControlNet or SparseCtrl file or folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
@@ -32,8 +33,13 @@ def run(args: argparse.Namespace) -> int:
         ("tensors", str(info.tensors)),
         ("dtype", info.dtype),
     ]
-    if info.format != "motion-lora":
-        cfg = info.config
+    cfg = info.config
+    if info.format in ("controlnet", "sparsectrl"):
+        mask = " + 1 mask" if info.format == "sparsectrl" and cfg.get("concat_conditioning_mask", True) else ""
+        rows.append(("condition", f"{cfg.get('conditioning_channels')} channels{mask}"))
+        if info.format == "sparsectrl":
+            rows.append(("motion modules", f"yes, up to {info.max_frames} frames"))
+    elif info.format != "motion-lora":
         rows += [
             ("temporal norm", str(info.temporal_norm).replace("_", " ")),
             ("frames", f"up to {info.max_frames}" if info.max_frames else "any (no position table)"),

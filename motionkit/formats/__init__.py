@@ -3,10 +3,13 @@
 - ``load_adapter`` / ``save_adapter``: original AnimateDiff, diffusers ``MotionAdapter`` (PIA included)
   and motionkit's own folders and single files.
 - ``detect_format``: what a path holds (format, version, layout, dtype, sizes) without building anything.
+- ``load_control_model`` (``load_controlnet``, ``load_sparsectrl``): ControlNet and SparseCtrl encoders,
+  original single files and diffusers folders, as diffusers ``ControlNetModel`` / ``SparseControlNetModel``.
 - ``load_motion_lora`` / ``apply_motion_lora`` / ``remove_motion_lora`` / ``save_motion_lora``.
 """
 
 from motionkit.formats.adapter_io import load_adapter, save_adapter
+from motionkit.formats.control import load_control_model, load_controlnet, load_sparsectrl
 from motionkit.formats.detect import FormatInfo, detect_format
 from motionkit.formats.motion_lora import (
     MotionLoRA,
@@ -23,7 +26,10 @@ __all__ = [
     "apply_motion_lora",
     "detect_format",
     "load_adapter",
+    "load_control_model",
+    "load_controlnet",
     "load_motion_lora",
+    "load_sparsectrl",
     "remove_motion_lora",
     "save_adapter",
     "save_motion_lora",

@@ -16,7 +16,15 @@ from typing import Any, Mapping
 import torch
 
 from motionkit.errors import FormatError
-from motionkit.formats.layout import Converted, animatediff_version, complete_config, infer_layout
+from motionkit.formats.layout import (
+    LATENT_CHANNELS,
+    Converted,
+    animatediff_version,
+    complete_config,
+    infer_layout,
+    pia_image_cond_weight,
+    pia_note,
+)
 from motionkit.modules.position import sinusoidal_table
 
 PE_SUFFIX = ".pos_encoder.pe"
@@ -32,9 +40,11 @@ def unwrap(obj: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     extras: dict[str, Any] = {}
     inner = obj
-    if isinstance(obj.get("state_dict"), Mapping):
-        inner = obj["state_dict"]
-        extras.update({k: v for k, v in obj.items() if k != "state_dict"})
+    # SparseCtrl releases may nest their weights under "controlnet".
+    wrapper = next((k for k in ("state_dict", "controlnet") if isinstance(obj.get(k), Mapping)), None)
+    if wrapper is not None:
+        inner = obj[wrapper]
+        extras.update({k: v for k, v in obj.items() if k != wrapper})
     tensors: dict[str, Any] = {}
     for key, value in inner.items():
         if isinstance(value, torch.Tensor):
@@ -75,11 +85,18 @@ def _config_hints(extras: Mapping[str, Any], metadata: Mapping[str, str]) -> dic
 
 def from_original(tensors: dict[str, Any], extras: Mapping[str, Any], metadata: Mapping[str, str]) -> Converted:
     notes: list[str] = []
-    if "conv_in.weight" in tensors and any(".resnets." in k for k in tensors):
+    conv_in = tensors.get("conv_in.weight")
+    # PIA (pia.ckpt, and PIA training runs) widens conv_in to 9 channels: the extra ones are its image branch.
+    pia = conv_in is not None and len(conv_in.shape) == 4 and conv_in.shape[1] > LATENT_CHANNELS
+    if conv_in is not None and any(".resnets." in k for k in tensors):
         # A whole-UNet training checkpoint: the motion modules are the adapter, the rest is the image model.
-        dropped = sum(1 for k in tensors if ".motion_modules." not in k)
-        tensors = {k: v for k, v in tensors.items() if ".motion_modules." in k}
+        dropped = sum(1 for k in tensors if ".motion_modules." not in k and not (pia and k.startswith("conv_in.")))
         notes.append(f"whole-UNet checkpoint: kept the motion modules, skipped {dropped} image-UNet tensors")
+        tensors = {k: v for k, v in tensors.items() if ".motion_modules." in k}
+    if pia:
+        tensors = {k: v for k, v in tensors.items() if k not in ("conv_in.weight", "conv_in.bias")}
+        tensors["image_cond_conv.weight"] = pia_image_cond_weight(conv_in)
+        notes.append(pia_note(conv_in))
     tables = {k: v for k, v in tensors.items() if _PE_KEY.search(k)}
     state = {k: v for k, v in tensors.items() if not _PE_KEY.search(k)}
     lengths = {v.shape[1] for v in tables.values() if v.ndim == 3}
@@ -96,9 +113,12 @@ def from_original(tensors: dict[str, Any], extras: Mapping[str, Any], metadata: 
     }
     if table_length:
         hints.pop("max_seq_length", None)  # the table in the file is what its modules were trained with
+    config = complete_config(inferred, hints, defaults)
+    if pia:
+        return Converted(state, config, "pia", "original", notes)
     is_motionkit = inferred.get("use_temporal_conv") or inferred.get("image_cond_channels")
     fmt = "motionkit" if is_motionkit else "animatediff"
-    return Converted(state, complete_config(inferred, hints, defaults), fmt, None if is_motionkit else version, notes)
+    return Converted(state, config, fmt, None if is_motionkit else version, notes)
 
 
 def to_original(adapter: Any) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

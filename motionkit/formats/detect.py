@@ -14,6 +14,7 @@ import torch
 
 from motionkit.errors import FormatError
 from motionkit.formats.animatediff import from_original, is_original_layout, unwrap
+from motionkit.formats.control_layout import control_kind
 from motionkit.formats.diffusers_format import CONFIG_NAME, from_diffusers, is_diffusers_config, is_diffusers_layout
 from motionkit.formats.layout import Converted
 from motionkit.formats.motionkit_format import from_motionkit, is_motionkit_config, read_metadata_config
@@ -24,7 +25,8 @@ _FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_mod
 
 @dataclass
 class FormatInfo:
-    """What ``detect_format`` found: ``format`` is ``animatediff``, ``diffusers``, ``motionkit`` or ``motion-lora``."""
+    """What ``detect_format`` found: ``format`` is ``animatediff``, ``diffusers``, ``motionkit``, ``pia`` (a motion
+    adapter with PIA's image branch), ``motion-lora``, ``controlnet`` or ``sparsectrl``."""
 
     path: str
     format: str
@@ -74,7 +76,9 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> Checkpoint:
     if path.is_dir():
         config_path = path / CONFIG_NAME
         if not config_path.is_file():
-            raise FormatError(f"{path}: folder without config.json: point at a motionkit or diffusers adapter folder")
+            raise FormatError(
+                f"{path}: folder without config.json: point at a motionkit or diffusers adapter, ControlNet or SparseCtrl folder"
+            )
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -106,6 +110,11 @@ def convert(ckpt: Checkpoint) -> Converted:
     where = ckpt.path
     if is_lora(keys):
         raise FormatError(f"{where}: this is a motion LoRA, not a motion adapter: use motionkit.apply_motion_lora")
+    kind = control_kind(keys, ckpt.config)
+    if kind is not None:
+        from motionkit.formats.control import not_an_adapter_message
+
+        raise FormatError(not_an_adapter_message(ckpt, kind))
     try:
         if ckpt.config is not None:
             if is_motionkit_config(ckpt.config):
@@ -150,6 +159,11 @@ def detect_format(path: str | Path) -> FormatInfo:
 
     ckpt = read_checkpoint(path, mmap=True)
     keys = list(ckpt.tensors)
+    kind = control_kind(keys, ckpt.config)
+    if kind is not None:
+        from motionkit.formats.control import describe_control
+
+        return describe_control(ckpt, kind)
     if is_lora(keys) and ckpt.config is None:
         return describe_lora(ckpt)
     converted = convert(ckpt)

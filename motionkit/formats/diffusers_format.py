@@ -17,13 +17,19 @@ import torch
 
 from motionkit.errors import FormatError
 from motionkit.formats.keys import from_diffusers_state_dict, to_diffusers_state_dict
-from motionkit.formats.layout import Converted, animatediff_version, complete_config, infer_layout
+from motionkit.formats.layout import (
+    LATENT_CHANNELS,
+    Converted,
+    animatediff_version,
+    complete_config,
+    infer_layout,
+    pia_image_cond_weight,
+    pia_note,
+)
 from motionkit.modules.position import sinusoidal_table
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
-# Spare channels diffusers gives conv_in beyond the latent's four (PIA: mask + masked-image latent).
-LATENT_CHANNELS = 4
 # motionkit fields diffusers has no slot for ride along under a private key diffusers ignores.
 PRIVATE_CONFIG_KEY = "_motionkit_config"
 
@@ -76,19 +82,16 @@ def from_diffusers(tensors: dict[str, Any], config: Mapping[str, Any] | None) ->
     tables = {k: v for k, v in tensors.items() if _PE_KEY.search(k)}
     state = from_diffusers_state_dict({k: v for k, v in tensors.items() if k not in tables})
     if conv_in is not None:
-        if conv_in.ndim != 4 or conv_in.shape[1] <= LATENT_CHANNELS:
-            raise FormatError(
-                f"conv_in.weight has shape {tuple(conv_in.shape)}; an image-conditioned (PIA) adapter needs more "
-                f"than {LATENT_CHANNELS} input channels"
-            )
-        state["image_cond_conv.weight"] = conv_in[:, LATENT_CHANNELS:].contiguous()
-        notes.append(f"PIA-style conv_in with {conv_in.shape[1]} input channels: channels 4+ are the image condition")
+        state["image_cond_conv.weight"] = pia_image_cond_weight(conv_in)
+        notes.append(pia_note(conv_in))
     lengths = {v.shape[1] for v in tables.values() if v.ndim == 3}
     table_length = max(lengths) if lengths else None
     inferred = infer_layout(state)
     hints = _hints_from_config(config or {})
     defaults = {"max_seq_length": table_length or 32, "temporal_norm": "across_frames"}
     full = complete_config(inferred, hints, defaults)
+    if conv_in is not None:
+        return Converted(state, full, "pia", "diffusers", notes)
     version = animatediff_version(full, full["max_seq_length"])
     return Converted(state, full, "diffusers", version, notes)
 

@@ -112,6 +112,33 @@ def infer_layout(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+# PIA's conv_in: the latent's four channels, then the image condition (mask + masked-image latent).
+LATENT_CHANNELS = 4
+
+
+def pia_image_cond_weight(conv_in: Any) -> Any:
+    """The image-conditioning weight held in a PIA ``conv_in`` (channels 4+).
+
+    Channels 0-3 and the bias are the image UNet's own: diffusers' ``UNetMotionModel`` replaces them with
+    the base UNet's, so a PIA branch adds only what channels 4+ compute (and so does motionkit).
+    """
+    shape = _shape(conv_in)
+    if len(shape) != 4 or shape[1] <= LATENT_CHANNELS:
+        raise FormatError(
+            f"conv_in.weight has shape {shape}; an image-conditioned (PIA) adapter needs more "
+            f"than {LATENT_CHANNELS} input channels"
+        )
+    return conv_in[:, LATENT_CHANNELS:].contiguous()
+
+
+def pia_note(conv_in: Any) -> str:
+    channels = _shape(conv_in)[1]
+    return (
+        f"PIA conv_in with {channels} input channels: channels {LATENT_CHANNELS}-{channels - 1} are the image condition; "
+        f"channels 0-{LATENT_CHANNELS - 1} and the bias come from the base UNet"
+    )
+
+
 def largest_divisor(wanted: int, channels: tuple[int, ...]) -> int:
     """The largest value not above ``wanted`` that divides every block's channels."""
     return next(v for v in range(wanted, 0, -1) if all(c % v == 0 for c in channels))

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from motionkit.errors import FormatError, LayoutMismatchError, MotionkitError
+from motionkit.utils.meta_load import empty_model, load_into
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 FAMILIES: dict[str, str] = {
@@ -35,6 +36,7 @@ TOKENIZER_COMPONENTS = ("tokenizer", "tokenizer_2")
 COMPONENTS = (*MODEL_COMPONENTS, *TOKENIZER_COMPONENTS, "scheduler")
 
 _LDM_UNET = "model.diffusion_model."
+_CONFIG_FIX = "pass the right config folder with --base-config"
 # SD 2 base (512, epsilon) was released at this training step; every other SD 2 checkpoint is the 768-v model.
 # The same heuristic as diffusers' original-checkpoint converter.
 _SD2_BASE_GLOBAL_STEP = 875000
@@ -249,37 +251,6 @@ def _find_tokenizers(
 # --------------------------------------------------------------------------------------------- single file
 
 
-def _load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: str) -> None:
-    """Load weights into a model built on the meta device: every parameter must be present.
-
-    Extras are dropped: checkpoints carry what a config leaves out (position_ids buffers, SD 2's unused
-    last text layer, training leftovers), while a wrong config still shows as missing or mis-sized weights.
-    """
-    expected = set(model.state_dict())
-    missing = sorted(expected - set(state_dict))
-    if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise FormatError(
-            f"{where}: the checkpoint lacks {len(missing)} weights ({shown}): the file is incomplete or not of this "
-            "family; pass the right config folder with --base-config"
-        )
-    try:
-        model.load_state_dict({k: state_dict[k] for k in expected}, strict=True, assign=True)
-    except RuntimeError as err:
-        lines = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
-        detail = lines[0] if lines else str(err).splitlines()[0]
-        raise FormatError(f"{where}: weights do not fit the config ({detail}): pass the right config folder with --base-config") from None
-
-
-def _empty(cls: type, config: Any) -> torch.nn.Module:
-    """A model with parameters on the meta device (filled by ``_load_into``); buffers stay real."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        # diffusers models take a config dict, transformers models a config object.
-        return cls.from_config(config) if isinstance(config, dict) else cls(config)
-
-
 def _text_encoder_state(name: str, model: torch.nn.Module, checkpoint: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
 
@@ -332,20 +303,20 @@ def _load_single_file(
             continue
         if name in ("unet", "vae"):
             model_config = _read_json(cfg_dir / name / "config.json")
-            model = _empty(cls, model_config)
+            model = empty_model(cls, model_config)
             convert = convert_ldm_unet_checkpoint if name == "unet" else convert_ldm_vae_checkpoint
             state = convert(checkpoint, model_config)
-            _load_into(model, state, f"{where} ({name})")
+            load_into(model, state, f"{where} ({name})", _CONFIG_FIX)
         else:
             model_config = cls.config_class.from_pretrained(str(cfg_dir / name), local_files_only=True)
-            model = _empty(cls, model_config)
+            model = empty_model(cls, model_config)
             state = _text_encoder_state(name, model, checkpoint)
             if state is None:
                 raise FormatError(
                     f"{where}: no {name.replace('_', ' ')} weights in this checkpoint: it holds only part of a pipeline; "
                     "use a full checkpoint or a diffusers folder"
                 )
-            _load_into(model, state, f"{where} ({name})")
+            load_into(model, state, f"{where} ({name})", _CONFIG_FIX)
         components[name] = model.eval()
 
     scheduler_config = _read_json(cfg_dir / "scheduler" / "scheduler_config.json")

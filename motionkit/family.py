@@ -7,6 +7,9 @@ A models folder laid out as the shipped family (``motionkit/assets/tiny-family``
     examples/conditioning.png                    the frame to animate (its caption, if any: conditioning.txt)
 
 ``motionkit demo``, the examples and the tests all reach the family through ``TinyFamily``.
+
+``world_reference_clips`` gives real clips of the family's world to measure generated videos against: the
+example frame's own source clip when the example is one (the shipped family's is), else clips of unseen seeds.
 """
 
 from __future__ import annotations
@@ -19,6 +22,13 @@ from motionkit.errors import MotionkitError
 
 BASE, PERSONALIZED, ADAPTER = "tiny-base", "tiny-personalized", "tiny-motion"
 CONDITIONING = Path("examples") / "conditioning.png"
+# The shipped example frame is frame 0 of the world clip whose spec a numpy generator with this seed draws
+# (scripts/make_tiny_family.sh renders it at 64 px); no training clip comes from this generator.
+EXAMPLE_WORLD_SEED = 7
+# The motion adapter trains on frames this far apart in the world's clips (examples/tiny_family/motion.yaml).
+TRAINING_STRIDE = 2
+# Fresh generators for reference clips when the example is not a world frame: seeds no training set used.
+UNSEEN_WORLD_SEEDS = (1001, 1002, 1003)
 
 
 @dataclass(frozen=True)
@@ -118,3 +128,37 @@ def write_stand_in_family(root: str | Path, seed: int = 0) -> TinyFamily:
         "# Stand-in tiny family\n\nRandom, untrained weights with the tiny family's layout, for tests.\n", encoding="utf-8"
     )
     return TinyFamily.at(root)
+
+
+def world_reference_clips(
+    conditioning: str | Path, frames: int, *, stride: int = TRAINING_STRIDE, size: int | None = None
+) -> tuple[list["np.ndarray"], str]:
+    """Real world clips of ``frames`` frames ``stride`` apart, uint8 ``[F, H, W, 3]``, and where they come from.
+
+    When ``conditioning`` is frame 0 of the clip drawn from ``EXAMPLE_WORLD_SEED`` (the shipped example is),
+    that clip alone, at the image's size: what the example really went on to show. Otherwise one clip per
+    ``UNSEEN_WORLD_SEEDS`` at ``size`` px (default: the image's short side): clips no model of the family
+    saw, as a reference for how much a real clip changes after its first frame.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from motionkit.data.world import random_spec, render_clip
+
+    if frames < 1 or stride < 1:
+        raise MotionkitError(f"reference clips need frames >= 1 and stride >= 1, got {frames} and {stride}")
+    with Image.open(conditioning) as opened:
+        image = np.asarray(opened.convert("RGB"))
+    height, width = image.shape[:2]
+
+    def clip(seed: int, side: int, length: int) -> np.ndarray:
+        # The spec's draws do not depend on its length or size, so frame 0 is the same for any length.
+        return render_clip(random_spec(np.random.default_rng(seed), frames=length, size=side))[::stride]
+
+    if height == width and np.array_equal(clip(EXAMPLE_WORLD_SEED, height, 1)[0], image):
+        source = clip(EXAMPLE_WORLD_SEED, height, (frames - 1) * stride + 1)
+        return [source], f"the example's source clip (world seed {EXAMPLE_WORLD_SEED})"
+    side = size or min(height, width)
+    seeds = ", ".join(map(str, UNSEEN_WORLD_SEEDS))
+    clips = [clip(seed, side, (frames - 1) * stride + 1) for seed in UNSEEN_WORLD_SEEDS]
+    return clips, f"unseen world clips (seeds {seeds})"

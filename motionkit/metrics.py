@@ -11,6 +11,14 @@ flow-based metrics, so the numbers here are proxies: compare them with each othe
 | motion_score        | mean flow magnitude, pixels per frame pair (SVD filtering) | context |
 | dynamic_degree      | VBench rule on the largest flows: does the clip move?      | context |
 | first_frame_fidelity| PSNR / SSIM of frame 0 against the conditioning image      | higher  |
+| frame_psnr/ssim     | per frame, against an image (each frame) or a clip (paired)| higher  |
+| colour_delta_e      | CIE76 delta E between mean CIE L*a*b* colours, per frame   | lower   |
+| colour_histogram_distance | Bhattacharyya distance of L*a*b* histograms, 0..1    | lower   |
+| first_frame_jump    | |f1 - f0| over the median later step: 1 = no jump          | ~1      |
+| adherence_report    | all of the above against the image, frame 0 and a reference| -       |
+
+``fit_image`` / ``fit_video`` bring an image or clip of another size to the frame size exactly as the
+pipeline prepares a conditioning image (resize to cover, centre crop); they alone use diffusers, lazily.
 """
 
 from __future__ import annotations
@@ -297,6 +305,180 @@ def first_frame_fidelity(frames: Any, cond_image: Any) -> dict[str, float]:
         cond = cv2.resize(cond, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
     first = video[0]
     return {"psnr": psnr(first, cond), "ssim": ssim(first, cond), "mse": mse(first, cond)}
+
+
+# ------------------------------------------------------------------------------------------- adherence
+
+# Lab histogram: bins per channel over L* 0..100 and a*, b* -128..128 (the upper edges are nudged up because
+# calcHist excludes them, and pure white has L* = 100 exactly). An odd number of a*, b* bins puts the neutral
+# axis (a* = b* = 0) mid-bin, so greys and whites do not flip between two bins on a rounding error.
+LAB_HISTOGRAM_BINS = (8, 7, 7)
+_LAB_RANGES = [0.0, 100.001, -128.0, 128.001, -128.0, 128.001]
+
+
+def fit_image(image: Any, height: int, width: int) -> np.ndarray:
+    """uint8 RGB ``[height, width, 3]``: ``image`` (path, PIL image or uint8 array) resized to cover the size
+    and centre-cropped, exactly as the pipeline prepares a conditioning image (diffusers' VaeImageProcessor,
+    ``resize_mode="crop"``, Lanczos). An image of that size already is returned unchanged."""
+    array = _as_image(image)
+    if array.shape[:2] == (height, width):
+        return array
+    from diffusers.image_processor import VaeImageProcessor
+
+    fitted = VaeImageProcessor().resize(Image.fromarray(array), height, width, resize_mode="crop")
+    return np.asarray(fitted.convert("RGB"))
+
+
+def fit_video(frames: Any, height: int, width: int) -> np.ndarray:
+    """Every frame of a clip through ``fit_image``: uint8 ``[F, height, width, 3]``."""
+    video = _as_video(frames, min_frames=1)
+    if video.shape[1:3] == (height, width):
+        return video
+    return np.stack([fit_image(frame, height, width) for frame in video])
+
+
+def _targets(video: np.ndarray, target: Any) -> np.ndarray:
+    """``target`` as one frame per video frame: an image is repeated, a clip must have as many frames."""
+    target = np.asarray(target)
+    if target.ndim == 3:
+        _same_shape(video[0], target)
+        target = np.broadcast_to(target, video.shape)
+    if target.shape[0] != video.shape[0]:
+        raise MetricInputError(
+            f"the target clip has {target.shape[0]} frames and the video {video.shape[0]}; compare the common frames"
+        )
+    _same_shape(video, target)
+    return target
+
+
+def frame_psnr(frames: Any, target: Any) -> list[float]:
+    """PSNR in dB of every frame against ``target``: one uint8 image (the same for every frame) or a clip of
+    as many frames (frame k against frame k). Sizes must match (see ``fit_image``); identical gives ``inf``."""
+    video = _as_video(frames, min_frames=1)
+    return [psnr(frame, other) for frame, other in zip(video, _targets(video, target))]
+
+
+def frame_ssim(frames: Any, target: Any) -> list[float]:
+    """SSIM (as ``ssim``) of every frame against ``target``, an image or a clip of as many frames."""
+    video = _as_video(frames, min_frames=1)
+    return [ssim(frame, other) for frame, other in zip(video, _targets(video, target))]
+
+
+def to_lab(image: Any) -> np.ndarray:
+    """CIE L*a*b* (D65) of a uint8 sRGB image as float32 ``[H, W, 3]``: L* in 0..100, a* and b* about -128..127.
+
+    OpenCV's 8-bit Lab output is rescaled (L* x 255/100, a* and b* + 128), so the image goes in as float32
+    RGB in [0, 1], for which ``cv2.COLOR_RGB2Lab`` undoes the sRGB gamma and returns real L*a*b* (within
+    about 0.1 of the textbook formulas: OpenCV interpolates the gamma curve)."""
+    rgb = _as_image(image).astype(np.float32) / 255.0
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
+
+
+def mean_lab(image: Any) -> np.ndarray:
+    """The mean L*, a*, b* over an image's pixels (float64 ``[3]``)."""
+    return to_lab(image).reshape(-1, 3).mean(axis=0, dtype=np.float64)
+
+
+def colour_delta_e(frames: Any, image: Any) -> list[float]:
+    """Per frame, CIE76 delta E (Euclidean distance in L*a*b*) between the frame's mean colour and the image's.
+
+    0 for the same mean colour; about 2.3 is a just-noticeable difference. Colours are averaged in Lab;
+    sizes may differ.
+    """
+    video = _as_video(frames, min_frames=1)
+    target = mean_lab(image)
+    return [float(np.linalg.norm(mean_lab(frame) - target)) for frame in video]
+
+
+def lab_histogram(image: Any) -> np.ndarray:
+    """Joint L*a*b* histogram (``LAB_HISTOGRAM_BINS``), float32, normalised to sum 1."""
+    lab = to_lab(image)
+    hist = cv2.calcHist([lab], [0, 1, 2], None, list(LAB_HISTOGRAM_BINS), _LAB_RANGES)
+    return hist / max(float(hist.sum()), 1.0)
+
+
+def histogram_distance(a: Any, b: Any) -> float:
+    """Bhattacharyya distance (``cv2.HISTCMP_BHATTACHARYYA``) of two images' Lab histograms.
+
+    Range 0..1: 0 for the same colour distribution, 1 when the two share no bin. Images may differ in size."""
+    distance = cv2.compareHist(lab_histogram(a), lab_histogram(b), cv2.HISTCMP_BHATTACHARYYA)
+    return float(min(max(distance, 0.0), 1.0))  # float rounding can step just outside
+
+
+def colour_histogram_distance(frames: Any, image: Any) -> list[float]:
+    """Per frame, ``histogram_distance`` of the frame to ``image`` (0 = same colours, 1 = none shared)."""
+    video = _as_video(frames, min_frames=1)
+    reference = lab_histogram(image)
+    distances = [cv2.compareHist(lab_histogram(frame), reference, cv2.HISTCMP_BHATTACHARYYA) for frame in video]
+    return [float(min(max(d, 0.0), 1.0)) for d in distances]
+
+
+def first_frame_jump(frames: Any) -> float:
+    """How much bigger the step from frame 0 to frame 1 is than the clip's typical step.
+
+    ``|f1 - f0|`` (mean absolute difference over pixels and channels, 0..255) divided by the median of
+    ``|fk - fk-1|`` over k >= 2. About 1 for steady motion; large when frame 1 cuts away from frame 0 (an
+    anchored first frame followed by a different picture). Edge cases: fewer than 3 frames have no later
+    step to compare with and give ``nan``; a zero median gives 1.0 when the jump is zero too (a still clip),
+    else ``inf``.
+    """
+    video = _as_video(frames, min_frames=1).astype(np.int16)
+    if len(video) < 3:
+        return math.nan
+    steps = np.abs(np.diff(video, axis=0)).reshape(len(video) - 1, -1).mean(axis=1)
+    jump, typical = float(steps[0]), float(np.median(steps[1:]))
+    if typical == 0:
+        return 1.0 if jump == 0 else math.inf
+    return jump / typical
+
+
+def _mean_after_first(values: list[float]) -> float:
+    # Frame 0 is excluded: image-to-video anchors it, so it says nothing about whether the image holds.
+    return float(np.mean(values[1:])) if len(values) > 1 else math.nan
+
+
+def adherence_report(frames: Any, image: Any = None, reference: Any = None) -> dict[str, Any]:
+    """How well a video holds its conditioning image: means over frames 1..N-1, and every per-frame value.
+
+    Keys (means over frames 1..N-1; the per-frame lists, frame 0 included, are under ``"per_frame"``):
+    ``psnr_frame0`` / ``ssim_frame0`` against the video's own frame 0 and ``jump_ratio``
+    (``first_frame_jump``) always; with ``image`` (path, PIL image or uint8 array, fitted to the frame size as
+    the pipeline does), ``psnr_image``, ``ssim_image``, ``delta_e_image`` (``colour_delta_e``) and
+    ``hist_image`` (``colour_histogram_distance``); with ``reference`` (a ground-truth clip, fitted the same
+    way), ``psnr_reference`` / ``ssim_reference`` frame k against frame k over the frames both have
+    (``reference_frames`` says how many the reference has, ``compared_frames`` how many were compared).
+    """
+    video = _as_video(frames)
+    height, width = video.shape[1:3]
+    per_frame: dict[str, list[float]] = {
+        "psnr_frame0": frame_psnr(video, video[0]),
+        "ssim_frame0": frame_ssim(video, video[0]),
+    }
+    report: dict[str, Any] = {"frames": int(video.shape[0])}
+    if image is not None:
+        cond = fit_image(image, height, width)
+        per_frame.update(
+            psnr_image=frame_psnr(video, cond),
+            ssim_image=frame_ssim(video, cond),
+            delta_e_image=colour_delta_e(video, cond),
+            hist_image=colour_histogram_distance(video, cond),
+        )
+    if reference is not None:
+        truth = fit_video(reference, height, width)
+        common = min(len(truth), len(video))
+        if common < 2:
+            raise MetricInputError(
+                f"the reference clip has {len(truth)} frame(s); frames 1..N-1 need at least 2 to compare with"
+            )
+        per_frame.update(
+            psnr_reference=frame_psnr(video[:common], truth[:common]),
+            ssim_reference=frame_ssim(video[:common], truth[:common]),
+        )
+        report.update(reference_frames=int(len(truth)), compared_frames=int(common))
+    report.update({name: _mean_after_first(values) for name, values in per_frame.items()})
+    report["jump_ratio"] = first_frame_jump(video)
+    report["per_frame"] = per_frame
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- report

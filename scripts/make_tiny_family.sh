@@ -47,8 +47,9 @@ import numpy as np
 from PIL import Image
 
 from motionkit.data.world import caption, random_spec, render_clip
+from motionkit.family import EXAMPLE_WORLD_SEED
 
-spec = random_spec(np.random.default_rng(7), frames=1, size=64)
+spec = random_spec(np.random.default_rng(EXAMPLE_WORLD_SEED), frames=1, size=64)
 Image.fromarray(render_clip(spec)[0]).save(sys.argv[1] + ".png")
 Path(sys.argv[1] + ".txt").write_text(caption(spec) + "\n", encoding="utf-8")
 PYEOF

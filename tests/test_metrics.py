@@ -8,10 +8,20 @@ import pytest
 from motionkit.cli import main
 from motionkit.metrics import (
     MetricInputError,
+    adherence_report,
+    colour_delta_e,
+    colour_histogram_distance,
     dynamic_degree,
     evaluate_video,
     first_frame_fidelity,
+    first_frame_jump,
+    fit_image,
+    fit_video,
+    frame_psnr,
+    frame_ssim,
+    histogram_distance,
     mean_abs_frame_difference,
+    mean_lab,
     motion_score,
     psnr,
     ssim,
@@ -136,3 +146,163 @@ def test_cli_eval_errors(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "junk.mp4")]) == 2
     err = capsys.readouterr().err
     assert "junk.mp4" in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------------- adherence
+
+
+def srgb_to_lab(rgb) -> np.ndarray:
+    """CIE L*a*b* (D65) of one sRGB colour in 0..255, from the textbook formulas (not OpenCV)."""
+    c = np.asarray(rgb, np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]) @ linear
+    t = xyz / np.array([0.950456, 1.0, 1.088754])
+    f = np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def flat(rgb, frames: int = 1, size: int = 16) -> np.ndarray:
+    return np.broadcast_to(np.asarray(rgb, np.uint8), (frames, size, size, 3)).copy()
+
+
+def test_identical_frames_adhere_perfectly():
+    clip = shifted(0, frames=5)
+    report = adherence_report(clip, clip[0], clip)
+    for key in ("psnr_image", "psnr_frame0", "psnr_reference"):
+        assert report[key] == math.inf and report["per_frame"][key] == [math.inf] * 5
+    for key in ("ssim_image", "ssim_frame0", "ssim_reference"):
+        assert report[key] == 1.0
+    assert report["delta_e_image"] == 0.0 and report["hist_image"] == 0.0
+    assert report["jump_ratio"] == 1.0  # a still clip: no step at all, so no jump either
+    assert report["frames"] == 5 and report["compared_frames"] == 5
+
+
+def test_lab_is_real_cie_lab():
+    # OpenCV's 8-bit Lab is scaled (L * 255/100, a and b + 128); the float path must give the real values,
+    # to within its interpolated gamma curve (about 0.1, far below a just-noticeable difference of 2.3).
+    for rgb in [(255, 255, 255), (0, 0, 0), (220, 40, 40), (40, 80, 210), (128, 128, 128)]:
+        np.testing.assert_allclose(mean_lab(flat(rgb)[0]), srgb_to_lab(rgb), atol=0.15)
+    assert mean_lab(flat((255, 255, 255))[0]) == pytest.approx([100.0, 0.0, 0.0], abs=1e-3)
+
+
+@pytest.mark.parametrize(("a", "b"), [((128, 128, 128), (100, 100, 100)), ((220, 40, 40), (240, 140, 30))])
+def test_colour_shift_gives_the_hand_computed_delta_e(a, b):
+    expected = float(np.linalg.norm(srgb_to_lab(a) - srgb_to_lab(b)))
+    if a[0] == a[1] == a[2]:
+        # Greys have a* = b* = 0, so delta E is the L* difference: 53.585 - 42.374 by hand.
+        assert expected == pytest.approx(53.585 - 42.374, abs=0.01)
+    video = np.concatenate([flat(a), flat(b), flat(b)])
+    assert colour_delta_e(video, flat(a)[0]) == pytest.approx([0.0, expected, expected], abs=0.15)
+    assert adherence_report(video, flat(a)[0])["delta_e_image"] == pytest.approx(expected, abs=0.15)
+
+
+def test_histogram_distance_range():
+    image = texture(32)
+    assert histogram_distance(image, image) == 0.0
+    # Pure black and pure white share no Lab bin: Bhattacharyya distance 1.
+    assert histogram_distance(flat((0, 0, 0))[0], flat((255, 255, 255))[0]) == pytest.approx(1.0)
+    # Half the pixels recoloured: strictly between.
+    half = image.copy()
+    half[:16] = 0
+    assert 0.0 < histogram_distance(image, half) < 1.0
+    assert colour_histogram_distance(np.stack([image, half]), image) == [0.0, histogram_distance(half, image)]
+
+
+def test_jump_ratio_of_a_hard_cut_after_frame_0():
+    # Steps: 100 (the cut), then 2, 2, 2: the jump is 50 times the typical step.
+    cut = np.concatenate([flat(0), flat(100), flat(102), flat(104), flat(106)])
+    assert first_frame_jump(cut) == pytest.approx(50.0)
+    steady = np.concatenate([flat(10 * k) for k in range(6)])
+    assert first_frame_jump(steady) == pytest.approx(1.0)
+    # Edge cases: no later step to compare with; a cut into a frozen clip; a still clip.
+    assert math.isnan(first_frame_jump(cut[:2]))
+    assert first_frame_jump(np.concatenate([flat(0), flat(50), flat(50), flat(50)])) == math.inf
+    assert first_frame_jump(flat(7, frames=4)) == 1.0
+
+
+def test_reference_psnr_over_the_common_frames():
+    truth = np.clip(shifted(1, frames=6).astype(int), 4, 251)
+    video = truth.copy()
+    video[:, ::2] += 4  # +-4 on alternate rows: MSE exactly 16 in every frame
+    video[:, 1::2] -= 4
+    truth, video = truth.astype(np.uint8), video.astype(np.uint8)
+    expected = 10 * math.log10(255**2 / 16)
+    report = adherence_report(video, reference=truth[:4])  # the reference is shorter: 4 common frames
+    assert report["reference_frames"] == 4 and report["compared_frames"] == 4
+    assert report["per_frame"]["psnr_reference"] == pytest.approx([expected] * 4)
+    assert report["psnr_reference"] == pytest.approx(expected)
+    assert frame_psnr(video, truth) == pytest.approx([expected] * 6)
+    assert frame_ssim(truth, truth) == [1.0] * 6
+    assert "psnr_image" not in report
+
+
+def test_adherence_means_skip_frame_0():
+    image = texture(32)
+    video = np.stack([image] + [np.clip(image.astype(int) + 8 * k, 0, 255).astype(np.uint8) for k in range(1, 5)])
+    report = adherence_report(video, image)
+    per_frame = report["per_frame"]
+    assert per_frame["psnr_image"][0] == math.inf and len(per_frame["psnr_image"]) == 5
+    assert report["psnr_image"] == pytest.approx(np.mean(per_frame["psnr_image"][1:]))
+    assert report["delta_e_image"] == pytest.approx(np.mean(per_frame["delta_e_image"][1:]))
+    assert per_frame["psnr_image"][1] > per_frame["psnr_image"][4]  # drifting away frame by frame
+
+
+def test_fit_image_matches_the_pipeline():
+    from diffusers.image_processor import VaeImageProcessor
+
+    from motionkit.pipeline.image_input import prepare_image
+
+    wide = texture(96)[:48]  # 96x48: covering 32x32 keeps the centre 48x48 of it, scaled down
+    fitted = fit_image(wide, 32, 32)
+    seen = prepare_image(wide, 32, 32, VaeImageProcessor(vae_scale_factor=8))[0]
+    as_uint8 = ((seen.permute(1, 2, 0).numpy() + 1.0) * 127.5).round().astype(np.uint8)
+    assert fitted.shape == (32, 32, 3)
+    np.testing.assert_array_equal(fitted, as_uint8)
+    assert fit_video(np.stack([wide, wide]), 32, 32).shape == (2, 32, 32, 3)
+    same = texture(32)
+    assert fit_image(same, 32, 32) is same or np.array_equal(fit_image(same, 32, 32), same)
+
+
+def test_adherence_bad_inputs():
+    clip = shifted(1, frames=4)
+    with pytest.raises(MetricInputError, match="reference clip has 1 frame"):
+        adherence_report(clip, reference=clip[:1])
+    with pytest.raises(MetricInputError, match="3 frames and the video 4"):
+        frame_psnr(clip, clip[:3])
+    with pytest.raises(MetricInputError, match="differ in shape"):
+        frame_ssim(clip, clip[0, :32])
+
+
+def test_cli_eval_image_and_reference(tmp_path, capsys):
+    clip = shifted(2, frames=8)
+    video = write_video(clip, tmp_path / "clip.png")  # a folder of PNG frames: lossless
+    reference = write_video(clip[:6], tmp_path / "truth.png")
+    # A larger, non-square image: fitted to the video as the pipeline fits images.
+    wide = cv2.resize(clip[0], (128, 64), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(tmp_path / "cond.png"), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
+    args = ["eval", str(video), "--image", str(tmp_path / "cond.png"), "--reference", str(reference)]
+    sheet = tmp_path / "sheet.png"
+    assert main([*args, "--contact-sheet", str(sheet)]) == 0
+    out = capsys.readouterr().out
+    for name in ("psnr_image", "ssim_image", "psnr_frame0", "delta_e_image", "hist_image", "jump_ratio", "psnr_reference"):
+        assert f"  {name} " in out
+    assert "fitted to 64x64" in out and "compared over the first 6" in out and "per frame" in out
+    assert sheet.is_file()
+
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["compared_frames"] == 6 and report["reference_frames"] == 6
+    assert report["psnr_reference"] is None  # identical frames: PSNR inf, which JSON writes as null
+    assert report["per_frame"]["psnr_reference"] == [None] * 6
+    assert len(report["per_frame"]["psnr_image"]) == 8 and report["jump_ratio"] == pytest.approx(1.0, abs=0.2)
+    assert report["delta_e_image"] > 0 and 0 <= report["hist_image"] <= 1
+    assert any("compared over the first 6" in note for note in report["notes"])
+
+
+@pytest.mark.parametrize("flag", ["--image", "--reference"])
+def test_cli_eval_refuses_unreadable_inputs(flag, tmp_path, capsys):
+    video = write_video(shifted(1, frames=4), tmp_path / "clip.mp4")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    assert main(["eval", str(video), flag, str(tmp_path / "junk.png")]) == 2
+    err = capsys.readouterr().err
+    assert "junk.png" in err and err.count("\n") == 1 and "Traceback" not in err

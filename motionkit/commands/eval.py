@@ -1,4 +1,11 @@
-"""``motionkit eval VIDEO``: weight-free quality and motion metrics of a video file."""
+"""``motionkit eval VIDEO [--image IMG] [--reference CLIP]``: weight-free metrics of a video file.
+
+Steadiness and motion always; adherence over frames 1..N-1 (frame 0 of image-to-video is usually the image
+itself, so it proves nothing): against the video's own frame 0 and the 0 -> 1 jump always, against the
+conditioning image with ``--image``, frame by frame against a ground-truth clip with ``--reference``.
+An image or reference of another size is fitted to the video as the pipeline prepares images (resize to
+cover, centre crop); a reference of another length is compared over the frames both have.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,19 @@ _ROWS = (
     ("first_frame_psnr", "frame 0 vs image, dB"),
     ("first_frame_ssim", "frame 0 vs image, 1 = same"),
     ("first_frame_mse", "frame 0 vs image, 0..255^2"),
+    ("psnr_frame0", "frames 1..N-1 vs frame 0, mean dB"),
+    ("ssim_frame0", "frames 1..N-1 vs frame 0, mean SSIM"),
+    ("jump_ratio", "|f1 - f0| / median |fk - fk-1| (k >= 2), 1 = no jump"),
+    ("psnr_image", "frames 1..N-1 vs image, mean dB"),
+    ("ssim_image", "frames 1..N-1 vs image, mean SSIM"),
+    ("delta_e_image", "frames 1..N-1 vs image, mean-colour CIE76 delta E"),
+    ("hist_image", "frames 1..N-1 vs image, Lab histogram Bhattacharyya 0..1"),
+    ("compared_frames", "frames compared with the reference"),
+    ("psnr_reference", "frames 1..N-1 vs reference frame k, mean dB"),
+    ("ssim_reference", "frames 1..N-1 vs reference frame k, mean SSIM"),
 )
+# Per-frame lists the table shows under the rows (all of them are in --json).
+_PER_FRAME = ("psnr_image", "delta_e_image", "hist_image", "psnr_frame0", "psnr_reference")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Weight-free video metrics (OpenCV Farneback flow; proxies for the RAFT-based benchmark numbers).",
     )
     parser.add_argument("video", metavar="VIDEO", help="video file (mp4, webm, gif, webp, ...) or folder of frames")
-    parser.add_argument("--image", metavar="COND", help="conditioning image: adds first-frame PSNR / SSIM / MSE")
+    parser.add_argument(
+        "--image", metavar="COND",
+        help="conditioning image: adds first-frame PSNR / SSIM / MSE and frames 1..N-1 PSNR, SSIM, colour drift",
+    )
+    parser.add_argument(
+        "--reference", metavar="CLIP",
+        help="ground-truth clip (video file or folder of frames): PSNR / SSIM frame by frame, over the common frames",
+    )
+    parser.add_argument("--contact-sheet", metavar="PNG", help="also write the frames side by side to this PNG")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="only measure the first N frames")
     parser.add_argument(
@@ -41,19 +68,70 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from motionkit.metrics import evaluate_video
+    from motionkit.metrics import adherence_report, evaluate_video, fit_video
     from motionkit.video_io import probe_video, read_video
 
     frames = read_video(args.video, max_frames=args.max_frames)
+    height, width = frames.shape[1:3]
+    image = _read_image(args.image, height, width) if args.image else None
+    reference = fit_video(read_video(args.reference), height, width) if args.reference else None
     fps = probe_video(args.video).fps if args.use_fps else None
-    report = evaluate_video(frames, args.image, fps=fps)
+    report = evaluate_video(frames, image, fps=fps)
+    report.update(adherence_report(frames, image, reference))
+    notes = _notes(args, frames, report)
+    if args.contact_sheet:
+        from motionkit.contact_sheet import write_contact_sheet
+
+        rows = [("image", image)] if image is not None else []
+        rows.append(("video", frames))
+        if reference is not None:
+            rows.append(("reference", reference))
+        notes.append(f"contact sheet: {write_contact_sheet(args.contact_sheet, rows)}")
     if args.json:
-        # JSON has no infinity: PSNR of identical images becomes null.
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in report.items()}
-        print(json.dumps({"video": str(args.video), **clean}, indent=2))
+        print(json.dumps({"video": str(args.video), **json_safe(report), "notes": notes}, indent=2))
     else:
         print(format_report(report, title=str(args.video)))
+        for line in notes:
+            print(f"  note: {line}")
     return 0
+
+
+def _read_image(path: str, height: int, width: int) -> Any:
+    from motionkit.metrics import fit_image
+    from motionkit.pipeline.image_input import load_image
+
+    return fit_image(load_image(path), height, width)
+
+
+def _notes(args: argparse.Namespace, frames: Any, report: dict[str, Any]) -> list[str]:
+    """What the numbers do not say by themselves: what was resized, what was left out."""
+    from PIL import Image
+
+    notes = []
+    height, width = frames.shape[1:3]
+    if args.image:
+        with Image.open(args.image) as opened:
+            if opened.size != (width, height):
+                notes.append(f"image {opened.size[0]}x{opened.size[1]} fitted to {width}x{height} (resize to cover, centre crop)")
+    if args.reference:
+        if report["reference_frames"] != report["frames"]:
+            notes.append(
+                f"reference has {report['reference_frames']} frames and the video {report['frames']}: "
+                f"compared over the first {report['compared_frames']}"
+            )
+    if report["frames"] < 3:
+        notes.append("jump_ratio needs at least 3 frames (two later steps to compare with): nan")
+    return notes
+
+
+def json_safe(values: Any) -> Any:
+    """``values`` with every non-finite float, at any depth, as None: JSON has no infinity or NaN (PSNR of
+    identical images is inf)."""
+    if isinstance(values, dict):
+        return {k: json_safe(v) for k, v in values.items()}
+    if isinstance(values, (list, tuple)):
+        return [json_safe(v) for v in values]
+    return None if isinstance(values, float) and not math.isfinite(values) else values
 
 
 def format_value(value: Any) -> str:
@@ -74,4 +152,11 @@ def format_report(report: dict[str, Any], *, title: str = "") -> str:
     value_w = max(len(r[1]) for r in rows)
     lines = [title] if title else []
     lines += [f"  {name:<{name_w}}  {value:>{value_w}}  {note}" for name, value, note in rows]
+    per_frame = values.get("per_frame", {})
+    shown = [name for name in _PER_FRAME if name in per_frame]
+    if shown:
+        lines.append("  per frame (frame 0 first):")
+        width = max(len(name) for name in shown)
+        for name in shown:
+            lines.append(f"    {name:<{width}}  " + " ".join(f"{v:.2f}" if math.isfinite(v) else str(v) for v in per_frame[name]))
     return "\n".join(lines)

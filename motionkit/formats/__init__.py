@@ -4,9 +4,11 @@
   and motionkit's own folders and single files.
 - ``detect_format``: what a path holds (format, version, layout, dtype, sizes) without building anything.
 - ``load_motion_lora`` / ``apply_motion_lora`` / ``remove_motion_lora`` / ``save_motion_lora``.
+- ``load_control_model``: a ControlNet or SparseCtrl model for the pipeline's ``controlnet``.
 """
 
 from motionkit.formats.adapter_io import load_adapter, save_adapter
+from motionkit.formats.control_folder import load_control_model
 from motionkit.formats.detect import FormatInfo, detect_format
 from motionkit.formats.motion_lora import (
     MotionLoRA,
@@ -23,6 +25,7 @@ __all__ = [
     "apply_motion_lora",
     "detect_format",
     "load_adapter",
+    "load_control_model",
     "load_motion_lora",
     "remove_motion_lora",
     "save_adapter",

@@ -65,11 +65,11 @@ def test_controlnets_with_control_videos_and_sidecar(control_assets, tmp_path):
     assert control["controlnets"][1]["video"] == str(a / "pose.gif")
 
 
-def test_sparsectrl_keyframes_animate_between_two_images(control_assets, tmp_path):
+def test_sparsectrl_keyframes_animate_between_two_images_with_a_lora(control_assets, tmp_path):
     a = control_assets
     out = tmp_path / "between.gif"
     frames = _run(a, out, "--sparsectrl", f"{a / 'sparse-rgb'}:0.9", "--keyframe", f"0:{a / 'first.png'}",
-                  f"--keyframe=-1:{a / 'last.png'}")
+                  f"--keyframe=-1:{a / 'last.png'}", "--lora", f"{a / 'style.safetensors'}:0.5")  # with an image LoRA
     assert frames.shape == (4, 64, 64, 3)
     sparse = json.loads(sidecar_path(out).read_text())["control"]["sparsectrl"]
     assert sparse["scale"] == 0.9 and [k["index"] for k in sparse["keyframes"]] == [0, -1]

@@ -2,8 +2,10 @@
 
 One video from flags, or a batch from YAML (``--config BATCH.yaml``, AnimateDiff-style: shared base,
 adapter and settings, then a list of prompts with their own seeds, images and negative prompts; one
-file per prompt in an output folder). Every input is checked before any model loads, and every video is
-written atomically with a sidecar JSON that records how it was made.
+file per prompt in an output folder). Control: ControlNets with control videos or a SparseCtrl model with
+keyframes (``motionkit.pipeline.control_plan``; the same keys in a batch file, shared by its prompts). Every
+input is checked before any model loads, and every video is written atomically with a sidecar JSON that
+records how it was made.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
 }
 # What the base/adapter loading needs, shared by every prompt of a batch.
 MODEL_KEYS = ("base", "adapter", "base_config", "tokenizer", "lora", "motion_lora", "device", "dtype", "attention_backend", "scheduler")
+# Control models and their inputs (motionkit.pipeline.control_plan), shared by every prompt of a batch.
+CONTROL_KEYS = ("controlnet", "control_video", "control_start", "control_end", "sparsectrl", "keyframe")
 # What a single prompt of a batch may set for itself.
 PROMPT_KEYS = {
     "prompt", "negative_prompt", "seed", "image", "out", "frames", "width", "height", "steps", "guidance",
@@ -101,6 +105,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--motion-lora", action="append", metavar="PATH[:SCALE]",
         help="MotionLoRA on the adapter's temporal attention (e.g. a camera move); repeat to stack several",
     )
+    add("--controlnet", action="append", metavar="PATH[:SCALE]", help="ControlNet folder; repeat for several, each with a --control-video")
+    add("--control-video", action="append", metavar="FILE|DIR", help="control video (depth, pose, ...) of one --controlnet, in order: a video file or a folder of frames, one frame per output frame")
+    add("--control-start", action="append", type=float, metavar="FRACTION", help="fraction of the schedule where control starts: one value, or one per --controlnet (default 0)")
+    add("--control-end", action="append", type=float, metavar="FRACTION", help="fraction of the schedule where control ends: one value, or one per --controlnet (default 1)")
+    add("--sparsectrl", metavar="PATH[:SCALE]", help="SparseCtrl folder (RGB or scribble), conditioned on --keyframe images")
+    add("--keyframe", action="append", metavar="INDEX:IMAGE", help="SparseCtrl keyframe: frame index and image; repeat for several. Negative indices count from the end: write --keyframe=-1:last.png")
     add("--base-config", help="diffusers-format config folder for a single-file base (overrides the shipped configs)")
     add("--tokenizer", help="CLIP tokenizer folder (single-file bases carry none)")
     add("--device", choices=("cpu", "cuda"), help="default: cuda when available")
@@ -137,6 +147,7 @@ class Plan:
     loras: list[tuple[str, float]]
     model: dict[str, Any]
     motion_loras: list[tuple[str, float]] = field(default_factory=list)
+    control: Any = None  # a motionkit.pipeline.control_plan.ControlPlan, or None
     jobs: list[Job] = field(default_factory=list)
 
 
@@ -246,6 +257,8 @@ def _loras(specs: Any, flag: str = "--lora") -> list[tuple[str, float]]:
 
 
 def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch: bool) -> Plan:
+    from motionkit.pipeline.control_plan import control_plan
+
     settings = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
     _check_scheduler(settings["scheduler"])
     plan = Plan(
@@ -256,11 +269,14 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         loras=_loras(given.get("lora")),
         motion_loras=_loras(given.get("motion_lora"), "--motion-lora"),
         model={k: settings[k] for k in ("device", "dtype", "attention_backend", "scheduler")},
+        control=control_plan(**{k: given.get(k) for k in CONTROL_KEYS}),
     )
     for index, entry in enumerate(prompts):
         where = f"prompt {index + 1}" if batch else ""
         job_settings = {**settings, **{k: v for k, v in entry.items() if k in DEFAULTS}}
         _check_settings(job_settings, where)
+        if plan.control is not None:
+            plan.control.check_frames(job_settings["frames"], where)
         prompt = entry.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise MotionkitError(f"{where}: empty prompt; give it some text" if batch else "no prompt given: pass --prompt TEXT")
@@ -340,7 +356,7 @@ def _batch(path: Path, given: dict[str, Any]) -> tuple[dict[str, Any], list[dict
             entry["image"] = resolve(entry["image"])
         entries.append(entry)
 
-    known = set(DEFAULTS) | set(MODEL_KEYS) | {"out", "output_dir", "format"}
+    known = set(DEFAULTS) | set(MODEL_KEYS) | set(CONTROL_KEYS) | {"out", "output_dir", "format"}
     data.pop("n_prompt", None)
     unknown = sorted(set(data) - known)
     if unknown:
@@ -348,7 +364,10 @@ def _batch(path: Path, given: dict[str, Any]) -> tuple[dict[str, Any], list[dict
     for key in ("base", "adapter", "base_config", "tokenizer"):
         if key in data:
             data[key] = resolve(data[key])
-    for key in ("lora", "motion_lora"):
+    for key in ("control_video", "keyframe"):
+        if data.get(key) is not None:
+            data[key] = [_resolve_keyframe(v, resolve) if key == "keyframe" else resolve(v) for v in _listed(data[key])]
+    for key in ("lora", "motion_lora", "controlnet", "sparsectrl"):
         loras = data.get(key)
         if loras is not None:
             loras = loras if isinstance(loras, list) else [loras]
@@ -376,6 +395,20 @@ def _batch(path: Path, given: dict[str, Any]) -> tuple[dict[str, Any], list[dict
 
 
 # --------------------------------------------------------------------------------------------- running
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _resolve_keyframe(spec: Any, resolve: Any) -> Any:
+    """A batch file's keyframe (``INDEX:IMAGE`` or ``{index, image}``) with its image relative to the file."""
+    if isinstance(spec, dict) and "image" in spec:
+        return {**spec, "image": resolve(str(spec["image"]))}
+    if isinstance(spec, str) and ":" in spec:
+        index, image = spec.split(":", 1)
+        return f"{index}:{resolve(image)}"
+    return spec
 
 
 def device_and_dtype(device: str | None = None, dtype: str | None = None) -> tuple[str, Any]:
@@ -410,16 +443,18 @@ def quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def assemble_pipeline(components: dict[str, Any], adapter: Any, scheduler: str = "ddim", attention_backend: str = "auto") -> Any:
+def assemble_pipeline(
+    components: dict[str, Any], adapter: Any, scheduler: str = "ddim", attention_backend: str = "auto", controlnet: Any = None
+) -> Any:
     """A ``MotionPipeline`` (``MotionPipelineXL`` for SDXL bases) from loaded base components and an adapter that
-    fits them (injected into their UNet)."""
+    fits them (injected into their UNet), optionally with a control model."""
     from motionkit.kernels.dispatch import BackendUnavailableError
     from motionkit.pipeline.motion_pipeline import MotionPipeline, pipeline_family
     from motionkit.pipeline.schedulers import make_scheduler
 
     family = pipeline_family(components["unet"])
     chosen = make_scheduler(scheduler, components["scheduler"].config, family=family)
-    pipe = MotionPipeline.from_components({**components, "scheduler": chosen}, adapter)
+    pipe = MotionPipeline.from_components({**components, "scheduler": chosen}, adapter, controlnet=controlnet)
     try:
         adapter.set_attention_backend(attention_backend)
     except BackendUnavailableError as err:
@@ -437,9 +472,10 @@ def build_pipeline(plan: Plan) -> Any:
     with quiet_loading():
         components = load_base(plan.base, config=plan.base_config, tokenizer=plan.tokenizer, dtype=dtype, device=device)
         adapter = load_adapter_for(components, plan.adapter)
+        controlnet = plan.control.load_model(device, dtype) if plan.control is not None else None
     for index, (path, scale) in enumerate(plan.motion_loras):
         apply_motion_lora(adapter, path, scale=scale, name=f"motion_lora_{index}")
-    pipe = assemble_pipeline(components, adapter, plan.model["scheduler"], plan.model["attention_backend"])
+    pipe = assemble_pipeline(components, adapter, plan.model["scheduler"], plan.model["attention_backend"], controlnet)
     if plan.loras:
         apply_loras(pipe, plan.loras)
     return pipe
@@ -461,6 +497,7 @@ def _metadata(plan: Plan, job: Job) -> dict[str, Any]:
         "adapter": str(plan.adapter),
         "loras": [{"path": path, "scale": scale} for path, scale in plan.loras],
         "motion_loras": [{"path": path, "scale": scale} for path, scale in plan.motion_loras],
+        "control": plan.control.to_dict() if plan.control is not None else None,
         "settings": {k: s[k] for k in DEFAULTS if k not in ("negative_prompt", "seed")},
     }
 
@@ -493,6 +530,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         context_stride=s["context_stride"],
         context_loop=bool(s["context_loop"]),
         output_type="np",
+        **(plan.control.call_kwargs() if plan.control is not None else {}),
     )
     return write_video(output.frames[0], job.out, fps=s["fps"], metadata=_metadata(plan, job))
 

@@ -59,6 +59,7 @@ from motionkit.errors import MotionkitError
 from motionkit.injection import MotionUNet, inject
 from motionkit.pipeline.conditioning import image_cond as pia_image_cond
 from motionkit.pipeline.context import ContextWindows, check_frames_fit, fuse_windows
+from motionkit.pipeline.control import Control, ControlModel, as_control_model, check_control_fits, prepare_control
 from motionkit.pipeline.free_init import FreeInit
 from motionkit.pipeline.image_input import ImageInput, prepare_image
 
@@ -145,7 +146,8 @@ class MotionPipeline(
     model_cpu_offload_seq = "text_encoder->unet->vae"
     # The adapter only runs inside the UNet's forward, so it cannot get an offload hook of its own: keep it on device.
     _exclude_from_cpu_offload = ["adapter"]
-    _optional_components = ["tokenizer", "text_encoder"]
+    # controlnet: a ControlNetModel, MultiControlNetModel or SparseControlNetModel (see ``control``).
+    _optional_components = ["tokenizer", "text_encoder", "controlnet"]
     # prompt_embeds: the batched [negative, positive] embeddings when guidance is on.
     _callback_tensor_inputs = ["latents", "prompt_embeds"]
 
@@ -160,9 +162,13 @@ class MotionPipeline(
         unet: UNet2DConditionModel,
         scheduler: SchedulerMixin,
         adapter: MotionAdapter,
+        controlnet: ControlModel | list | None = None,
     ):
         super().__init__()
-        self._setup(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, adapter=adapter)
+        self._setup(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, adapter=adapter,
+            controlnet=controlnet,
+        )
 
     def _setup(self, **modules: Any) -> None:
         """Register the components and inject the adapter; shared by every family's ``__init__``."""
@@ -173,6 +179,8 @@ class MotionPipeline(
                 f"this is an {pipeline_family(unet).upper()} UNet, which {type(self).__name__} does not take: use {fit} "
                 "(MotionPipeline.from_components, from_pretrained and from_single_file pick it)"
             )
+        modules["controlnet"] = as_control_model(modules.get("controlnet"))
+        check_control_fits(modules["controlnet"], unet, self.family)
         self.register_modules(**modules)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
@@ -196,14 +204,16 @@ class MotionPipeline(
     ) -> "MotionPipeline":
         """A base model's diffusers folder (``model_index.json``) plus ``adapter`` (object or adapter file/folder).
 
-        A folder written by ``MotionPipeline.save_pretrained`` already holds its adapter. An SDXL base gives a
-        ``MotionPipelineXL``.
+        A folder written by ``MotionPipeline.save_pretrained`` already holds its adapter (and control model).
+        An SDXL base gives a ``MotionPipelineXL``. ``controlnet=``: a control model (see ``__init__``).
         """
         target = cls._class_for(_folder_family(pretrained_model_name_or_path))
         if target is not cls:
             return target.from_pretrained(pretrained_model_name_or_path, adapter=adapter, **kwargs)
         if adapter is not None:
             kwargs["adapter"] = cls._as_adapter(adapter)
+        if kwargs.get("controlnet") is not None:
+            kwargs["controlnet"] = as_control_model(kwargs["controlnet"])
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
@@ -212,23 +222,31 @@ class MotionPipeline(
         path: str | Path,
         adapter: MotionAdapter | str | Path,
         config: str | Path | None = None,
+        controlnet: ControlModel | list | None = None,
         **kwargs: Any,
     ) -> "MotionPipeline":
-        """A single-file base checkpoint (``.safetensors`` / ``.ckpt``), read offline, plus ``adapter``.
-
-        SDXL checkpoints give a ``MotionPipelineXL``.
+        """A single-file base checkpoint (``.safetensors`` / ``.ckpt``), read offline, plus ``adapter``
+        (and optionally a control model). SDXL checkpoints give a ``MotionPipelineXL``.
         """
         from motionkit.pipeline.loading import load_base  # owned by base loading; imported on use
 
-        return cls.from_components(load_base(path, config=config, **kwargs), adapter)
+        return cls.from_components(load_base(path, config=config, **kwargs), adapter, controlnet=controlnet)
 
     @classmethod
-    def from_components(cls, components: Mapping[str, Any], adapter: MotionAdapter | str | Path) -> "MotionPipeline":
+    def from_components(
+        cls,
+        components: Mapping[str, Any],
+        adapter: MotionAdapter | str | Path,
+        controlnet: ControlModel | list | None = None,
+    ) -> "MotionPipeline":
         """A pipeline from base components (``load_base`` output, a diffusers pipeline's ``.components``) plus
-        ``adapter``; called on ``MotionPipeline``, an SDXL UNet gives a ``MotionPipelineXL``. Extra entries are ignored."""
+        ``adapter``; called on ``MotionPipeline``, an SDXL UNet gives a ``MotionPipelineXL``. Extra entries are
+        ignored. ``controlnet`` (ControlNet(s) or SparseCtrl model) replaces any the components hold."""
         target = cls._class_for(pipeline_family(components["unet"]))
         names, _ = target._get_signature_keys(target)
         modules = {name: components.get(name) for name in names if name != "adapter"}
+        if controlnet is not None:
+            modules["controlnet"] = controlnet
         return target(**modules, adapter=cls._as_adapter(adapter))
 
     @classmethod
@@ -312,11 +330,15 @@ class MotionPipeline(
             self.vae.to(dtype=torch.float16)
 
     def _encode_image(self, image: ImageInput, batch: int, height: int, width: int, device, dtype) -> torch.Tensor:
+        pixels = prepare_image(image, height, width, self.image_processor).to(device=device)
+        return self._encode_pixels(pixels).to(dtype).expand(batch, -1, -1, -1)
+
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` pixels in [-1, 1] to latents x scaling_factor, in the VAE's dtype."""
         with self._vae_precision():
-            pixels = prepare_image(image, height, width, self.image_processor).to(device=device, dtype=self.vae.dtype)
             # The distribution's mode: a deterministic latent, so frame 0 reproduces the image exactly.
-            latent = self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor
-        return latent.to(dtype).expand(batch, -1, -1, -1)
+            latent = self.vae.encode(pixels.to(dtype=self.vae.dtype)).latent_dist.mode()
+        return latent * self.vae.config.scaling_factor
 
     def _image_conditioning(
         self,
@@ -473,6 +495,12 @@ class MotionPipeline(
         context_overlap: int = 4,
         context_stride: int = 1,
         context_loop: bool = False,
+        conditioning_frames: Any = None,
+        controlnet_conditioning_scale: float | list[float] = 1.0,
+        control_guidance_start: float | list[float] = 0.0,
+        control_guidance_end: float | list[float] = 1.0,
+        controlnet_frame_indices: list[int] | None = None,
+        guess_mode: bool = False,
         decode_chunk_size: int = 16,
         callback_on_step_end: Callable[["MotionPipeline", int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
@@ -494,6 +522,12 @@ class MotionPipeline(
         ``max_guidance_scale`` (default ``guidance_scale``).
         Long videos: ``context_length`` frames per window, ``context_overlap``, ``context_stride``
         (dilation levels), ``context_loop``; defaults to the adapter's position table when needed.
+        Control (the ``controlnet`` component, as diffusers' AnimateDiff ControlNet / SparseCtrl pipelines):
+        ``conditioning_frames`` (ControlNet: one control frame per output frame, a list of such videos for
+        several nets; SparseCtrl: the keyframe images), ``controlnet_frame_indices`` (SparseCtrl: the frame
+        of each keyframe, default ``[0]``, negative counts from the end), ``controlnet_conditioning_scale``,
+        ``control_guidance_start`` / ``control_guidance_end`` (fractions of the schedule; one value or one
+        per net) and ``guess_mode``. See ``motionkit.pipeline.control``.
         ``family_kwargs``: prompt arguments of other families (``MotionPipelineXL``'s ``prompt_2``, sizes, ...).
         """
         if self.motion_unet is None:
@@ -526,6 +560,13 @@ class MotionPipeline(
         text = self._encode_text(request, **family_kwargs)
         batch, dtype = text.batch, text.embeds.dtype
 
+        control = prepare_control(
+            self.controlnet, conditioning_frames, num_frames=num_frames, height=height, width=width,
+            scale=controlnet_conditioning_scale, start=control_guidance_start, end=control_guidance_end,
+            guess_mode=guess_mode, frame_indices=controlnet_frame_indices,
+            window=context.length if context is not None else num_frames, encode_latents=self._encode_pixels,
+            device=device,
+        )
         cond = None
         if image is not None:
             cond = self._image_conditioning(
@@ -554,7 +595,7 @@ class MotionPipeline(
             elif free_init is not None and free_init.fast_sampling:
                 timesteps = self._set_timesteps(free_init.steps(0, num_inference_steps), strength, device)
             latents = self._denoise(
-                latents, timesteps, text, guidance, do_cfg, cond, noise, context, extra_step_kwargs,
+                latents, timesteps, text, guidance, do_cfg, cond, control, noise, context, extra_step_kwargs,
                 cross_attention_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
             )
 
@@ -574,6 +615,7 @@ class MotionPipeline(
         guidance: float | torch.Tensor,
         do_cfg: bool,
         cond: _ImageConditioning | None,
+        control: Control | None,
         noise: torch.Tensor,
         context: ContextWindows | None,
         extra_step_kwargs: dict[str, Any],
@@ -596,13 +638,19 @@ class MotionPipeline(
                     every = len(frames) == num_frames
                     index = slice(None) if every else torch.tensor(frames, device=latents.device)
                     unet_cond = cond.unet_cond if cond is not None else None
+                    window_input = model_input[:, :, index]
+                    added_cond_kwargs = text.added_cond_kwargs or None
+                    residuals = {} if control is None else control.residuals(
+                        i, len(timesteps), window_input, t, frames, text.embeds, added_cond_kwargs, do_cfg
+                    )
                     out = self.motion_unet(
-                        model_input[:, :, index],
+                        window_input,
                         t,
                         encoder_hidden_states=text.embeds,
-                        added_cond_kwargs=text.added_cond_kwargs or None,
+                        added_cond_kwargs=added_cond_kwargs,
                         cross_attention_kwargs=cross_attention_kwargs,
                         image_cond=unet_cond[:, :, index] if unet_cond is not None else None,
+                        **residuals,
                     ).sample
                     if not do_cfg:
                         return out

@@ -4,7 +4,7 @@ Only prompt encoding differs from SD 1.x/2.x, so this subclass changes only that
 (``StableDiffusionXLPipeline.encode_prompt``, called as is, ``force_zeros_for_empty_prompt`` included),
 the pooled embedding of the second encoder, and the size/crop micro-conditioning ids, all handed to the
 UNet as ``added_cond_kwargs`` batched like the latents. Denoising, image-to-video, context windows and
-FreeInit are ``MotionPipeline``'s. Text-to-video follows diffusers' ``AnimateDiffSDXLPipeline`` step for
+FreeInit and control (SDXL ControlNets get the pooled embeddings and ids too) are ``MotionPipeline``'s. Text-to-video follows diffusers' ``AnimateDiffSDXLPipeline`` step for
 step, so equal weights give equal videos.
 """
 
@@ -20,6 +20,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 
 from motionkit.adapter import MotionAdapter
 from motionkit.errors import MotionkitError
+from motionkit.pipeline.control import ControlModel
 from motionkit.pipeline.motion_pipeline import MotionPipeline, MotionPipelineOutput, _PromptRequest, _TextConditioning
 
 Size = tuple[int, int]
@@ -34,7 +35,7 @@ class MotionPipelineXL(StableDiffusionXLLoraLoaderMixin, MotionPipeline):
     upcast_fp16_vae = True
     model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae"
     # An SDXL refiner-style base has only the second encoder.
-    _optional_components = ["tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2"]
+    _optional_components = ["tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "controlnet"]
     # add_text_embeds / add_time_ids: the batched pooled embeddings and micro-conditioning ids.
     _callback_tensor_inputs = ["latents", "prompt_embeds", "add_text_embeds", "add_time_ids"]
 
@@ -51,13 +52,14 @@ class MotionPipelineXL(StableDiffusionXLLoraLoaderMixin, MotionPipeline):
         unet: UNet2DConditionModel,
         scheduler: SchedulerMixin,
         adapter: MotionAdapter,
+        controlnet: ControlModel | list | None = None,
         force_zeros_for_empty_prompt: bool = True,
     ):
         # MotionPipeline.__init__ registers SD's components only; the shared setup takes any set.
         super(MotionPipeline, self).__init__()
         self._setup(
             vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-            tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, adapter=adapter,
+            tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, adapter=adapter, controlnet=controlnet,
         )
         # SDXL was trained with all-zero negative conditioning for an empty negative prompt.
         self.register_to_config(force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)

@@ -151,7 +151,7 @@ def manifest_string(video: str | os.PathLike[str], manifest: str | os.PathLike[s
 
 def resolve_clip_path(clip_path: str, manifest: str | os.PathLike[str]) -> str:
     path = Path(clip_path)
-    return str(path if path.is_absolute() else Path(manifest).resolve().parent / path)
+    return os.path.normpath(path if path.is_absolute() else Path(manifest).resolve().parent / path)
 
 
 # --------------------------------------------------------------------------- reading

@@ -29,7 +29,7 @@ from motionkit.errors import FormatError, MotionkitError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClipPlan", "ClipSource", "LatentCacheDataset", "VideoClipDataset", "cache_key"]
+__all__ = ["ClipPlan", "ClipSource", "LatentCacheDataset", "VideoClipDataset", "cache_key", "plan_clip"]
 
 T = TypeVar("T")
 
@@ -67,6 +67,34 @@ def cache_key(plan: ClipPlan) -> str:
     """Hash of what determines a clip's pixels: path, frame indices, output size and flip."""
     payload = json.dumps([os.path.abspath(plan.path), list(plan.indices), plan.size, plan.flip])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+def plan_clip(source: ClipSource, generator: torch.Generator | None, sampling: Any) -> ClipPlan:
+    """Frames, size, flip and prompt of one sample of a probed ``source``, drawn from ``generator``.
+    ``sampling`` holds the dataset's rules (``n_frames``, ``stride``, ``fps``, ``size``, ``buckets``,
+    ``flip_prob``, ``caption_dropout``, ``random_start``), as :class:`VideoClipDataset` does."""
+    assert source.end_frame is not None and source.fps is not None
+    num = source.end_frame - source.start_frame
+    if num < 1:
+        raise FormatError(f"{source.path}: empty clip [{source.start_frame}, {source.end_frame})")
+    if sampling.fps is not None:
+        indices = indices_by_fps(
+            num, source.fps, sampling.n_frames, sampling.fps,
+            start=source.start_frame, random_start=sampling.random_start, generator=generator,
+        )
+    else:
+        indices = indices_by_stride(
+            num, sampling.n_frames, sampling.stride,
+            start=source.start_frame, random_start=sampling.random_start, generator=generator,
+        )
+    if sampling.buckets is not None:
+        assert source.width and source.height
+        size: tuple[int, int] | None = closest_bucket(source.width, source.height, sampling.buckets)
+    else:
+        size = sampling.size
+    flip = bool(torch.rand((), generator=generator) < sampling.flip_prob) if sampling.flip_prob > 0 else False
+    drop = bool(torch.rand((), generator=generator) < sampling.caption_dropout) if sampling.caption_dropout > 0 else False
+    return ClipPlan(source.path, tuple(indices), size, flip, "" if drop else source.caption)
 
 
 class VideoClipDataset(Dataset):
@@ -191,31 +219,7 @@ class VideoClipDataset(Dataset):
 
     def plan(self, index: int) -> ClipPlan:
         """Decide frames, size, flip and prompt of item ``index`` (probing the video if needed)."""
-        source = self._probed(index)
-        generator = self._generator(index)
-        assert source.end_frame is not None and source.fps is not None
-        num = source.end_frame - source.start_frame
-        if num < 1:
-            raise FormatError(f"{source.path}: empty clip [{source.start_frame}, {source.end_frame})")
-        if self.fps is not None:
-            indices = indices_by_fps(
-                num, source.fps, self.n_frames, self.fps,
-                start=source.start_frame, random_start=self.random_start, generator=generator,
-            )
-        else:
-            assert self.stride is not None
-            indices = indices_by_stride(
-                num, self.n_frames, self.stride,
-                start=source.start_frame, random_start=self.random_start, generator=generator,
-            )
-        if self.buckets is not None:
-            assert source.width and source.height
-            size: tuple[int, int] | None = closest_bucket(source.width, source.height, self.buckets)
-        else:
-            size = self.size  # type: ignore[assignment]
-        flip = bool(torch.rand((), generator=generator) < self.flip_prob) if self.flip_prob > 0 else False
-        drop = bool(torch.rand((), generator=generator) < self.caption_dropout) if self.caption_dropout > 0 else False
-        return ClipPlan(source.path, tuple(indices), size, flip, "" if drop else source.caption)
+        return plan_clip(self._probed(index), self._generator(index), self)
 
     def load(self, plan: ClipPlan) -> torch.Tensor:
         """Decode a planned clip to float ``[F, 3, H, W]`` in [-1, 1]."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, BinaryIO, Literal, overload
 
 import av
 import numpy as np
@@ -171,7 +171,7 @@ def _frame_rate(stream: av.video.stream.VideoStream, path: str) -> float:
 
 @overload
 def decode_clip(
-    path: str,
+    path: str | BinaryIO,
     indices: Sequence[int],
     *,
     size: tuple[int, int] | None = ...,
@@ -183,7 +183,7 @@ def decode_clip(
 
 @overload
 def decode_clip(
-    path: str,
+    path: str | BinaryIO,
     indices: Sequence[int],
     *,
     size: tuple[int, int] | None = ...,
@@ -194,7 +194,7 @@ def decode_clip(
 
 
 def decode_clip(
-    path: str,
+    path: str | BinaryIO,
     indices: Sequence[int],
     *,
     size: tuple[int, int] | None = None,
@@ -202,7 +202,8 @@ def decode_clip(
     flip: bool = False,
     output: Literal["numpy", "tensor"] = "numpy",
 ) -> np.ndarray | torch.Tensor:
-    """Decode the frames at ``indices`` (any order, repeats allowed) of the video at ``path``.
+    """Decode the frames at ``indices`` (any order, repeats allowed) of the video at ``path`` (a file
+    path, or a seekable binary file object such as a shard member held in memory).
 
     ``size`` = (H, W) resizes to cover and centre-crops; otherwise ``short_side`` only resizes. ``flip``
     mirrors horizontally. Returns uint8 ``[F, H, W, 3]`` (``output="numpy"``) or float ``[F, 3, H, W]`` in
@@ -215,7 +216,8 @@ def decode_clip(
         raise ValueError(f"frame indices must be >= 0, got {min(indices)}")
     wanted = sorted(set(int(i) for i in indices))
     try:
-        frames = _decode_sorted(str(path), wanted, size=size, short_side=short_side)
+        source = path if hasattr(path, "read") else str(path)
+        frames = _decode_sorted(source, wanted, size=size, short_side=short_side)
     except FormatError:
         raise
     except DECODE_ERRORS as err:
@@ -229,7 +231,7 @@ def decode_clip(
 
 
 def _decode_sorted(
-    path: str, wanted: list[int], *, size: tuple[int, int] | None, short_side: int | None
+    path: str | BinaryIO, wanted: list[int], *, size: tuple[int, int] | None, short_side: int | None
 ) -> dict[int, np.ndarray]:
     with av.open(path) as container:
         if not container.streams.video:

@@ -36,9 +36,10 @@ def _probability(value: float, name: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where clips come from (exactly one of ``manifest``, ``folder``, ``csv``) and how they are cut."""
+    """Where clips come from (exactly one of ``manifest``, ``folder``, ``csv``, ``shards``) and how they are cut."""
 
     manifest: str | None = None
+    shards: str | None = None  # folder written by ``motionkit shard``: streamed, split by process and worker
     folder: str | None = None
     csv: str | None = None
     video_dir: str | None = None  # the videos a ``csv`` names (WebVid layout)
@@ -52,8 +53,8 @@ class DataConfig:
     shuffle: bool = True
 
     def __post_init__(self) -> None:
-        sources = [s for s in (self.manifest, self.folder, self.csv) if s]
-        require(len(sources) <= 1, "data: give one of manifest, folder or csv, not several")
+        sources = [s for s in (self.manifest, self.folder, self.csv, self.shards) if s]
+        require(len(sources) <= 1, "data: give one of manifest, folder, csv or shards, not several")
         require(not self.csv or bool(self.video_dir), "data.csv needs data.video_dir (the folder of the CSV's videos)")
         require(self.n_frames >= 1, f"data.n_frames must be >= 1, got {self.n_frames}")
         require(self.stride >= 1, f"data.stride must be >= 1, got {self.stride}")
@@ -64,7 +65,7 @@ class DataConfig:
 
     @property
     def has_source(self) -> bool:
-        return bool(self.manifest or self.folder or self.csv)
+        return bool(self.manifest or self.folder or self.csv or self.shards)
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,7 @@ class TrainConfig:
 # -- helpers ----------------------------------------------------------------------------------------
 
 _PATH_KEYS = {("base",), ("base_config",), ("adapter",), ("output_dir",), ("resume_from",), ("lora", "base_adapter")} | {
-    ("data", k) for k in ("manifest", "folder", "csv", "video_dir", "latent_cache")
+    ("data", k) for k in ("manifest", "folder", "csv", "video_dir", "latent_cache", "shards")
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from motionkit.errors import MotionkitError
 from motionkit.train.base import BaseModels, load_base, weight_hashes
@@ -181,6 +181,14 @@ class Trainer:
     def _setup_data(self) -> None:
         cfg, acc = self.config, self.accelerator
         self.dataset = self._given_dataset if self._given_dataset is not None else self._build_dataset()
+        if isinstance(self.dataset, IterableDataset):  # data.shards: the stream orders and splits its own batches
+            self.sampler = self.dataset
+            self.loader_generator = torch.Generator().manual_seed(cfg.seed)
+            self.loader = DataLoader(
+                self.dataset, batch_size=cfg.batch_size, num_workers=cfg.data.num_workers,
+                collate_fn=collate_clips, pin_memory=acc.device.type == "cuda",
+            )
+            return
         self.sampler = ResumableBatchSampler(
             len(self.dataset),
             cfg.batch_size,
@@ -280,7 +288,16 @@ class Trainer:
 
         data = self.config.data
         if not data.has_source:
-            raise MotionkitError("no training data: set data.manifest, data.folder or data.csv in the config")
+            raise MotionkitError("no training data: set data.manifest, data.folder, data.csv or data.shards in the config")
+        if data.shards:
+            from motionkit.data.stream import ShardStream
+
+            return ShardStream(
+                data.shards, batch_size=self.config.batch_size, seed=self.config.seed,
+                rank=self.accelerator.process_index, world_size=self.accelerator.num_processes, shuffle=data.shuffle,
+                n_frames=data.n_frames, stride=data.stride, size=(data.size, data.size),
+                flip_prob=data.flip_prob, caption_dropout=data.caption_dropout,
+            )
         options = dict(
             n_frames=data.n_frames,
             stride=data.stride,
@@ -334,6 +351,8 @@ class Trainer:
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        if state.get("data_stream") is not None and hasattr(self.dataset, "load_state_dict"):
+            self.dataset.load_state_dict(state["data_stream"])
         scaler = getattr(self.accelerator, "scaler", None)
         if scaler is not None and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
@@ -507,6 +526,11 @@ class Trainer:
                 "lr_scheduler": self.lr_scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
+                "data_stream": (
+                    self.dataset.state_dict(self.position.epoch, self.position.batch)
+                    if isinstance(self.dataset, IterableDataset) and hasattr(self.dataset, "state_dict")
+                    else None
+                ),
             }
             path = save_checkpoint(
                 self.checkpoint_root,

@@ -13,6 +13,10 @@ class FormatError(MotionkitError, ValueError):
     """A file is unreadable, corrupt, unsafe, or of a layout motionkit does not recognise."""
 
 
+class BackendUnavailableError(MotionkitError, RuntimeError):
+    """An attention backend was asked for explicitly but cannot run here."""
+
+
 def is_disk_full(err: BaseException) -> bool:
     """Whether ``err`` says the disk is full: an ``OSError`` with ``ENOSPC`` (PyAV's errors are ``OSError``
     too), or a writer that reports it only in its message (safetensors' ``SafetensorError``)."""

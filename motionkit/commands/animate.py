@@ -449,7 +449,8 @@ def assemble_pipeline(
     """A ``MotionPipeline`` (``MotionPipelineXL`` for SDXL bases) from loaded base components and an adapter that
     fits them (injected into their UNet), optionally with a control model."""
     from motionkit.kernels.dispatch import BackendUnavailableError
-    from motionkit.pipeline.motion_pipeline import MotionPipeline, pipeline_family
+    from motionkit.pipeline import MotionPipeline
+    from motionkit.pipeline.families import pipeline_family
     from motionkit.pipeline.schedulers import make_scheduler
 
     family = pipeline_family(components["unet"])

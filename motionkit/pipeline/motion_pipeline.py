@@ -650,6 +650,12 @@ class MotionPipeline(
                 else:
                     noise_pred = fuse_windows(predict, num_frames, context)
                 latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+                # One reduction per step: NaN/inf would otherwise decode to an all-black or garbage video.
+                if not bool(torch.isfinite(latents).all()):
+                    raise MotionkitError(
+                        f"the latents turned NaN or infinite at step {i + 1} of {len(timesteps)}, so the video would be "
+                        "black or garbage: sample in float32, or lower the guidance or the LoRA scales"
+                    )
 
                 if callback is not None:
                     values = {"latents": latents, **text.callback_tensors()}

@@ -22,8 +22,8 @@ _FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_mod
 
 @dataclass
 class FormatInfo:
-    """What ``detect_format`` found: ``format`` is ``animatediff``, ``diffusers``, ``motionkit``, ``pia`` (a motion
-    adapter with PIA's image branch), ``motion-lora``, ``controlnet`` or ``sparsectrl``."""
+    """What ``detect_format`` found: ``format`` is ``animatediff``, ``hotshot-xl``, ``diffusers``, ``motionkit``, ``pia``
+    (a motion adapter with PIA's image branch), ``motion-lora``, ``controlnet`` or ``sparsectrl``."""
 
     path: str
     format: str

@@ -14,6 +14,7 @@ from motionkit.formats.checkpoint import Checkpoint, FormatInfo, is_lora, main_d
 from motionkit.formats.control import describe_control, not_an_adapter_message
 from motionkit.formats.control_layout import control_kind
 from motionkit.formats.diffusers_format import from_diffusers, is_diffusers_config, is_diffusers_layout
+from motionkit.formats.hotshot import from_hotshot, is_hotshot_layout
 from motionkit.formats.layout import Converted
 from motionkit.formats.motion_lora import describe_lora
 from motionkit.formats.motionkit_format import from_motionkit, is_motionkit_config, read_metadata_config
@@ -37,6 +38,8 @@ def convert(ckpt: Checkpoint) -> Converted:
     if kind is not None:
         raise FormatError(not_an_adapter_message(ckpt, kind))
     try:
+        if is_hotshot_layout(keys):
+            return from_hotshot(ckpt.tensors)
         if ckpt.config is not None:
             if is_motionkit_config(ckpt.config):
                 return from_motionkit(ckpt.tensors, ckpt.config)
@@ -60,7 +63,7 @@ def convert(ckpt: Checkpoint) -> Converted:
         f"motion-module keys in no known layout ({_summary(motion)})" if motion else f"no motion-module keys ({_summary(keys)})"
     )
     raise FormatError(
-        f"{where}: {recognised}: expected an AnimateDiff motion module, a diffusers MotionAdapter or a motionkit adapter"
+        f"{where}: {recognised}: expected an AnimateDiff motion module, Hotshot-XL temporal layers, a diffusers MotionAdapter or a motionkit adapter"
     )
 
 

@@ -85,7 +85,7 @@ def lora_from_state_dict(tensors: dict[str, Any], where: str = "motion LoRA") ->
     if spatial:
         raise FormatError(
             f"{where}: targets the image UNet's attentions (e.g. {spatial[0]!r}), so it is a spatial LoRA such as the "
-            "v3 domain adapter: load it into the UNet with diffusers' load_lora_weights"
+            "v3 domain adapter: pass it as an image LoRA (motionkit animate --lora, motionkit.pipeline.lora.apply_loras)"
         )
     if set(down) != set(up):
         odd = sorted(set(down) ^ set(up))

@@ -16,6 +16,7 @@ from motionkit.errors import FormatError
 from motionkit.formats.animatediff import unwrap
 from motionkit.formats.diffusers_format import CONFIG_NAME
 from motionkit.formats.safe_load import read_tensor_file
+from motionkit.utils.paths import missing_path_error
 
 _FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
@@ -69,7 +70,7 @@ def _folder_weights(path: Path) -> Path:
 def read_checkpoint(path: str | Path, *, mmap: bool = False) -> Checkpoint:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise missing_path_error(path)
     if path.is_dir():
         config_path = path / CONFIG_NAME
         if not config_path.is_file():

@@ -118,3 +118,28 @@ def test_healthy_files_still_inspect_and_load(tmp_path, capsys):
     save_adapter(_adapter(), path)
     assert main(["inspect", str(path)]) == 0, capsys.readouterr().err
     assert load_adapter(path).config.max_seq_length == 32
+
+
+def test_animate_refuses_the_tiny_familys_adapter_with_a_nan_weight(tmp_path, capsys):
+    import shutil
+
+    from motionkit.family import TinyFamily
+
+    family = TinyFamily.find()
+    poisoned = tmp_path / "tiny-motion"
+    shutil.copytree(family.adapter, poisoned)
+    weights = poisoned / "diffusion_pytorch_model.safetensors"
+    with safe_open(str(weights), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    key = sorted(k for k in tensors if k.endswith("proj_out.weight"))[0]
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] = float("nan")
+    save_file(tensors, str(weights), metadata)
+    code = main([
+        "animate", "--base", str(family.base), "--adapter", str(poisoned), "--prompt", "x", "--frames", "2",
+        "--steps", "1", "--width", "64", "--height", "64", "--out", str(tmp_path / "o.mp4"),
+    ])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and key in err[-1] and "NaN or infinite" in err[-1], err
+    assert not (tmp_path / "o.mp4").exists()

@@ -15,7 +15,7 @@ _EXPORTS = {
     "MotionAdapter": "motionkit.adapter",
     "MotionUNet": "motionkit.injection",
     "inject": "motionkit.injection",
-    "MotionPipeline": "motionkit.pipeline.motion_pipeline",
+    "MotionPipeline": "motionkit.pipeline",  # loads MotionPipelineXL too, which SDXL bases get
     "load_adapter": "motionkit.formats",
     "save_adapter": "motionkit.formats",
     "load_control_model": "motionkit.formats",

@@ -20,11 +20,63 @@ from motionkit.kernels.dispatch import check_backend
 from motionkit.modules import MotionModule, TemporalAttention
 from motionkit.modules.norm import TEMPORAL_NORMS
 from motionkit.presets import preset_config
+from motionkit.unet_layout import Layout, unet_layout
 
 # How the conditioning mask marks frames: PIA's per-distance coefficients (1 on the conditioning frame,
 # 0.2-0.9 elsewhere, chosen by motion_scale) or one-hot (1 on the conditioning frame, 0 elsewhere).
 # The adapter records the one it was trained with, so sampling feeds the same.
 IMAGE_COND_MASKS = ("pia", "one_hot")
+
+
+# Bounds on config values, far beyond any released adapter: a config that says max_seq_length 1e12 or a
+# million layers is damaged, and building it would hang or exhaust memory instead of failing.
+MAX_FRAMES = 1024
+_INT_RANGES = {
+    "block_out_channels": (1, 16384),
+    "layers_per_block": (1, 16),
+    "mid_block_layers": (1, 16),
+    "num_attention_heads": (1, 1024),
+    "transformer_layers_per_block": (1, 16),
+    "attentions_per_block": (1, 16),
+    "max_seq_length": (1, MAX_FRAMES),
+    "norm_num_groups": (1, 16384),
+    "temporal_conv_kernel_size": (1, 63),
+    "image_cond_channels": (0, 64),
+}
+_MAX_BLOCKS = 8
+
+
+def _check_int(name: str, value: Any) -> None:
+    low, high = _INT_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MotionkitError(f"adapter config {name} is {value!r}, not a whole number: fix the config ({low}-{high})")
+    if not low <= value <= high:
+        raise MotionkitError(f"adapter config {name} is {value}, outside {low}-{high}: fix the config")
+
+
+def check_config_values(config: dict[str, Any]) -> None:
+    """Refuse, in one line, config values of the wrong type or far out of range, before anything is built."""
+    if not isinstance(config.get("block_out_channels", ()), (list, tuple)):
+        raise MotionkitError(
+            f"adapter config block_out_channels is {config['block_out_channels']!r}: give a list, one channel count per block"
+        )
+    for name in _INT_RANGES:
+        if name not in config:
+            continue
+        value = config[name]
+        if isinstance(value, (list, tuple)) and name in ("block_out_channels", "layers_per_block", "num_attention_heads"):
+            if not 1 <= len(value) <= _MAX_BLOCKS:
+                raise MotionkitError(f"adapter config {name} has {len(value)} entries: give 1-{_MAX_BLOCKS}, one per block")
+            for item in value:
+                _check_int(name, item)
+        else:
+            _check_int(name, value)
+    dropout = config.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise MotionkitError(f"adapter config dropout is {dropout!r}: give a number from 0 up to (not including) 1")
+    for name in ("use_mid_block", "use_temporal_attention", "use_temporal_conv"):
+        if name in config and not isinstance(config[name], bool):
+            raise MotionkitError(f"adapter config {name} is {config[name]!r}: give true or false")
 
 
 def _per_block(value: int | tuple | list, n: int, name: str) -> tuple[int, ...]:
@@ -68,6 +120,17 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
         dropout: float = 0.0,
     ):
         super().__init__()
+        check_config_values(
+            dict(
+                block_out_channels=block_out_channels, layers_per_block=layers_per_block, use_mid_block=use_mid_block,
+                mid_block_layers=mid_block_layers, num_attention_heads=num_attention_heads,
+                transformer_layers_per_block=transformer_layers_per_block, attentions_per_block=attentions_per_block,
+                max_seq_length=max_seq_length, norm_num_groups=norm_num_groups,
+                use_temporal_attention=use_temporal_attention, use_temporal_conv=use_temporal_conv,
+                temporal_conv_kernel_size=temporal_conv_kernel_size, image_cond_channels=image_cond_channels,
+                dropout=dropout,
+            )
+        )
         if temporal_norm not in TEMPORAL_NORMS:
             raise MotionkitError(f"temporal_norm {temporal_norm!r} is not one of {', '.join(TEMPORAL_NORMS)}")
         if image_cond_mask not in IMAGE_COND_MASKS:
@@ -132,8 +195,6 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
     @classmethod
     def from_unet(cls, unet: nn.Module, preset: str | None = None, **overrides: Any) -> "MotionAdapter":
         """A fresh adapter whose layout fits ``unet`` (any ``UNet2DConditionModel``, tiny ones included)."""
-        from motionkit.injection import unet_layout
-
         layout = unet_layout(unet)
         config = preset_config(preset) if preset else preset_config("motionkit-sd15")
         channels = layout.block_out_channels
@@ -176,9 +237,7 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
     # -- description ------------------------------------------------------------------------------
 
-    def layout(self) -> "Layout":
-        from motionkit.injection import Layout
-
+    def layout(self) -> Layout:
         return Layout(
             block_out_channels=tuple(self.config.block_out_channels),
             layers_per_block=tuple(len(b.motion_modules) for b in self.down_blocks),

@@ -9,7 +9,7 @@ import pkgutil
 import sys
 
 from motionkit import commands
-from motionkit.errors import MotionkitError, disk_full_message, is_disk_full
+from motionkit.errors import MotionkitError, disk_full_message, is_disk_full, os_error_message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,15 +35,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args.func(args)
-    except (MotionkitError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+    except MotionkitError as err:
         print(f"motionkit: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("motionkit: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        if not is_disk_full(err):
-            raise
-        print(f"motionkit: error: {disk_full_message(err)}", file=sys.stderr)
-        return 2
+        if is_disk_full(err):
+            print(f"motionkit: error: {disk_full_message(err)}", file=sys.stderr)
+            return 2
+        if isinstance(err, OSError):
+            print(f"motionkit: error: {os_error_message(err)}", file=sys.stderr)
+            return 2
+        raise
     return int(result or 0)

@@ -50,7 +50,7 @@ class TinyFamily:
     @classmethod
     def at(cls, root: str | Path) -> "TinyFamily":
         """Look the entries up; refuse, in one line, a folder that lacks one."""
-        from motionkit.app.models import ModelsFolder
+        from motionkit.models_folder import ModelsFolder
 
         root = Path(root)
         if not root.is_dir():
@@ -90,7 +90,7 @@ def shipped_family_dir() -> Path:
 def write_stand_in_family(root: str | Path, seed: int = 0) -> TinyFamily:
     """A random models folder with the tiny family's layout, for tests and for trying the tools without it.
 
-    Built on the app's ``write_demo_models`` (base, adapter, MotionLoRA): the base is renamed, a nudged
+    Built on ``motionkit.models_folder.write_demo_models`` (base, adapter, MotionLoRA): the base is renamed, a nudged
     copy of its UNet plays the personalized variant, and the adapter gains a small random image branch.
     Untrained: its videos are coloured noise, so only the mechanics can be checked with it.
     """
@@ -98,7 +98,7 @@ def write_stand_in_family(root: str | Path, seed: int = 0) -> TinyFamily:
     from diffusers import UNet2DConditionModel
 
     from motionkit.adapter import MotionAdapter
-    from motionkit.app.models import write_demo_models
+    from motionkit.models_folder import write_demo_models
     from motionkit.formats import load_adapter, save_adapter
 
     root = write_demo_models(root, seed=seed).root

@@ -23,6 +23,7 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from motionkit.errors import FormatError, MotionkitError
 from motionkit.utils.atomic import atomic_path, atomic_write
+from motionkit.utils.paths import missing_path_error
 
 # Suffixes handled by PIL when reading: animated formats, plus single still images (read as one frame).
 _PIL_ANIMATED = {".gif", ".webp"}
@@ -92,7 +93,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
 def _existing(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder; check the path")
+        raise missing_path_error(path)
     return path
 
 

@@ -399,7 +399,7 @@ def test_full_size_controlnet_key_sets(tmp_path, family, label):
     from diffusers import ControlNetModel, UNet2DConditionModel
 
     from motionkit.formats.control import read_control_checkpoint
-    from motionkit.formats.detect import Checkpoint
+    from motionkit.formats.checkpoint import Checkpoint
     from motionkit.pipeline.loading import config_dir
 
     unet_config = UNet2DConditionModel.load_config(str(config_dir(family)), subfolder="unet")

@@ -193,6 +193,10 @@ def test_diffusers_refuses_what_it_cannot_hold(tmp_path):
         (dict(), 32, "v3", "per_frame"),
         (dict(block_out_channels=(32, 64, 64)), 32, "sdxl-beta", "across_frames"),
         (dict(), None, "v3", "per_frame"),
+        # Labels follow the structure, not just the table: a mid block is v2 whatever its table says, and the
+        # SDXL layout with a 24-frame table is Hotshot-XL renamed to AnimateDiff's keys (normalised per frame).
+        (dict(use_mid_block=True), 24, "v2", "per_frame"),
+        (dict(block_out_channels=(32, 64, 64)), 24, "hotshot-xl", "per_frame"),
     ],
 )
 def test_original_files_load_with_version_and_numerics(tmp_path, suffix, layout, table, version, norm):

@@ -161,12 +161,16 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k not in skip and v is not None}
 
 
-def _existing(path: Any, what: str, flag: str) -> Path:
+def _existing(path: Any, what: str, flag: str, *, file: bool = False) -> Path:
+    from motionkit.utils.paths import missing_path_error
+
     if path is None or str(path) == "":
         raise MotionkitError(f"no {what} given: pass {flag}")
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such {what}; check {flag}")
+        raise missing_path_error(path, what, flag)
+    if file and path.is_dir():
+        raise MotionkitError(f"{path}: is a folder, not a {what}; give {flag} the file itself")
     return path
 
 
@@ -177,6 +181,10 @@ def _check_out(out: Path, flag: str = "--out") -> None:
         resolve_target(out)
     except MotionkitError:
         raise MotionkitError(f"{out}: cannot write '{out.suffix}' videos; give {flag} one of {', '.join(WRITE_FORMATS)}") from None
+    if out.suffix and out.is_dir():
+        raise MotionkitError(
+            f"{out}: is a folder, but a {out.suffix} video is a file; give {flag} another name, or remove the folder"
+        )
 
 
 def _check_settings(s: dict[str, Any], where: str = "") -> None:
@@ -280,7 +288,7 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         prompt = entry.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise MotionkitError(f"{where}: empty prompt; give it some text" if batch else "no prompt given: pass --prompt TEXT")
-        image = _existing(entry["image"], "image", "--image") if entry.get("image") else None
+        image = _existing(entry["image"], "image", "--image", file=True) if entry.get("image") else None
         if image is not None:
             from motionkit.pipeline.image_input import load_image
 
@@ -449,7 +457,8 @@ def assemble_pipeline(
     """A ``MotionPipeline`` (``MotionPipelineXL`` for SDXL bases) from loaded base components and an adapter that
     fits them (injected into their UNet), optionally with a control model."""
     from motionkit.kernels.dispatch import BackendUnavailableError
-    from motionkit.pipeline.motion_pipeline import MotionPipeline, pipeline_family
+    from motionkit.pipeline import MotionPipeline
+    from motionkit.pipeline.families import pipeline_family
     from motionkit.pipeline.schedulers import make_scheduler
 
     family = pipeline_family(components["unet"])
@@ -538,7 +547,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
 def run(args: argparse.Namespace) -> int:
     given = _given(args)
     if args.config:
-        config = _existing(args.config, "batch file", "--config")
+        config = _existing(args.config, "batch file", "--config", file=True)
         merged, entries, out = _batch(config, given)
         plan = _plan(merged, entries, out, batch=True)
     else:

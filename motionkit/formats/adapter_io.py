@@ -8,54 +8,12 @@ from typing import Any
 import torch
 
 from motionkit.errors import FormatError, MotionkitError
-from motionkit.formats.detect import convert, read_checkpoint
+from motionkit.formats.build import build_adapter
+from motionkit.formats.checkpoint import read_checkpoint
+from motionkit.formats.detect import convert
 from motionkit.formats.motionkit_format import adapter_fields
 
 SAVE_FORMATS = ("motionkit", "diffusers", "animatediff")
-
-
-def _few(keys: list[str], n: int = 3) -> str:
-    shown = ", ".join(repr(k) for k in sorted(keys)[:n])
-    return shown + (f" and {len(keys) - n} more" if len(keys) > n else "")
-
-
-def build_adapter(config: dict[str, Any], state_dict: dict[str, torch.Tensor], where: str) -> Any:
-    """An adapter holding exactly ``state_dict`` (strict: every key present, none left over).
-
-    Built on the meta device and given the loaded tensors directly, so nothing is initialised only to be
-    overwritten and a full-size adapter costs its weights once in memory.
-    """
-    from motionkit.adapter import MotionAdapter
-    from motionkit.modules.position import sinusoidal_table
-    from motionkit.modules.temporal_transformer import TemporalTransformer
-
-    try:
-        with torch.device("meta"):
-            adapter = MotionAdapter(**config)
-    except MotionkitError as err:
-        raise FormatError(f"{where}: {err}") from None
-    try:
-        result = adapter.load_state_dict(state_dict, strict=False, assign=True)
-    except RuntimeError as err:
-        lines = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
-        detail = lines[0] if lines else str(err).splitlines()[0]
-        raise FormatError(f"{where}: weights do not fit the adapter config ({detail}): check the overrides") from None
-    if result.missing_keys or result.unexpected_keys:
-        parts = []
-        if result.missing_keys:
-            parts.append(f"missing {len(result.missing_keys)} ({_few(result.missing_keys)})")
-        if result.unexpected_keys:
-            parts.append(f"unexpected {len(result.unexpected_keys)} ({_few(result.unexpected_keys)})")
-        raise FormatError(f"{where}: weights do not match the adapter layout: {'; '.join(parts)}: check the overrides")
-    # Position tables are never stored; rebuild them on the device the weights landed on.
-    for module in adapter.modules():
-        if isinstance(module, TemporalTransformer):
-            length, dim = module.pos_table.shape
-            module.pos_table = sinusoidal_table(length, dim)
-    leftover = [name for name, t in [*adapter.named_parameters(), *adapter.named_buffers()] if t.is_meta]
-    if leftover:
-        raise FormatError(f"{where}: no weights for {_few(leftover)}: the checkpoint is incomplete")
-    return adapter.eval()
 
 
 def load_adapter(path: str | Path, *, torch_dtype: torch.dtype | None = None, **overrides: Any) -> Any:

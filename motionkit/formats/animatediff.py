@@ -108,7 +108,7 @@ def from_original(tensors: dict[str, Any], extras: Mapping[str, Any], metadata: 
     hints = _config_hints(extras, metadata)
     defaults = {
         "max_seq_length": table_length or 32,
-        # SD1.5 releases normalise each frame; the SDXL beta's module normalises across frames.
+        # SD1.5 releases and Hotshot-XL normalise each frame; the SDXL beta's module normalises across frames.
         "temporal_norm": "across_frames" if version == "sdxl-beta" else "per_frame",
     }
     if table_length:

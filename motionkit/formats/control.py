@@ -169,7 +169,7 @@ def _build(control: ControlCheckpoint, where: str, torch_dtype: torch.dtype | No
 
 
 def _load(path: str | Path, wanted: str | None, torch_dtype: torch.dtype | None, config: Mapping[str, Any] | None) -> Any:
-    from motionkit.formats.detect import read_checkpoint
+    from motionkit.formats.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(path, mmap=True)
     kind = control_kind(list(ckpt.tensors), ckpt.config)
@@ -217,7 +217,7 @@ def load_sparsectrl(
 
 def describe_control(ckpt: Any, kind: str) -> Any:
     """``FormatInfo`` for a ControlNet or SparseCtrl file or folder (used by ``detect_format``)."""
-    from motionkit.formats.detect import FormatInfo, _dtype
+    from motionkit.formats.checkpoint import FormatInfo, main_dtype
 
     control = read_control_checkpoint(ckpt, kind)
     cfg = control.config
@@ -236,7 +236,7 @@ def describe_control(ckpt: Any, kind: str) -> Any:
         container=ckpt.container,
         version=control.variant or family,
         layout=f"{family} encoder, blocks {list(cfg['block_out_channels'])}",
-        dtype=_dtype(ckpt.tensors),
+        dtype=main_dtype(ckpt.tensors),
         # Position tables are fixed sinusoids, not parameters.
         parameters=sum(t.numel() for k, t in control.state_dict.items() if not k.endswith(".pos_embed.pe")),
         tensors=len(ckpt.tensors),

@@ -145,14 +145,15 @@ def largest_divisor(wanted: int, channels: tuple[int, ...]) -> int:
 
 
 def animatediff_version(config: Mapping[str, Any], table_length: int | None) -> str:
-    """Name the release as diffusers' single-file loader does: pe length 24 is v1, a mid block is v2,
-    three blocks (the SDXL layout, whose up_blocks.2 has the first block's channels) is sdxl-beta, else v3."""
-    if table_length == 24:
-        return "v1"
+    """Name the release from the structure first, then the table: three blocks (SDXL's layout) are Hotshot-XL
+    with its 24-frame table, else the SDXL beta; four blocks with a mid block are v2 whatever the table; without
+    one, a 24-frame table is v1 and anything else v3."""
+    if len(config["block_out_channels"]) == 3:
+        return "hotshot-xl" if table_length == 24 else "sdxl-beta"
     if config.get("use_mid_block"):
         return "v2"
-    if len(config["block_out_channels"]) == 3:
-        return "sdxl-beta"
+    if table_length == 24:
+        return "v1"
     return "v3"
 
 

@@ -85,7 +85,7 @@ def lora_from_state_dict(tensors: dict[str, Any], where: str = "motion LoRA") ->
     if spatial:
         raise FormatError(
             f"{where}: targets the image UNet's attentions (e.g. {spatial[0]!r}), so it is a spatial LoRA such as the "
-            "v3 domain adapter: load it into the UNet with diffusers' load_lora_weights"
+            "v3 domain adapter: pass it as an image LoRA (motionkit animate --lora, motionkit.pipeline.lora.apply_loras)"
         )
     if set(down) != set(up):
         odd = sorted(set(down) ^ set(up))
@@ -128,7 +128,7 @@ def load_motion_lora(path: str | Path) -> MotionLoRA:
 
 def describe_lora(ckpt: Any) -> Any:
     """``FormatInfo`` for a motion-LoRA file (used by ``detect_format``)."""
-    from motionkit.formats.detect import FormatInfo, _dtype
+    from motionkit.formats.checkpoint import FormatInfo, main_dtype
 
     lora = lora_from_state_dict(ckpt.tensors, str(ckpt.path))
     keys = list(ckpt.tensors)
@@ -140,7 +140,7 @@ def describe_lora(ckpt: Any) -> Any:
         container=ckpt.container,
         version=source,
         layout=f"{len(lora.targets)} attention projections, rank {'/'.join(map(str, ranks))}",
-        dtype=_dtype(ckpt.tensors),
+        dtype=main_dtype(ckpt.tensors),
         parameters=sum(t.numel() for t in [*lora.down.values(), *lora.up.values()]),
         tensors=len(ckpt.tensors),
     )

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from motionkit.errors import FormatError
+from motionkit.utils.paths import missing_path_error
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -75,7 +76,7 @@ def read_tensor_file(path: str | Path, *, mmap: bool = False) -> tuple[dict[str,
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise missing_path_error(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder, expected a weights file")
     suffix = path.suffix.lower()

@@ -12,16 +12,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from motionkit.errors import MotionkitError
+from motionkit.errors import BackendUnavailableError, MotionkitError
 
 BACKENDS = ("auto", "sdpa", "math", "xformers", "triton")
 
 # CUDA launches put the batch on a grid axis capped at 65 535 (see research notes): chunk below it.
 XFORMERS_MAX_BATCH = 65_535
-
-
-class BackendUnavailableError(MotionkitError, RuntimeError):
-    """An attention backend was asked for explicitly but cannot run here."""
 
 
 def check_backend(name: str) -> str:

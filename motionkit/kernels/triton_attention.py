@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from motionkit.kernels.dispatch import BackendUnavailableError
+from motionkit.errors import BackendUnavailableError
 
 try:
     import triton

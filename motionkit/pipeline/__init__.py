@@ -27,7 +27,7 @@ _resolve_image_processors_quietly()
 
 def __getattr__(name: str) -> Any:
     if name in ("MotionPipeline", "MotionPipelineOutput"):
-        from motionkit.pipeline import motion_pipeline
+        from motionkit.pipeline import motion_pipeline, motion_pipeline_xl  # noqa: F401  (registers the SDXL family)
 
         return getattr(motion_pipeline, name)
     if name == "MotionPipelineXL":

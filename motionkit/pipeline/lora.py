@@ -2,7 +2,9 @@
 
 Files are read by motionkit's safe reader (safetensors, or weights-only ``.ckpt``) and handed to diffusers'
 ``lora_state_dict``, which understands diffusers/peft, kohya and A1111 layouts; each LoRA becomes a named
-peft adapter and ``set_adapters`` weighs them.
+peft adapter and ``set_adapters`` weighs them. AnimateDiff v3's domain adapter (``v3_sd15_adapter.ckpt``)
+is an image LoRA in the attention-processor layout with keys relative to the UNet, which diffusers would
+skip for lack of a ``unet.`` prefix: it is converted here first. A LoRA that matches no layer is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from typing import Any
 
 from motionkit.errors import FormatError, MotionkitError
 
+# ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight``: diffusers'
+# LoRAAttnProcessor layout, keyed from the UNet itself (AnimateDiff v3's domain adapter).
+_PROCESSOR_KEY = re.compile(
+    r"^(?P<module>(?:down_blocks|up_blocks|mid_block)\..+?)\.processor\."
+    r"(?P<proj>to_q|to_k|to_v|to_out)_lora\.(?P<side>down|up)\.weight$"
+)
 _SCALE = re.compile(r"^(?P<path>.+):(?P<scale>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)$")
 
 
@@ -47,6 +55,24 @@ def _parts(target: Any) -> dict[str, Any]:
     return parts
 
 
+def unet_processor_lora_to_peft(tensors: dict[str, Any]) -> dict[str, Any] | None:
+    """A UNet LoRA in the attention-processor layout without a ``unet.`` prefix as ``unet.``-prefixed PEFT keys;
+    ``None`` for any other layout. AnimateDiff applies such a file as ``W += scale * up @ down`` (no alpha), which
+    PEFT factors with ``lora_alpha == rank`` compute at adapter weight ``scale``."""
+    if not tensors or not all(_PROCESSOR_KEY.match(k) for k in tensors):
+        return None
+    out = {}
+    for key, value in tensors.items():
+        m = _PROCESSOR_KEY.match(key)
+        proj = "to_out.0" if m["proj"] == "to_out" else m["proj"]
+        out[f"unet.{m['module']}.{proj}.lora_{'A' if m['side'] == 'down' else 'B'}.weight"] = value
+    return out
+
+
+def _loaded(model: Any, name: str) -> bool:
+    return name in (getattr(model, "peft_config", None) or {})
+
+
 def _adapter_name(index: int, path: Path) -> str:
     return f"lora{index}_" + re.sub(r"\W", "_", path.stem)[:40]
 
@@ -61,6 +87,8 @@ def apply_loras(target: Any, loras: Sequence[tuple[str | Path, float]]) -> list[
     from diffusers.loaders import StableDiffusionLoraLoaderMixin, StableDiffusionXLLoraLoaderMixin
     from diffusers.loaders.lora_base import set_adapters_for_text_encoder
 
+    import torch
+
     from motionkit.formats.safe_load import read_tensor_file
 
     parts = _parts(target)
@@ -73,6 +101,9 @@ def apply_loras(target: Any, loras: Sequence[tuple[str | Path, float]]) -> list[
             raise FileNotFoundError(f"{path}: no such LoRA file; check the --lora path")
         tensors, _ = read_tensor_file(path)
         tensors = tensors.get("state_dict", tensors) if isinstance(tensors.get("state_dict"), dict) else tensors
+        # Training checkpoints carry plain entries (animatediff_config, global_step) beside the weights.
+        tensors = {k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)}
+        tensors = unet_processor_lora_to_peft(tensors) or tensors
         name = _adapter_name(index, path)
         try:
             with warnings.catch_warnings():
@@ -89,6 +120,13 @@ def apply_loras(target: Any, loras: Sequence[tuple[str | Path, float]]) -> list[
         except (ValueError, KeyError, RuntimeError) as err:
             detail = (str(err).splitlines() or [type(err).__name__])[0][:200]
             raise FormatError(f"{path}: not an image LoRA for this base model ({detail}); check the file and the base family") from None
+        if not any(_loaded(model, name) for model in (unet, *encoders.values())):
+            sample = next(iter(tensors), "none")
+            hint = "motion LoRAs go to --motion-lora" if ".motion_modules." in sample else "check the file and the base family"
+            raise FormatError(
+                f"{path}: no layer of the base model matched this LoRA (keys like {sample!r}), so it would change "
+                f"nothing: {hint}"
+            )
         names.append(name)
     scales = [float(scale) for _, scale in loras]
     for model in (unet, *encoders.values()):

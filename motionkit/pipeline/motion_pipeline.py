@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from motionkit.adapter import MotionAdapter
 from motionkit.errors import MotionkitError
 from motionkit.injection import MotionUNet, inject
 from motionkit.pipeline.conditioning import image_cond as pia_image_cond
+from motionkit.pipeline.families import folder_family, pipeline_class, pipeline_family, register_pipeline
 from motionkit.pipeline.context import ContextWindows, check_frames_fit, fuse_windows
 from motionkit.pipeline.control import Control, ControlModel, as_control_model, check_control_fits, prepare_control
 from motionkit.pipeline.free_init import FreeInit
@@ -75,21 +75,6 @@ class MotionPipelineOutput(BaseOutput):
     """``frames``: a list (per video) of PIL lists, np ``[B, F, H, W, 3]``, pt ``[B, F, 3, H, W]`` or latents."""
 
     frames: list[list[PIL.Image.Image]] | np.ndarray | torch.Tensor
-
-
-def pipeline_family(unet: Any) -> str:
-    """``"sdxl"`` for UNets with SDXL's added text/time conditioning, else ``"sd"`` (SD 1.x / 2.x)."""
-    unet = getattr(unet, "unet", unet)  # an injected UNet is wrapped in MotionUNet
-    return "sdxl" if getattr(unet.config, "addition_embed_type", None) == "text_time" else "sd"
-
-
-def _folder_family(path: str | Path) -> str | None:
-    """The family of a local diffusers pipeline folder from its UNet config; ``None`` when it cannot be read."""
-    try:
-        config = json.loads((Path(path) / "unet" / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return "sdxl" if config.get("addition_embed_type") == "text_time" else "sd"
 
 
 @dataclass
@@ -207,7 +192,7 @@ class MotionPipeline(
         A folder written by ``MotionPipeline.save_pretrained`` already holds its adapter (and control model).
         An SDXL base gives a ``MotionPipelineXL``. ``controlnet=``: a control model (see ``__init__``).
         """
-        target = cls._class_for(_folder_family(pretrained_model_name_or_path))
+        target = cls._class_for(folder_family(pretrained_model_name_or_path))
         if target is not cls:
             return target.from_pretrained(pretrained_model_name_or_path, adapter=adapter, **kwargs)
         if adapter is not None:
@@ -251,12 +236,14 @@ class MotionPipeline(
 
     @classmethod
     def _class_for(cls, family: str | None) -> type["MotionPipeline"]:
-        """``cls``, except that plain ``MotionPipeline`` hands SDXL bases to ``MotionPipelineXL``."""
-        if cls is MotionPipeline and family == "sdxl":
-            from motionkit.pipeline.motion_pipeline_xl import MotionPipelineXL  # it subclasses this class
-
-            return MotionPipelineXL
+        """``cls``, except that plain ``MotionPipeline`` hands other families' bases to their pipeline class."""
+        if cls is MotionPipeline and family is not None and family != cls.family:
+            return pipeline_class(family)
         return cls
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_pipeline(cls)
 
     def eject(self) -> UNet2DConditionModel:
         """Detach the adapter: the base UNet comes back exactly as it was; the pipeline can no longer sample."""
@@ -663,6 +650,12 @@ class MotionPipeline(
                 else:
                     noise_pred = fuse_windows(predict, num_frames, context)
                 latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+                # One reduction per step: NaN/inf would otherwise decode to an all-black or garbage video.
+                if not bool(torch.isfinite(latents).all()):
+                    raise MotionkitError(
+                        f"the latents turned NaN or infinite at step {i + 1} of {len(timesteps)}, so the video would be "
+                        "black or garbage: sample in float32, or lower the guidance or the LoRA scales"
+                    )
 
                 if callback is not None:
                     values = {"latents": latents, **text.callback_tensors()}
@@ -681,3 +674,6 @@ class MotionPipeline(
     @staticmethod
     def _with_first_frame(latents: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         return torch.cat([first.to(latents.dtype), latents[:, :, 1:]], dim=2)
+
+
+register_pipeline(MotionPipeline)

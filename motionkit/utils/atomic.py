@@ -147,6 +147,8 @@ def atomic_path(
     file that describes the old output). Leftovers of killed writes to ``target`` are cleaned first.
     """
     target = Path(target)
+    if not is_dir and target.is_dir():
+        raise IsADirectoryError(f"{target}: a folder is in the way of the output file; remove it or give another path")
     target.parent.mkdir(parents=True, exist_ok=True)
     _recover(target.parent, target)
     tmp = _temp_sibling(target)

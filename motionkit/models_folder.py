@@ -1,0 +1,115 @@
+"""A models folder: what it lists, how a listed name becomes a path, and a tiny demo folder.
+
+The app serves one; the tiny family (``motionkit.family``) is laid out as one.
+
+Layout (every entry's name is what the page shows)::
+
+    DIR/bases/<name>/                 a diffusers pipeline folder (holds model_index.json)
+    DIR/bases/<name>.safetensors      a single-file checkpoint (.safetensors or .ckpt)
+    DIR/adapters/<name>/              a motion adapter folder (motionkit or diffusers layout)
+    DIR/adapters/<name>.safetensors   a motion adapter file (.safetensors, .ckpt, .pt, .pth, .bin)
+    DIR/loras/<name>.safetensors      a MotionLoRA (.safetensors or .ckpt)
+
+Files are listed under their stem (``dreamshaper.safetensors`` -> ``dreamshaper``) unless two entries
+share it. Names from the page are looked up in a fresh listing: nothing the user sends is ever joined
+onto a path, so ``../`` and absolute paths are refused like any other unknown name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from motionkit.errors import MotionkitError
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "assets" / "tiny-family"
+KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # kind -> (subfolder, file suffixes it accepts); folders are accepted for bases and adapters
+    "base": ("bases", (".safetensors", ".ckpt")),
+    "adapter": ("adapters", (".safetensors", ".ckpt", ".pt", ".pth", ".bin")),
+    "lora": ("loras", (".safetensors", ".ckpt")),
+}
+
+
+def _accepts(kind: str, entry: Path) -> bool:
+    if entry.name.startswith("."):
+        return False
+    if entry.is_dir():
+        if kind == "base":
+            return (entry / "model_index.json").is_file()
+        return kind == "adapter"
+    return entry.is_file() and entry.suffix.lower() in KINDS[kind][1]
+
+
+@dataclass(frozen=True)
+class ModelsFolder:
+    """A models folder laid out as the module docstring says."""
+
+    root: Path
+
+    def listing(self, kind: str) -> dict[str, Path]:
+        """Name -> path of every usable entry of ``kind`` (``base``, ``adapter`` or ``lora``), sorted by name."""
+        if kind not in KINDS:
+            raise MotionkitError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+        folder = self.root / KINDS[kind][0]
+        entries = sorted(e for e in folder.iterdir() if _accepts(kind, e)) if folder.is_dir() else []
+        stems = [e.stem if e.is_file() else e.name for e in entries]
+        return {
+            (stem if stems.count(stem) == 1 else entry.name): entry for stem, entry in zip(stems, entries)
+        }
+
+    def names(self, kind: str) -> list[str]:
+        return list(self.listing(kind))
+
+    def resolve(self, kind: str, name: object) -> Path:
+        """The path of the listed entry ``name``; anything else (``../x``, a path, a typo) is refused."""
+        listing = self.listing(kind)
+        if isinstance(name, str) and name in listing:
+            return listing[name]
+        shown = repr(name)[:80]
+        choices = ", ".join(listing) or f"none: put some in {KINDS[kind][0]}/"
+        raise MotionkitError(f"unknown {kind} {shown}: choose one listed by this server ({choices})")
+
+    def check(self) -> None:
+        """Refuse, in one line, a folder the app cannot serve anything from."""
+        if not self.root.is_dir():
+            raise MotionkitError(f"{self.root}: no such models folder; pass --models-dir DIR (see docs/app.md)")
+        for kind in ("base", "adapter"):
+            if not self.listing(kind):
+                sub = KINDS[kind][0]
+                raise MotionkitError(
+                    f"{self.root}: no {kind} in {sub}/; put at least one there (layout: bases/, adapters/, loras/; see docs/app.md)"
+                )
+
+
+def write_demo_models(root: str | Path, seed: int = 0) -> ModelsFolder:
+    """Write a tiny, random models folder (one base, one adapter, one MotionLoRA) for tests and trying the UI.
+
+    The models are untrained: videos are coloured noise, but every part of the app runs. Returns the folder.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from motionkit.adapter import MotionAdapter
+    from motionkit.formats import MotionLoRA, save_adapter, save_motion_lora
+    from motionkit.tiny import randomize_, tiny_pipeline_components
+
+    root = Path(root)
+    components = tiny_pipeline_components(seed=seed)
+    StableDiffusionPipeline(
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    ).save_pretrained(root / "bases" / "tiny-sd")
+    # Small random weights: a zero-initialised adapter is the identity and would not show it is in the path.
+    adapter = randomize_(MotionAdapter.from_unet(components["unet"]), seed=seed, std=0.02)
+    (root / "adapters").mkdir(parents=True, exist_ok=True)
+    save_adapter(adapter, root / "adapters" / "tiny-motion.safetensors")
+
+    generator = torch.Generator().manual_seed(seed + 1)
+    down, up = {}, {}
+    for name, module in adapter.named_modules():
+        if name.endswith((".to_q", ".to_k", ".to_v", ".to_out.0")) and isinstance(module, torch.nn.Linear):
+            down[name] = torch.randn(2, module.in_features, generator=generator) * 0.2
+            up[name] = torch.randn(module.out_features, 2, generator=generator) * 0.2
+    (root / "loras").mkdir(parents=True, exist_ok=True)
+    save_motion_lora(MotionLoRA(down, up), root / "loras" / "tiny-pan.safetensors")
+    return ModelsFolder(root)

@@ -14,6 +14,9 @@ from typing import Any
 from motionkit.errors import MotionkitError
 
 PIPELINE_NAMES = {"sd": "MotionPipeline", "sdxl": "MotionPipelineXL"}
+# Where each family's pipeline is defined: loaded by name on first use, as plugins are, so asking the base
+# class for an SDXL pipeline works however the caller imported it.
+PIPELINE_MODULES = {"sd": "motionkit.pipeline.motion_pipeline", "sdxl": "motionkit.pipeline.motion_pipeline_xl"}
 _PIPELINES: dict[str, type] = {}
 
 
@@ -39,6 +42,10 @@ def register_pipeline(cls: type) -> None:
 
 def pipeline_class(family: str) -> type:
     """The registered pipeline class of ``family``."""
+    if family not in _PIPELINES and family in PIPELINE_MODULES:
+        import importlib
+
+        importlib.import_module(PIPELINE_MODULES[family])  # defining the class registers it
     if family not in _PIPELINES:
         name = PIPELINE_NAMES.get(family, "its pipeline")
         raise MotionkitError(

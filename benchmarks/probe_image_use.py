@@ -23,6 +23,14 @@ from motionkit.train.probe import PROBE_SEED, PROBE_TIMESTEPS, branch_predictor,
 ENCODER = Path("encoders") / "tiny-sparsectrl-rgb"
 
 
+def shown(path: str) -> str:
+    """``path`` relative to the working folder when it lies inside it (reports carry no machine paths)."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path
+
+
 def main(argv: list[str] | None = None) -> int:
     family = shipped_family_dir()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", choices=("caption", "empty"), default="caption", help="text condition: the clips' captions or none")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/probe_image_use.json"))
     args = parser.parse_args(argv)
+    args.base, args.adapter = shown(args.base), shown(args.adapter)
+    args.encoder = args.encoder if args.encoder == "none" else shown(args.encoder)
 
     from motionkit.formats import load_adapter
     from motionkit.injection import inject

@@ -132,3 +132,26 @@ def test_probe_script_runs_on_the_tiny_family(family_dir, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert [r["timestep"] for r in report["models"]["branch"]] == [500, 961] and "real/zero" in printed
     assert set(report["uses_image_at_every_t"]) == set(report["models"])
+
+
+def test_shipped_encoder_loads_in_diffusers_and_holds_the_image(tmp_path, capsys):
+    """The tiny family's SparseCtrl encoder: a diffusers folder of the RGB variant that, beside the family's
+    adapter, predicts the noise of held-out clips better with their first frame than without, at high t."""
+    from diffusers import SparseControlNetModel
+
+    from motionkit.assets import tiny_family_path
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import probe_image_use as script
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    encoder = SparseControlNetModel.from_pretrained(tiny_family_path() / script.ENCODER)
+    cfg = encoder.config
+    assert (cfg.conditioning_channels, cfg.use_simplified_condition_embedding, cfg.concat_conditioning_mask) == (4, True, True)
+    assert encoder.controlnet_mid_block.weight.abs().max() > 0  # trained: the zero convolution moved
+    out = tmp_path / "probe.json"
+    assert script.main(["--clips", "4", "--timesteps", "700", "961", "--out", str(out)]) == 0
+    capsys.readouterr()
+    rows = json.loads(out.read_text())["models"]["encoder"]
+    assert all(r["real"] < r["zero"] for r in rows)

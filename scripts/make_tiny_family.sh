@@ -3,7 +3,7 @@
 # Every step is a motionkit command with a committed config (examples/tiny_family/) and a fixed seed;
 # MODEL_CARD.md in the family folder records what this produced and how long it took.
 #
-#   scripts/make_tiny_family.sh            # everything: data, VAE, base, personalized, motion adapter, ship, eval
+#   scripts/make_tiny_family.sh            # everything: data, VAE, base, personalized, motion adapter, encoder, ship, eval
 #   STAGES="motion ship eval" scripts/make_tiny_family.sh   # only some stages (each reads the previous outputs)
 #
 # Work files go to motionkit-out/tiny-family/ (git-ignored). Torch uses at most 2 threads.
@@ -15,28 +15,45 @@ MK="$PY -m motionkit"
 WORK=motionkit-out/tiny-family
 FAMILY=motionkit/assets/tiny-family
 CONFIGS=examples/tiny_family
-STAGES=${STAGES:-"data vae base personalized motion ship eval"}
+STAGES=${STAGES:-"data vae base personalized motion encoder ship eval"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 wants() { [[ " $STAGES " == *" $1 "* ]]; }
 timed() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "[$name] $((SECONDS - t0)) s"; }
+# A training stage whose final output exists is finished and skipped; otherwise it resumes from its newest
+# checkpoint (or starts): a killed run picks up where it stopped.
+train_stage() {
+  local name=$1 command=$2 done=$WORK/$1/$3
+  if [[ -e "$done" ]]; then echo "[$name] done ($done exists): skipped"; return; fi
+  timed "$name" $MK "$command" --config "$CONFIGS/$name.yaml" --resume latest
+}
 
 if wants data; then
   # The world, rendered twice: the natural style (base model, motion adapter) and neon (personalized model).
   timed data-natural $PY -m motionkit.data.world "$WORK/data/natural" --clips 2000 --style natural --seed 1 --images-per-clip 2
   timed data-neon $PY -m motionkit.data.world "$WORK/data/neon" --clips 800 --style neon --seed 2 --images-per-clip 2
 fi
-wants vae && timed vae $MK train-image --config "$CONFIGS/vae.yaml"
-wants base && timed base $MK train-image --config "$CONFIGS/base.yaml"
-wants personalized && timed personalized $MK train-image --config "$CONFIGS/personalized.yaml"
-wants motion && timed motion $MK train --config "$CONFIGS/motion.yaml"
+wants vae && train_stage vae train-image vae
+wants base && train_stage base train-image pipeline
+wants personalized && train_stage personalized train-image pipeline
+wants motion && train_stage motion train summary.json
+# The SparseCtrl RGB encoder, trained against the frozen base and the frozen motion adapter of stage "motion".
+wants encoder && train_stage encoder train summary.json
 
 if wants ship; then
-  rm -rf "$FAMILY/bases" "$FAMILY/adapters"
-  mkdir -p "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/examples"
+  rm -rf "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders"
+  mkdir -p "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders" "$FAMILY/examples"
   cp -r "$WORK/base/pipeline" "$FAMILY/bases/tiny-base"            # written in float16 by the config
   cp -r "$WORK/personalized/pipeline" "$FAMILY/bases/tiny-personalized"
   $MK convert "$WORK/motion/adapter" "$FAMILY/adapters/tiny-motion" --to motionkit --dtype fp16
+  $PY - "$WORK/encoder/encoder" "$FAMILY/encoders/tiny-sparsectrl-rgb" <<'PYEOF'
+import sys
+
+import torch
+from diffusers import SparseControlNetModel
+
+SparseControlNetModel.from_pretrained(sys.argv[1]).to(torch.float16).save_pretrained(sys.argv[2], safe_serialization=True)
+PYEOF
   # A conditioning frame the models never saw (the first frame of a fresh world clip at the family's size),
   # and its caption as a matching prompt.
   $PY - "$FAMILY/examples/conditioning" <<'PYEOF'

@@ -11,7 +11,7 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a motion adapter (or a MotionLoRA) on video clips",
+        help="train a motion adapter (or a MotionLoRA, or a SparseCtrl encoder) on video clips",
         description="Train a motion adapter against a frozen image model. Settings come from a YAML config "
         "(see examples/train/); key=value arguments override them (dotted keys for sections, e.g. data.size=512). "
         "For several GPUs or nodes run it through 'accelerate launch -m motionkit train ...'.",
@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainConfig.from_yaml(args.config, config_overrides(args))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from motionkit.train.trainer import Trainer
+    from motionkit.train.encoder_trainer import trainer_for
 
-    result = Trainer(config).train()
+    result = trainer_for(config).train()
     if result.exported:  # the main process exports; the others stay quiet
         loss = f", final loss {result.history[-1]['loss']:.4f}" if result.history else ""
         print(f"trained {result.steps} steps{loss}; wrote {', '.join(result.exported.values())}")

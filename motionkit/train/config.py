@@ -4,7 +4,7 @@ Defaults follow the AnimateDiff motion-training recipe (``configs/training/v1/tr
 lr 1e-4 (0.9, 0.999, wd 1e-2), 16 frames 4 apart at 256 px, batch 4, gradient clip 1.0, linear betas
 0.00085-0.012 over 1000 steps, epsilon prediction, caption dropout 0.1, constant LR.
 
-Nested sections (``data``, ``image_cond``, ``lora``, ``validation``) are frozen dataclasses too, so a
+Nested sections (``data``, ``image_cond``, ``encoder``, ``lora``, ``validation``) are frozen dataclasses too, so a
 config is a value: it is written next to every checkpoint and compared with ``==``.
 Overrides are ``key=value`` strings with dotted keys for sections: ``lr=3e-5``, ``data.size=512``.
 """
@@ -23,6 +23,8 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 PREDICTION_TYPES = ("auto", "epsilon", "v_prediction")
 EXPORT_FORMATS = ("motionkit", "diffusers", "animatediff")
 TRACKERS = ("tensorboard", "wandb")
+TIMESTEP_SAMPLING = ("uniform", "logit_normal", "mixed")
+LOSS_WEIGHTING = ("none", "min_snr", "v")
 
 
 def require(ok: bool, message: str) -> None:
@@ -77,19 +79,75 @@ class ImageCondConfig:
     condition, which is also what unconditional (text-to-video) sampling feeds (PIA uses 0.2).
     ``mask``: ``one_hot`` (1 on the conditioning frame, 0 elsewhere) or ``pia`` (a random one of PIA's
     ``motion_scale`` presets around the conditioning frame, as ``MotionPipeline`` feeds at sampling time).
+    ``first_frame_prob``: probability that frame 0 conditions (sampling always conditions frame 0); the
+    rest of the time a uniformly random frame does (0: always random, the original recipe).
+    ``joint_dropout``: probability of dropping the caption and the image together, on top of the separate
+    ``data.caption_dropout`` and ``cond_dropout``: the no-text, no-image input classifier-free guidance
+    queries at every sampling step.
     """
 
     enabled: bool = False
     noise_aug: tuple[float, float] = (0.0, 0.1)
     cond_dropout: float = 0.2
     mask: str = "one_hot"
+    first_frame_prob: float = 0.0
+    joint_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        require(len(self.noise_aug) == 2, f"image_cond.noise_aug must be a range [low, high], got {self.noise_aug}")
-        lo, hi = self.noise_aug
-        require(0.0 <= lo <= hi, f"image_cond.noise_aug must be a range [low, high] with 0 <= low <= high, got {self.noise_aug}")
+        _check_noise_aug(self.noise_aug, "image_cond")
         _probability(self.cond_dropout, "image_cond.cond_dropout")
+        _probability(self.first_frame_prob, "image_cond.first_frame_prob")
+        _probability(self.joint_dropout, "image_cond.joint_dropout")
         require(self.mask in ("one_hot", "pia"), f"image_cond.mask {self.mask!r} is not one_hot or pia")
+
+
+def _check_noise_aug(noise_aug: tuple[float, ...], section: str) -> None:
+    require(len(noise_aug) == 2, f"{section}.noise_aug must be a range [low, high], got {noise_aug}")
+    lo, hi = noise_aug
+    require(0.0 <= lo <= hi, f"{section}.noise_aug must be a range [low, high] with 0 <= low <= high, got {noise_aug}")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Train a condition encoder (diffusers' ``SparseControlNetModel``, AnimateDiff v3 SparseCtrl, RGB
+    variant) with the base UNet and the motion adapter ``motion_adapter`` frozen.
+
+    The encoder reads VAE latents of sparse keyframes plus a mask channel (1 on keyframes), runs its own
+    copy of the UNet's down and mid blocks (initialised from the UNet when ``init_from_unet``) and adds
+    zero-initialised residuals to the frozen UNet's down and mid blocks. Per clip the keyframes are frame 0
+    alone with probability ``first_frame_prob``, frame 0 and the last frame with ``first_last_prob``, else
+    a random subset of 1..``max_keyframes`` frames. ``cond_dropout``: no keyframes (zero condition, zero
+    mask); ``joint_dropout``: no keyframes and no caption; ``noise_aug``: as in ``image_cond``.
+    ``conditioning_scale``: the residuals' scale, as ``controlnet_conditioning_scale`` feeds at sampling.
+    """
+
+    enabled: bool = False
+    motion_adapter: str | None = None
+    init_from_unet: bool = True
+    first_frame_prob: float = 0.7
+    first_last_prob: float = 0.15
+    max_keyframes: int = 3
+    noise_aug: tuple[float, float] = (0.0, 0.05)
+    cond_dropout: float = 0.1
+    joint_dropout: float = 0.1
+    conditioning_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(
+            not self.enabled or bool(self.motion_adapter),
+            "encoder.enabled needs encoder.motion_adapter: the frozen motion adapter the encoder trains with",
+        )
+        _probability(self.first_frame_prob, "encoder.first_frame_prob")
+        _probability(self.first_last_prob, "encoder.first_last_prob")
+        require(
+            self.first_frame_prob + self.first_last_prob <= 1.0,
+            "encoder.first_frame_prob + encoder.first_last_prob must be <= 1 (the rest is random subsets)",
+        )
+        require(self.max_keyframes >= 1, f"encoder.max_keyframes must be >= 1, got {self.max_keyframes}")
+        _check_noise_aug(self.noise_aug, "encoder")
+        _probability(self.cond_dropout, "encoder.cond_dropout")
+        _probability(self.joint_dropout, "encoder.joint_dropout")
+        require(self.conditioning_scale > 0, f"encoder.conditioning_scale must be > 0, got {self.conditioning_scale}")
 
 
 @dataclass(frozen=True)
@@ -135,6 +193,7 @@ class TrainConfig:
     adapter_overrides: Mapping[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     image_cond: ImageCondConfig = field(default_factory=ImageCondConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     # optimisation
     lr: float = 1e-4
@@ -154,6 +213,14 @@ class TrainConfig:
     beta_end: float = 0.012
     beta_schedule: str = "linear"
     prediction_type: str = "auto"  # auto: follow the base scheduler (v_prediction for SD 2.x 768-v)
+    # which timesteps train, and how much each one's error counts (see motionkit/train/timesteps.py)
+    timestep_sampling: str = "uniform"  # uniform | logit_normal | mixed (uniform_share of uniform, rest logit-normal)
+    logit_normal_mean: float = 0.0  # > 0 leans towards high noise
+    logit_normal_std: float = 1.0
+    uniform_share: float = 0.5
+    loss_weighting: str = "none"  # none | min_snr | v
+    min_snr_gamma: float = 5.0
+    max_loss_weight: float = 20.0  # cap of the ``v`` weighting (1 + 1/SNR grows to ~600 at t = 999)
     # memory and speed
     mixed_precision: str = "no"
     cpu: bool = False  # run on CPU even beside a GPU; with several processes that is DDP over gloo
@@ -195,6 +262,18 @@ class TrainConfig:
             self.prediction_type in PREDICTION_TYPES,
             f"prediction_type {self.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}",
         )
+        require(
+            self.timestep_sampling in TIMESTEP_SAMPLING,
+            f"timestep_sampling {self.timestep_sampling!r} is not one of {', '.join(TIMESTEP_SAMPLING)}",
+        )
+        require(self.logit_normal_std > 0, f"logit_normal_std must be > 0, got {self.logit_normal_std}")
+        _probability(self.uniform_share, "uniform_share")
+        require(
+            self.loss_weighting in LOSS_WEIGHTING,
+            f"loss_weighting {self.loss_weighting!r} is not one of {', '.join(LOSS_WEIGHTING)}",
+        )
+        require(self.min_snr_gamma > 0, f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
+        require(self.max_loss_weight >= 1, f"max_loss_weight must be >= 1, got {self.max_loss_weight}")
         bad = [f for f in self.export_formats if f not in EXPORT_FORMATS]
         require(not bad, f"export format {bad[0]!r} is not one of {', '.join(EXPORT_FORMATS)}" if bad else "")
         bad = [t for t in self.log_with if t not in TRACKERS]
@@ -204,6 +283,11 @@ class TrainConfig:
             raise MotionkitError(
                 "image_cond and lora cannot train together: a MotionLoRA adapts only temporal attention; "
                 "train the image-conditioning branch with the full adapter"
+            )
+        if self.encoder.enabled and (self.image_cond.enabled or self.lora.enabled):
+            raise MotionkitError(
+                "encoder training keeps the motion adapter frozen: turn off image_cond and lora, or train them "
+                "in a run of their own first"
             )
 
     # -- construction -------------------------------------------------------------------------------
@@ -251,10 +335,17 @@ class TrainConfig:
     def uses_lora(self) -> bool:
         return self.lora.enabled
 
+    @property
+    def trains_encoder(self) -> bool:
+        return self.encoder.enabled
+
 
 # -- helpers ----------------------------------------------------------------------------------------
 
-_PATH_KEYS = {("base",), ("base_config",), ("adapter",), ("output_dir",), ("resume_from",), ("lora", "base_adapter")} | {
+_PATH_KEYS = {
+    ("base",), ("base_config",), ("adapter",), ("output_dir",), ("resume_from",), ("lora", "base_adapter"),
+    ("encoder", "motion_adapter"),
+} | {
     ("data", k) for k in ("manifest", "folder", "csv", "video_dir", "latent_cache", "shards")
 }
 
@@ -273,7 +364,7 @@ def _resolve_paths(values: dict[str, Any], root: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if isinstance(value, dict) and key in {"data", "lora"}:
+        if isinstance(value, dict) and key in {"data", "lora", "encoder"}:
             out[key] = {k: fix(v, (key, k)) for k, v in value.items()}
         else:
             out[key] = fix(value, (key,))

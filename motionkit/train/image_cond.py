@@ -44,14 +44,17 @@ def _pia_mask(num_frames: int, index: int, generator: torch.Generator) -> torch.
 def training_image_cond(
     latents: torch.Tensor, config: ImageCondConfig, generators: list[torch.Generator]
 ) -> torch.Tensor:
-    """PIA's recipe for ``latents`` ``[B, 4, F, h, w]``: a random conditioning frame per clip, its latent
-    noised with a random strength from ``config.noise_aug``, the whole condition zeroed with probability
-    ``config.cond_dropout``. Each clip draws from its own generator (same result on any process layout)."""
+    """PIA's recipe for ``latents`` ``[B, 4, F, h, w]``: a conditioning frame per clip (frame 0 with
+    probability ``config.first_frame_prob``, else a random one), its latent noised with a random strength
+    from ``config.noise_aug``, the whole condition zeroed with probability ``config.cond_dropout``. Each
+    clip draws from its own generator (same result on any process layout)."""
     b, c, f, h, w = latents.shape
     low, high = config.noise_aug
     conds = []
     for i, generator in enumerate(generators):
-        index = int(torch.randint(0, f, (), generator=generator))
+        # Nothing extra is drawn when first_frame_prob is 0: older runs keep their random streams.
+        first = config.first_frame_prob > 0 and float(torch.rand((), generator=generator)) < config.first_frame_prob
+        index = 0 if first else int(torch.randint(0, f, (), generator=generator))
         strength = low + (high - low) * float(torch.rand((), generator=generator))
         noise = torch.randn((c, h, w), generator=generator).to(latents.device, latents.dtype)
         dropped = float(torch.rand((), generator=generator)) < config.cond_dropout
@@ -59,3 +62,12 @@ def training_image_cond(
         cond = image_cond_tensor((latents[i, :, index] + strength * noise)[None], index, f, mask)
         conds.append(torch.zeros_like(cond) if dropped else cond)
     return torch.cat(conds)
+
+
+def joint_dropout(prompts: list[str], generators: list[torch.Generator], probability: float) -> tuple[list[str], list[bool]]:
+    """Drop caption and condition together with ``probability`` per clip: the prompts with dropped ones
+    emptied (the unconditional prompt of guidance), and which clips dropped. Draws nothing at 0."""
+    if probability <= 0:
+        return list(prompts), [False] * len(prompts)
+    dropped = [float(torch.rand((), generator=g)) < probability for g in generators]
+    return ["" if drop else prompt for prompt, drop in zip(prompts, dropped)], dropped

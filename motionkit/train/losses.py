@@ -16,6 +16,10 @@ def prediction_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, tim
     raise ValueError(f"prediction type {kind!r} is not trainable here: use epsilon or v_prediction")
 
 
-def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE in fp32 (an fp16 square of a large error overflows) averaged over every element."""
-    return F.mse_loss(prediction.float(), target.float(), reduction="mean")
+def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE in fp32 (an fp16 square of a large error overflows) averaged over every element; with
+    ``weights`` (one per clip) each clip's mean is weighted before the batch mean."""
+    if weights is None:
+        return F.mse_loss(prediction.float(), target.float(), reduction="mean")
+    per_clip = (prediction.float() - target.float()).pow(2).reshape(prediction.shape[0], -1).mean(dim=1)
+    return (per_clip * weights.to(per_clip)).mean()

@@ -35,9 +35,10 @@ from motionkit.train.checkpoint import (
     serialized_rng,
 )
 from motionkit.train.config import TrainConfig
-from motionkit.train.image_cond import IMAGE_COND_CHANNELS, training_image_cond
+from motionkit.train.image_cond import IMAGE_COND_CHANNELS, joint_dropout, training_image_cond
 from motionkit.train.losses import diffusion_loss, prediction_target
 from motionkit.train.sampler import ResumableBatchSampler, position_generator
+from motionkit.train.timesteps import loss_weights, sample_timestep
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class Trainer:
             from diffusers.training_utils import EMAModel
 
             self.ema = EMAModel(self.trainable, decay=cfg.ema_decay)
-        self.model, self.optimizer = self.accelerator.prepare(self.motion_unet, self.optimizer)
+        self.model, self.optimizer = self.accelerator.prepare(self.denoiser_module(), self.optimizer)
 
     def _setup_data(self) -> None:
         cfg, acc = self.config, self.accelerator
@@ -335,7 +336,7 @@ class Trainer:
             self.history = self._history_until(0)
             return
         ckpt = load_checkpoint(path)
-        params = dict(self.adapter.named_parameters())
+        params = dict(self.trained_module.named_parameters())
         names = {n for n, p in params.items() if p.requires_grad}
         if set(ckpt.trainable) != names:
             odd = sorted(set(ckpt.trainable) ^ names)
@@ -378,15 +379,17 @@ class Trainer:
             latents = batch["latents"].to(device, torch.float32)
         else:
             latents = self.base.encode_frames(batch["pixel_values"].to(device), generators).float()
-        shape = latents.shape[1:]
-        noise = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
-        timesteps = torch.stack(
-            [torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (), generator=g) for g in generators]
-        ).to(device)
-        image_cond = training_image_cond(latents, cfg.image_cond, generators) if cfg.image_cond.enabled else None
+        noise, timesteps = self._noise_and_timesteps(latents, generators)
+        prompts = list(batch["prompt"])
+        image_cond = None
+        if cfg.image_cond.enabled:
+            image_cond = training_image_cond(latents, cfg.image_cond, generators)
+            prompts, dropped = joint_dropout(prompts, generators, cfg.image_cond.joint_dropout)
+            if any(dropped):
+                keep = torch.tensor([0.0 if d else 1.0 for d in dropped], device=device, dtype=image_cond.dtype)
+                image_cond = image_cond * keep.view(-1, 1, 1, 1, 1)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        scale = 2 ** (len(self.base.vae.config.block_out_channels) - 1)
-        hidden, added = self.base.encode_prompts(list(batch["prompt"]), latents.shape[-2] * scale, latents.shape[-1] * scale)
+        hidden, added = self._encode_prompts(prompts, latents)
         model = model if model is not None else self.model
         prediction = model(
             noisy.to(self.weight_dtype),
@@ -396,21 +399,38 @@ class Trainer:
             image_cond=image_cond,
             return_dict=False,
         )[0]
-        return diffusion_loss(prediction, prediction_target(self.noise_scheduler, latents, noise, timesteps))
+        return self._loss(prediction, latents, noise, timesteps)
+
+    def _noise_and_timesteps(self, latents: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-clip noise and timestep, drawn in this order from each clip's generator."""
+        shape = latents.shape[1:]
+        noise = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(latents.device)
+        total = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.stack([sample_timestep(self.config, g, total) for g in generators]).to(latents.device)
+        return noise, timesteps
+
+    def _encode_prompts(self, prompts: list[str], latents: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        scale = 2 ** (len(self.base.vae.config.block_out_channels) - 1)
+        return self.base.encode_prompts(prompts, latents.shape[-2] * scale, latents.shape[-1] * scale)
+
+    def _loss(self, prediction: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        scheduler = self.noise_scheduler
+        weights = loss_weights(self.config, scheduler.alphas_cumprod, timesteps, scheduler.config.prediction_type)
+        return diffusion_loss(prediction, prediction_target(scheduler, latents, noise, timesteps), weights)
 
     @torch.no_grad()
     def evaluate(self, batches: list[dict[str, Any]]) -> float:
         """Mean loss over ``batches`` with noise and timesteps fixed by batch order (not by the run)."""
         self.setup()
-        was_training = self.adapter.training
-        self.adapter.eval()
+        was_training = self.trained_module.training
+        self.trained_module.eval()
         losses = []
         for i, batch in enumerate(batches):
             size = len(batch["prompt"])
             positions = list(range(i * size, (i + 1) * size))
             with self.accelerator.autocast():
-                losses.append(float(self.compute_loss(batch, EVAL_EPOCH, positions, model=self.motion_unet)))
-        self.adapter.train(was_training)
+                losses.append(float(self.compute_loss(batch, EVAL_EPOCH, positions, model=self.denoiser_module())))
+        self.trained_module.train(was_training)
         return sum(losses) / len(losses)
 
     # ------------------------------------------------------------------ the loop
@@ -507,14 +527,27 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints, validation, export
 
+    def denoiser_module(self) -> nn.Module:
+        """The module a step runs (unwrapped): the motion UNet here."""
+        return self.motion_unet
+
+    @property
+    def trained_module(self) -> nn.Module:
+        """The module whose trainable parameters this run updates (checkpointed, exported)."""
+        return self.adapter
+
+    def trained_config(self) -> dict[str, Any]:
+        """The trained module's config, written next to each checkpoint's weights."""
+        from motionkit.formats.motionkit_format import plain_config
+
+        return plain_config(self.adapter)
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach() for n, p in self.adapter.named_parameters() if p.requires_grad}
+        return {n: p.detach() for n, p in self.trained_module.named_parameters() if p.requires_grad}
 
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current step (every process must call it: RNG states are gathered)."""
         from accelerate.utils import gather_object
-
-        from motionkit.formats.motionkit_format import plain_config
 
         acc = self.accelerator
         rng_states = gather_object([serialized_rng({"loader": self.loader_generator})])
@@ -536,7 +569,7 @@ class Trainer:
                 self.checkpoint_root,
                 self.position,
                 trainable=self.trainable_state(),
-                adapter_config=plain_config(self.adapter),
+                adapter_config=self.trained_config(),
                 training_state=training_state,
                 rng_states=list(rng_states),
                 config=self.config.to_dict(),

@@ -162,14 +162,16 @@ def test_verdict_fails_a_broken_adapter():
 
 
 def test_demo_with_a_broken_adapter_prints_fail(tmp_path, capsys):
-    """The demo path end to end on the stand-in family with a NaN adapter: FAIL printed, exit 0; --strict exits 1."""
+    """The demo path end to end on the stand-in family with a scrambled adapter (random weights, finite, so
+    loading accepts it): FAIL printed, exit 0; --strict exits 1."""
     from motionkit.formats import load_adapter, save_adapter
 
     family = write_stand_in_family(tmp_path / "models")
     adapter = load_adapter(family.adapter)
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for parameter in adapter.parameters():
-            parameter.fill_(math.nan)
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
     save_adapter(adapter, family.root / "adapters" / ADAPTER)
     args = ["demo", "--models-dir", str(family.root), "--out", str(tmp_path / "out"), *FAST, "--device", "cpu"]
     assert main(args) == 0

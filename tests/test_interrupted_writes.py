@@ -171,4 +171,4 @@ def test_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch, cap
         if out.exists():
             assert out.read_bytes() == b"old video"
     finally:
-        subprocess.run(["umount", str(folder)], capture_output=True)
+        subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)  # lazy: detach even if a handle lingers

@@ -49,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "context_stride": 1,
     "context_loop": False,
     "fps": 8.0,
+    "video_fps": None,
+    "video_frames": None,
     "device": None,
     "dtype": None,
     "attention_backend": "auto",
@@ -64,6 +66,7 @@ CONTROL_KEYS = ("controlnet", "control_video", "control_start", "control_end", "
 PROMPT_KEYS = {
     "prompt", "negative_prompt", "seed", "image", "out", "frames", "width", "height", "steps", "guidance",
     "strength", "motion_scale", "noise_aug", "image_guidance", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
+    "video", "video_fps", "video_frames",
 }
 
 
@@ -79,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--base", help="base model: a diffusers pipeline folder or a single .safetensors/.ckpt checkpoint")
     add("--adapter", help="motion adapter file or folder (AnimateDiff, diffusers or motionkit)")
     add("--image", help="first frame to animate (image-to-video)")
+    add("--video", help="source video to restyle (video-to-video): a video file or a folder of frames; --strength sets how far")
+    add("--video-fps", type=float, help="video-to-video: the source's frame rate, when the file carries none or a wrong one")
+    add("--video-frames", metavar="START:END", help="video-to-video: source frames to use, END exclusive (e.g. 0:48, 24:)")
     add("--prompt", help="what the video shows")
     add("--negative-prompt", help="what to steer away from")
     add("--frames", type=int, help="number of frames (default 16)")
@@ -136,6 +142,7 @@ class Job:
     out: Path
     settings: dict[str, Any]
     image: Path | None = None
+    video: Any = None  # a motionkit.pipeline.video_input.SourceVideo for video-to-video
 
 
 @dataclass
@@ -190,6 +197,8 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
         raise MotionkitError(f"{at}--steps {s['steps']} is more than the schedule's {MAX_STEPS} timesteps: use at most {MAX_STEPS} (25-50 is typical)")
     if s["seed"] is not None and (not isinstance(s["seed"], int) or not 0 <= s["seed"] < SEED_RANGE):
         raise MotionkitError(f"{at}--seed must be a whole number from 0 to 2**64 - 1, got {str(s['seed'])[:40]}")
+    if s["video_fps"] is not None and not (isinstance(s["video_fps"], (int, float)) and float(s["video_fps"]) > 0):
+        raise MotionkitError(f"{at}--video-fps must be a positive number, got {s['video_fps']}")
     for key in ("guidance", "strength", "noise_aug", "fps"):
         if not isinstance(s[key], (int, float)) or not math.isfinite(float(s[key])):
             raise MotionkitError(f"{at}{_flag(key)} must be a finite number, got {s[key]}")
@@ -275,6 +284,9 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         where = f"prompt {index + 1}" if batch else ""
         job_settings = {**settings, **{k: v for k, v in entry.items() if k in DEFAULTS}}
         _check_settings(job_settings, where)
+        video = _source_video(entry, job_settings, "frames" in given or "frames" in entry, where)
+        if video is not None:
+            _check_settings(job_settings, where)  # the clip's length is the frame count now
         if plan.control is not None:
             plan.control.check_frames(job_settings["frames"], where)
         prompt = entry.get("prompt")
@@ -292,8 +304,27 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         _check_out(target)
         if job_settings["seed"] is None:
             job_settings["seed"] = random.SystemRandom().randrange(2**31)
-        plan.jobs.append(Job(prompt=prompt, out=target, settings=job_settings, image=image))
+        if image is not None and video is not None:
+            raise MotionkitError(f"{where + ': ' if where else ''}--image and --video do not mix: give one (image- or video-to-video)")
+        plan.jobs.append(Job(prompt=prompt, out=target, settings=job_settings, image=image, video=video))
     return plan
+
+
+def _source_video(entry: dict[str, Any], s: dict[str, Any], frames_given: bool, where: str) -> Any:
+    """The source clip of a video-to-video job, read now so a bad file or range fails before models load;
+    its length becomes the job's frame count."""
+    from motionkit.pipeline.video_input import source_video_from_settings
+
+    if not entry.get("video"):
+        if s["video_fps"] is not None or s["video_frames"] is not None:
+            raise MotionkitError(f"{where + ': ' if where else ''}--video-fps and --video-frames need a source video: pass --video")
+        return None
+    limit = None if s["no_limits"] else MAX_FRAMES + 1  # one past the ceiling is enough to refuse
+    clip = source_video_from_settings(
+        entry["video"], float(s["fps"]), s["video_fps"], s["video_frames"], s["frames"] if frames_given else None, limit
+    )
+    s["frames"] = len(clip)
+    return clip
 
 
 def _slug(text: str, length: int = 40) -> str:
@@ -352,8 +383,9 @@ def _batch(path: Path, given: dict[str, Any]) -> tuple[dict[str, Any], list[dict
         unknown = sorted(set(entry) - PROMPT_KEYS)
         if unknown:
             raise MotionkitError(f"{path}: prompt {i + 1} has unknown key {unknown[0]!r}: use {', '.join(sorted(PROMPT_KEYS))}")
-        if entry.get("image"):
-            entry["image"] = resolve(entry["image"])
+        for key in ("image", "video"):
+            if entry.get(key):
+                entry[key] = resolve(entry[key])
         entries.append(entry)
 
     known = set(DEFAULTS) | set(MODEL_KEYS) | set(CONTROL_KEYS) | {"out", "output_dir", "format"}
@@ -492,6 +524,7 @@ def _metadata(plan: Plan, job: Job) -> dict[str, Any]:
         "negative_prompt": s["negative_prompt"],
         "seed": s["seed"],
         "image": str(job.image) if job.image else None,
+        "video": job.video.to_dict() if job.video is not None else None,
         "base": str(plan.base),
         "base_config": str(plan.base_config) if plan.base_config else None,
         "adapter": str(plan.adapter),
@@ -515,6 +548,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         prompt=job.prompt,
         negative_prompt=s["negative_prompt"],
         image=str(job.image) if job.image else None,
+        video=job.video,
         num_frames=s["frames"],
         height=s["height"],
         width=s["width"],
@@ -544,7 +578,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not given.get("out"):
             raise MotionkitError("no output given: pass --out OUT.mp4 (or .gif, .webp, DIR/)")
-        entry = {k: given[k] for k in ("prompt", "image") if k in given}
+        entry = {k: given[k] for k in ("prompt", "image", "video") if k in given}
         plan = _plan(given, [entry], Path(given["out"]), batch=False)
     pipe = build_pipeline(plan)
     for job in plan.jobs:

@@ -62,6 +62,7 @@ from motionkit.pipeline.context import ContextWindows, check_frames_fit, fuse_wi
 from motionkit.pipeline.control import Control, ControlModel, as_control_model, check_control_fits, prepare_control
 from motionkit.pipeline.free_init import FreeInit
 from motionkit.pipeline.image_input import ImageInput, prepare_image
+from motionkit.pipeline.video_input import VideoInput, encode_video, video_frames, video_length
 
 logger = logging.getLogger(__name__)
 
@@ -474,7 +475,7 @@ class MotionPipeline(
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
         image: ImageInput | None = None,
-        num_frames: int = 16,
+        num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 25,
@@ -496,6 +497,7 @@ class MotionPipeline(
         context_stride: int = 1,
         context_loop: bool = False,
         conditioning_frames: Any = None,
+        video: VideoInput | None = None,
         controlnet_conditioning_scale: float | list[float] = 1.0,
         control_guidance_start: float | list[float] = 0.0,
         control_guidance_end: float | list[float] = 1.0,
@@ -528,10 +530,21 @@ class MotionPipeline(
         of each keyframe, default ``[0]``, negative counts from the end), ``controlnet_conditioning_scale``,
         ``control_guidance_start`` / ``control_guidance_end`` (fractions of the schedule; one value or one
         per net) and ``guess_mode``. See ``motionkit.pipeline.control``.
+        Video-to-video (diffusers' ``AnimateDiffVideoToVideoPipeline``): ``video`` (see ``video_input``: a
+        ``read_source_video`` clip, a path, frames, an array or a tensor) is encoded ``decode_chunk_size``
+        frames at a time and noised to the first step of the schedule ``strength`` keeps; ``num_frames``
+        defaults to the video's length (fewer: its first frames).
         ``family_kwargs``: prompt arguments of other families (``MotionPipelineXL``'s ``prompt_2``, sizes, ...).
         """
         if self.motion_unet is None:
             raise MotionkitError("the adapter was ejected from this pipeline: build a new MotionPipeline to sample")
+        source = None
+        if video is not None:
+            if image is not None:
+                raise MotionkitError("give a conditioning image or a source video, not both")
+            source = video_frames(video)
+            num_frames = video_length(len(source), num_frames)
+        num_frames = 16 if num_frames is None else num_frames
         self._check_inputs(
             prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, output_type, num_frames,
             callback_on_step_end_tensor_inputs,
@@ -539,8 +552,10 @@ class MotionPipeline(
         default_size = self.unet.config.sample_size * self.vae_scale_factor
         height, width = height or default_size, width or default_size
         self._check_size(height, width)
-        if image is None and (strength != 1.0 or noise_aug_strength or motion_scale is not None):
-            raise MotionkitError("strength, noise_aug_strength and motion_scale need a conditioning image: pass image")
+        if image is None and (noise_aug_strength or motion_scale is not None or (strength != 1.0 and video is None)):
+            raise MotionkitError(
+                "strength, noise_aug_strength and motion_scale need a conditioning image (strength: or a video): pass image"
+            )
         if not 0.0 < strength <= 1.0:
             raise MotionkitError(f"strength must lie in (0, 1], got {strength}")
         if image_guidance not in IMAGE_GUIDANCE:
@@ -577,7 +592,11 @@ class MotionPipeline(
         timesteps = self._set_timesteps(num_inference_steps, strength, device)
         shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
         noise = latents.to(device, dtype) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        if cond is None:
+        if source is not None:
+            # Video-to-video: every frame starts from its own source latent noised to the first timestep.
+            start = encode_video(source[:num_frames], height, width, self._encode_pixels, decode_chunk_size, device)
+            latents = self.scheduler.add_noise(start.to(dtype).expand_as(noise), noise, timesteps[:1].repeat(batch))
+        elif cond is None:
             latents = noise * self.scheduler.init_noise_sigma
         else:
             # Every frame starts from the image latent noised to the first timestep (img2img).

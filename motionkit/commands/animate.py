@@ -62,6 +62,8 @@ DEFAULTS: dict[str, Any] = {
 MODEL_KEYS = ("base", "adapter", "base_config", "tokenizer", "lora", "motion_lora", "device", "dtype", "attention_backend", "scheduler")
 # Control models and their inputs (motionkit.pipeline.control_plan), shared by every prompt of a batch.
 CONTROL_KEYS = ("controlnet", "control_video", "control_start", "control_end", "sparsectrl", "keyframe")
+# The IP-Adapter and its reference images (motionkit.pipeline.ip_adapter_plan), shared by every prompt of a batch.
+IP_KEYS = ("ip_adapter", "ip_encoder", "ip_image", "ip_scale")
 # What a single prompt of a batch may set for itself.
 PROMPT_KEYS = {
     "prompt", "negative_prompt", "seed", "image", "out", "frames", "width", "height", "steps", "guidance",
@@ -117,6 +119,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--control-end", action="append", type=float, metavar="FRACTION", help="fraction of the schedule where control ends: one value, or one per --controlnet (default 1)")
     add("--sparsectrl", metavar="PATH[:SCALE]", help="SparseCtrl folder (RGB or scribble), conditioned on --keyframe images")
     add("--keyframe", action="append", metavar="INDEX:IMAGE", help="SparseCtrl keyframe: frame index and image; repeat for several. Negative indices count from the end: write --keyframe=-1:last.png")
+    add("--ip-adapter", metavar="PATH[:SCALE]", help="IP-Adapter file (h94 layout, .safetensors or .bin): an image prompt from --ip-image")
+    add("--ip-encoder", metavar="DIR", help="the IP-Adapter's CLIP image encoder folder (default: image_encoder/ beside the file)")
+    add("--ip-image", action="append", metavar="[FRAME:]IMAGE", help="IP-Adapter reference image; repeat as FRAME:IMAGE to change it over frames")
+    add("--ip-scale", action="append", metavar="FRAME:SCALE", help="IP-Adapter scale at a frame, linear in between; repeat to ramp it")
     add("--base-config", help="diffusers-format config folder for a single-file base (overrides the shipped configs)")
     add("--tokenizer", help="CLIP tokenizer folder (single-file bases carry none)")
     add("--device", choices=("cpu", "cuda"), help="default: cuda when available")
@@ -155,6 +161,7 @@ class Plan:
     model: dict[str, Any]
     motion_loras: list[tuple[str, float]] = field(default_factory=list)
     control: Any = None  # a motionkit.pipeline.control_plan.ControlPlan, or None
+    ip_adapter: Any = None  # a motionkit.pipeline.ip_adapter_plan.IPAdapterPlan, or None
     jobs: list[Job] = field(default_factory=list)
 
 
@@ -267,6 +274,7 @@ def _loras(specs: Any, flag: str = "--lora") -> list[tuple[str, float]]:
 
 def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch: bool) -> Plan:
     from motionkit.pipeline.control_plan import control_plan
+    from motionkit.pipeline.ip_adapter_plan import ip_adapter_plan
 
     settings = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
     _check_scheduler(settings["scheduler"])
@@ -279,6 +287,7 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         motion_loras=_loras(given.get("motion_lora"), "--motion-lora"),
         model={k: settings[k] for k in ("device", "dtype", "attention_backend", "scheduler")},
         control=control_plan(**{k: given.get(k) for k in CONTROL_KEYS}),
+        ip_adapter=ip_adapter_plan(**{k: given.get(k) for k in IP_KEYS}),
     )
     for index, entry in enumerate(prompts):
         where = f"prompt {index + 1}" if batch else ""
@@ -289,6 +298,8 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
             _check_settings(job_settings, where)  # the clip's length is the frame count now
         if plan.control is not None:
             plan.control.check_frames(job_settings["frames"], where)
+        if plan.ip_adapter is not None:
+            plan.ip_adapter.check_frames(job_settings["frames"], where)
         prompt = entry.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise MotionkitError(f"{where}: empty prompt; give it some text" if batch else "no prompt given: pass --prompt TEXT")
@@ -388,18 +399,18 @@ def _batch(path: Path, given: dict[str, Any]) -> tuple[dict[str, Any], list[dict
                 entry[key] = resolve(entry[key])
         entries.append(entry)
 
-    known = set(DEFAULTS) | set(MODEL_KEYS) | set(CONTROL_KEYS) | {"out", "output_dir", "format"}
+    known = set(DEFAULTS) | set(MODEL_KEYS) | set(CONTROL_KEYS) | set(IP_KEYS) | {"out", "output_dir", "format"}
     data.pop("n_prompt", None)
     unknown = sorted(set(data) - known)
     if unknown:
         raise MotionkitError(f"{path}: unknown setting {unknown[0]!r}: use {', '.join(sorted(known))}")
-    for key in ("base", "adapter", "base_config", "tokenizer"):
+    for key in ("base", "adapter", "base_config", "tokenizer", "ip_encoder"):
         if key in data:
             data[key] = resolve(data[key])
-    for key in ("control_video", "keyframe"):
+    for key in ("control_video", "keyframe", "ip_image"):
         if data.get(key) is not None:
-            data[key] = [_resolve_keyframe(v, resolve) if key == "keyframe" else resolve(v) for v in _listed(data[key])]
-    for key in ("lora", "motion_lora", "controlnet", "sparsectrl"):
+            data[key] = [resolve(v) if key == "control_video" else _resolve_keyframe(v, resolve) for v in _listed(data[key])]
+    for key in ("lora", "motion_lora", "controlnet", "sparsectrl", "ip_adapter"):
         loras = data.get(key)
         if loras is not None:
             loras = loras if isinstance(loras, list) else [loras]
@@ -434,13 +445,14 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _resolve_keyframe(spec: Any, resolve: Any) -> Any:
-    """A batch file's keyframe (``INDEX:IMAGE`` or ``{index, image}``) with its image relative to the file."""
+    """A batch file's keyframe (``INDEX:IMAGE``, ``{index, image}`` or a bare ``IMAGE``) with its image relative
+    to the file."""
     if isinstance(spec, dict) and "image" in spec:
         return {**spec, "image": resolve(str(spec["image"]))}
-    if isinstance(spec, str) and ":" in spec:
+    if isinstance(spec, str) and re.match(r"^-?\d+:", spec):
         index, image = spec.split(":", 1)
         return f"{index}:{resolve(image)}"
-    return spec
+    return resolve(spec) if isinstance(spec, str) else spec
 
 
 def device_and_dtype(device: str | None = None, dtype: str | None = None) -> tuple[str, Any]:
@@ -510,6 +522,9 @@ def build_pipeline(plan: Plan) -> Any:
     pipe = assemble_pipeline(components, adapter, plan.model["scheduler"], plan.model["attention_backend"], controlnet)
     if plan.loras:
         apply_loras(pipe, plan.loras)
+    if plan.ip_adapter is not None:
+        with quiet_loading():
+            plan.ip_adapter.load(pipe)
     return pipe
 
 
@@ -531,6 +546,7 @@ def _metadata(plan: Plan, job: Job) -> dict[str, Any]:
         "loras": [{"path": path, "scale": scale} for path, scale in plan.loras],
         "motion_loras": [{"path": path, "scale": scale} for path, scale in plan.motion_loras],
         "control": plan.control.to_dict() if plan.control is not None else None,
+        "ip_adapter": plan.ip_adapter.to_dict() if plan.ip_adapter is not None else None,
         "settings": {k: s[k] for k in DEFAULTS if k not in ("negative_prompt", "seed")},
     }
 
@@ -565,6 +581,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         context_loop=bool(s["context_loop"]),
         output_type="np",
         **(plan.control.call_kwargs() if plan.control is not None else {}),
+        **(plan.ip_adapter.call_kwargs() if plan.ip_adapter is not None else {}),
     )
     return write_video(output.frames[0], job.out, fps=s["fps"], metadata=_metadata(plan, job))
 

@@ -54,12 +54,19 @@ DEFAULTS: dict[str, Any] = {
     "device": None,
     "dtype": None,
     "attention_backend": "auto",
+    "offload": None,
+    "vae_slicing": False,
+    "vae_tiling": False,
+    "decode_chunk": 16,
     "negative_prompt": None,
     "seed": None,
     "no_limits": False,
 }
 # What the base/adapter loading needs, shared by every prompt of a batch.
-MODEL_KEYS = ("base", "adapter", "base_config", "tokenizer", "lora", "motion_lora", "device", "dtype", "attention_backend", "scheduler")
+MODEL_KEYS = ("base", "adapter", "base_config", "tokenizer", "lora", "motion_lora", "device", "dtype", "attention_backend", "scheduler",
+              "offload", "vae_slicing", "vae_tiling")
+# Memory switches (motionkit.pipeline.memory): the pipeline's, shared by every prompt of a batch.
+MEMORY_KEYS = ("offload", "vae_slicing", "vae_tiling")
 # Control models and their inputs (motionkit.pipeline.control_plan), shared by every prompt of a batch.
 CONTROL_KEYS = ("controlnet", "control_video", "control_start", "control_end", "sparsectrl", "keyframe")
 # The IP-Adapter and its reference images (motionkit.pipeline.ip_adapter_plan), shared by every prompt of a batch.
@@ -68,7 +75,7 @@ IP_KEYS = ("ip_adapter", "ip_encoder", "ip_image", "ip_scale")
 PROMPT_KEYS = {
     "prompt", "negative_prompt", "seed", "image", "out", "frames", "width", "height", "steps", "guidance",
     "strength", "motion_scale", "noise_aug", "image_guidance", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
-    "video", "video_fps", "video_frames",
+    "video", "video_fps", "video_frames", "decode_chunk",
 }
 
 
@@ -125,7 +132,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--ip-scale", action="append", metavar="FRAME:SCALE", help="IP-Adapter scale at a frame, linear in between; repeat to ramp it")
     add("--base-config", help="diffusers-format config folder for a single-file base (overrides the shipped configs)")
     add("--tokenizer", help="CLIP tokenizer folder (single-file bases carry none)")
-    add("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    add("--device", choices=("cpu", "cuda", "mps"), help="default: cuda when available (mps: Apple silicon, where torch has it)")
+    add("--offload", choices=("model", "sequential"), help="keep models in main memory and move them to the GPU as they run: model (fast) or sequential (least GPU memory, slow)")
+    add("--vae-slicing", action="store_true", default=None, help="decode one frame at a time inside each chunk")
+    add("--vae-tiling", action="store_true", default=None, help="encode and decode in overlapping tiles (large sizes)")
+    add("--decode-chunk", type=int, metavar="N", help="frames the VAE encodes or decodes at once (default 16; lower uses less memory)")
     add("--dtype", choices=DTYPES, help="default: fp16 on cuda, fp32 on cpu")
     add("--fps", type=float, help="frames per second of the written video (default 8)")
     add("--attention-backend", choices=BACKENDS, help="temporal attention kernel (default auto)")
@@ -229,6 +240,8 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
         raise MotionkitError(f"{at}--context-length must be at least 1, got {s['context_length']}")
     if int(s["context_overlap"]) < 0 or int(s["context_stride"]) < 1:
         raise MotionkitError(f"{at}--context-overlap must be >= 0 and --context-stride >= 1")
+    if not isinstance(s["decode_chunk"], int) or s["decode_chunk"] < 1:
+        raise MotionkitError(f"{at}--decode-chunk must be a whole number of at least 1, got {s['decode_chunk']}")
     if float(s["fps"]) <= 0:
         raise MotionkitError(f"{at}--fps must be positive, got {s['fps']}")
     if not s["no_limits"]:
@@ -276,8 +289,11 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
     from motionkit.pipeline.control_plan import control_plan
     from motionkit.pipeline.ip_adapter_plan import ip_adapter_plan
 
+    from motionkit.pipeline.memory import check_device, check_offload
+
     settings = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
     _check_scheduler(settings["scheduler"])
+    check_offload(settings["offload"], check_device(settings["device"]))
     plan = Plan(
         base=_existing(given.get("base"), "base model", "--base"),
         adapter=_existing(given.get("adapter"), "motion adapter", "--adapter"),
@@ -285,7 +301,7 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         tokenizer=_existing(given["tokenizer"], "tokenizer folder", "--tokenizer") if given.get("tokenizer") else None,
         loras=_loras(given.get("lora")),
         motion_loras=_loras(given.get("motion_lora"), "--motion-lora"),
-        model={k: settings[k] for k in ("device", "dtype", "attention_backend", "scheduler")},
+        model={k: settings[k] for k in ("device", "dtype", "attention_backend", "scheduler", *MEMORY_KEYS)},
         control=control_plan(**{k: given.get(k) for k in CONTROL_KEYS}),
         ip_adapter=ip_adapter_plan(**{k: given.get(k) for k in IP_KEYS}),
     )
@@ -459,9 +475,9 @@ def device_and_dtype(device: str | None = None, dtype: str | None = None) -> tup
     """The device and torch dtype to load models on: cuda when available, fp16 on cuda and fp32 on cpu."""
     import torch
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MotionkitError("--device cuda was asked for but no CUDA GPU is available: use --device cpu")
+    from motionkit.pipeline.memory import check_device
+
+    device = check_device(device)
     name = dtype or ("fp16" if device == "cuda" else "fp32")
     if name not in DTYPES:
         raise MotionkitError(f"unknown dtype {name!r}: choose one of {', '.join(DTYPES)}")
@@ -512,7 +528,12 @@ def build_pipeline(plan: Plan) -> Any:
     from motionkit.pipeline.loading import load_adapter_for, load_base
     from motionkit.pipeline.lora import apply_loras
 
+    from motionkit.pipeline.memory import apply_memory_options
+
     device, dtype = device_and_dtype(plan.model["device"], plan.model["dtype"])
+    offload = plan.model["offload"]
+    if offload is not None:
+        device = "cpu"  # offloaded models live in main memory; the hooks move them to the GPU as they run
     with quiet_loading():
         components = load_base(plan.base, config=plan.base_config, tokenizer=plan.tokenizer, dtype=dtype, device=device)
         adapter = load_adapter_for(components, plan.adapter)
@@ -525,6 +546,9 @@ def build_pipeline(plan: Plan) -> Any:
     if plan.ip_adapter is not None:
         with quiet_loading():
             plan.ip_adapter.load(pipe)
+    apply_memory_options(
+        pipe, offload, plan.model["device"], bool(plan.model["vae_slicing"]), bool(plan.model["vae_tiling"])
+    )
     return pipe
 
 
@@ -559,7 +583,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
     s = job.settings
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     s["width"], s["height"] = s["width"] or size, s["height"] or size
-    s["device"], s["dtype"] = str(pipe.device), str(pipe.unet.dtype).replace("torch.", "")
+    s["device"], s["dtype"] = str(pipe._execution_device), str(pipe.unet.dtype).replace("torch.", "")
     output = pipe(
         prompt=job.prompt,
         negative_prompt=s["negative_prompt"],
@@ -580,6 +604,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         context_stride=s["context_stride"],
         context_loop=bool(s["context_loop"]),
         output_type="np",
+        decode_chunk_size=s["decode_chunk"],
         **(plan.control.call_kwargs() if plan.control is not None else {}),
         **(plan.ip_adapter.call_kwargs() if plan.ip_adapter is not None else {}),
     )

@@ -11,7 +11,6 @@ import torch
 from diffusers import AnimateDiffPipeline
 
 from motionkit import MotionkitError
-from motionkit.cli import main
 from motionkit.formats.diffusers_format import to_diffusers_adapter, to_unet_motion_model
 from motionkit.pipeline.memory import apply_memory_options, check_device, check_offload, enable_offload, mps_available
 from motionkit.pipeline.motion_pipeline import MotionPipeline

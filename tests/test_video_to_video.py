@@ -115,10 +115,10 @@ def test_long_source_runs_in_context_windows(pipe, caplog):
     assert first.shape[2] == 5
 
 
-def test_video_composes_with_controlnet_and_lora():
+def test_video_composes_with_controlnet_and_context_windows():
+    # (LoRAs and MotionLoRAs with a source video: tests/test_cli_video.py)
     from diffusers import ControlNetModel
 
-    from motionkit.pipeline.lora import apply_loras
     from motionkit.tiny import randomize_
 
     components = _components()

@@ -133,7 +133,11 @@ class MotionUNet(nn.Module):
         timestep = self._per_frame(timestep.expand(b) if timestep.numel() == 1 else timestep, b, f)
         encoder_hidden_states = self._per_frame(encoder_hidden_states, b, f)
         if added_cond_kwargs:
-            added_cond_kwargs = {k: self._per_frame(v, b, f) for k, v in added_cond_kwargs.items()}
+            # IP-Adapter's image_embeds is a list, one tensor per adapter.
+            added_cond_kwargs = {
+                k: [self._per_frame(t, b, f) for t in v] if isinstance(v, list) else self._per_frame(v, b, f)
+                for k, v in added_cond_kwargs.items()
+            }
         self._image_cond = self._cond_per_frame(image_cond, b, f) if image_cond is not None else None
         if image_cond is not None and self.adapter.image_cond_conv is None:
             raise MotionkitError("image_cond was given but this adapter has no image-conditioning branch")

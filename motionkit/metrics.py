@@ -481,6 +481,32 @@ def adherence_report(frames: Any, image: Any = None, reference: Any = None) -> d
     return report
 
 
+def source_faithfulness(frames: Any, source: Any) -> dict[str, Any]:
+    """How faithful a video-to-video output is to its source clip (fitted to the frame size as ``fit_video``).
+
+    ``psnr_source``: mean PSNR of frame k against source frame k over every frame both have (frame 0
+    included: video-to-video anchors no frame); ``warping_error_source``: the source's own warping error
+    over those frames, and ``warping_ratio``: the output's over the source's (1 = as steady as the source).
+    Per-frame PSNRs go under ``"per_frame"["psnr_source"]``.
+    """
+    video = _as_video(frames, min_frames=1)
+    truth = fit_video(source, *video.shape[1:3])
+    common = min(len(truth), len(video))
+    values = frame_psnr(video[:common], truth[:common])
+    finite = [v for v in values if math.isfinite(v)]
+    report: dict[str, Any] = {
+        "source_frames": int(len(truth)),
+        "compared_source_frames": int(common),
+        "psnr_source": float(np.mean(finite)) if finite else float("inf"),
+        "per_frame": {"psnr_source": values},
+    }
+    if common >= 2:
+        own, theirs = warping_error(video[:common]), warping_error(truth[:common])
+        report["warping_error_source"] = theirs
+        report["warping_ratio"] = own / theirs if theirs > 0 else float("nan")
+    return report
+
+
 # ---------------------------------------------------------------------------------------------- report
 
 

@@ -49,21 +49,33 @@ DEFAULTS: dict[str, Any] = {
     "context_stride": 1,
     "context_loop": False,
     "fps": 8.0,
+    "video_fps": None,
+    "video_frames": None,
     "device": None,
     "dtype": None,
     "attention_backend": "auto",
+    "offload": None,
+    "vae_slicing": False,
+    "vae_tiling": False,
+    "decode_chunk": 16,
     "negative_prompt": None,
     "seed": None,
     "no_limits": False,
 }
 # What the base/adapter loading needs, shared by every prompt of a batch.
-MODEL_KEYS = ("base", "adapter", "base_config", "tokenizer", "lora", "motion_lora", "device", "dtype", "attention_backend", "scheduler")
+MODEL_KEYS = ("base", "adapter", "base_config", "tokenizer", "lora", "motion_lora", "device", "dtype", "attention_backend", "scheduler",
+              "offload", "vae_slicing", "vae_tiling")
+# Memory switches (motionkit.pipeline.memory): the pipeline's, shared by every prompt of a batch.
+MEMORY_KEYS = ("offload", "vae_slicing", "vae_tiling")
 # Control models and their inputs (motionkit.pipeline.control_plan), shared by every prompt of a batch.
 CONTROL_KEYS = ("controlnet", "control_video", "control_start", "control_end", "sparsectrl", "keyframe")
+# The IP-Adapter and its reference images (motionkit.pipeline.ip_adapter_plan), shared by every prompt of a batch.
+IP_KEYS = ("ip_adapter", "ip_encoder", "ip_image", "ip_scale")
 # What a single prompt of a batch may set for itself.
 PROMPT_KEYS = {
     "prompt", "negative_prompt", "seed", "image", "out", "frames", "width", "height", "steps", "guidance",
     "strength", "motion_scale", "noise_aug", "image_guidance", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
+    "video", "video_fps", "video_frames", "decode_chunk",
 }
 
 
@@ -79,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--base", help="base model: a diffusers pipeline folder or a single .safetensors/.ckpt checkpoint")
     add("--adapter", help="motion adapter file or folder (AnimateDiff, diffusers or motionkit)")
     add("--image", help="first frame to animate (image-to-video)")
+    add("--video", help="source video to restyle (video-to-video): a video file or a folder of frames; --strength sets how far")
+    add("--video-fps", type=float, help="video-to-video: the source's frame rate, when the file carries none or a wrong one")
+    add("--video-frames", metavar="START:END", help="video-to-video: source frames to use, END exclusive (e.g. 0:48, 24:)")
     add("--prompt", help="what the video shows")
     add("--negative-prompt", help="what to steer away from")
     add("--frames", type=int, help="number of frames (default 16)")
@@ -111,9 +126,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--control-end", action="append", type=float, metavar="FRACTION", help="fraction of the schedule where control ends: one value, or one per --controlnet (default 1)")
     add("--sparsectrl", metavar="PATH[:SCALE]", help="SparseCtrl folder (RGB or scribble), conditioned on --keyframe images")
     add("--keyframe", action="append", metavar="INDEX:IMAGE", help="SparseCtrl keyframe: frame index and image; repeat for several. Negative indices count from the end: write --keyframe=-1:last.png")
+    add("--ip-adapter", metavar="PATH[:SCALE]", help="IP-Adapter file (h94 layout, .safetensors or .bin): an image prompt from --ip-image")
+    add("--ip-encoder", metavar="DIR", help="the IP-Adapter's CLIP image encoder folder (default: image_encoder/ beside the file)")
+    add("--ip-image", action="append", metavar="[FRAME:]IMAGE", help="IP-Adapter reference image; repeat as FRAME:IMAGE to change it over frames")
+    add("--ip-scale", action="append", metavar="FRAME:SCALE", help="IP-Adapter scale at a frame, linear in between; repeat to ramp it")
     add("--base-config", help="diffusers-format config folder for a single-file base (overrides the shipped configs)")
     add("--tokenizer", help="CLIP tokenizer folder (single-file bases carry none)")
-    add("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    add("--device", choices=("cpu", "cuda", "mps"), help="default: cuda when available (mps: Apple silicon, where torch has it)")
+    add("--offload", choices=("model", "sequential"), help="keep models in main memory and move them to the GPU as they run: model (fast) or sequential (least GPU memory, slow)")
+    add("--vae-slicing", action="store_true", default=None, help="decode one frame at a time inside each chunk")
+    add("--vae-tiling", action="store_true", default=None, help="encode and decode in overlapping tiles (large sizes)")
+    add("--decode-chunk", type=int, metavar="N", help="frames the VAE encodes or decodes at once (default 16; lower uses less memory)")
     add("--dtype", choices=DTYPES, help="default: fp16 on cuda, fp32 on cpu")
     add("--fps", type=float, help="frames per second of the written video (default 8)")
     add("--attention-backend", choices=BACKENDS, help="temporal attention kernel (default auto)")
@@ -136,6 +159,7 @@ class Job:
     out: Path
     settings: dict[str, Any]
     image: Path | None = None
+    video: Any = None  # a motionkit.pipeline.video_input.SourceVideo for video-to-video
 
 
 @dataclass
@@ -148,6 +172,7 @@ class Plan:
     model: dict[str, Any]
     motion_loras: list[tuple[str, float]] = field(default_factory=list)
     control: Any = None  # a motionkit.pipeline.control_plan.ControlPlan, or None
+    ip_adapter: Any = None  # a motionkit.pipeline.ip_adapter_plan.IPAdapterPlan, or None
     jobs: list[Job] = field(default_factory=list)
 
 
@@ -198,6 +223,8 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
         raise MotionkitError(f"{at}--steps {s['steps']} is more than the schedule's {MAX_STEPS} timesteps: use at most {MAX_STEPS} (25-50 is typical)")
     if s["seed"] is not None and (not isinstance(s["seed"], int) or not 0 <= s["seed"] < SEED_RANGE):
         raise MotionkitError(f"{at}--seed must be a whole number from 0 to 2**64 - 1, got {str(s['seed'])[:40]}")
+    if s["video_fps"] is not None and not (isinstance(s["video_fps"], (int, float)) and float(s["video_fps"]) > 0):
+        raise MotionkitError(f"{at}--video-fps must be a positive number, got {s['video_fps']}")
     for key in ("guidance", "strength", "noise_aug", "fps"):
         if not isinstance(s[key], (int, float)) or not math.isfinite(float(s[key])):
             raise MotionkitError(f"{at}{_flag(key)} must be a finite number, got {s[key]}")
@@ -221,6 +248,8 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
         raise MotionkitError(f"{at}--context-length must be at least 1, got {s['context_length']}")
     if int(s["context_overlap"]) < 0 or int(s["context_stride"]) < 1:
         raise MotionkitError(f"{at}--context-overlap must be >= 0 and --context-stride >= 1")
+    if not isinstance(s["decode_chunk"], int) or s["decode_chunk"] < 1:
+        raise MotionkitError(f"{at}--decode-chunk must be a whole number of at least 1, got {s['decode_chunk']}")
     if float(s["fps"]) <= 0:
         raise MotionkitError(f"{at}--fps must be positive, got {s['fps']}")
     if not s["no_limits"]:
@@ -266,9 +295,13 @@ def _loras(specs: Any, flag: str = "--lora") -> list[tuple[str, float]]:
 
 def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch: bool) -> Plan:
     from motionkit.pipeline.control_plan import control_plan
+    from motionkit.pipeline.ip_adapter_plan import ip_adapter_plan
+
+    from motionkit.pipeline.memory import check_device, check_offload
 
     settings = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
     _check_scheduler(settings["scheduler"])
+    check_offload(settings["offload"], check_device(settings["device"]))
     plan = Plan(
         base=_existing(given.get("base"), "base model", "--base"),
         adapter=_existing(given.get("adapter"), "motion adapter", "--adapter"),
@@ -276,15 +309,21 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         tokenizer=_existing(given["tokenizer"], "tokenizer folder", "--tokenizer") if given.get("tokenizer") else None,
         loras=_loras(given.get("lora")),
         motion_loras=_loras(given.get("motion_lora"), "--motion-lora"),
-        model={k: settings[k] for k in ("device", "dtype", "attention_backend", "scheduler")},
+        model={k: settings[k] for k in ("device", "dtype", "attention_backend", "scheduler", *MEMORY_KEYS)},
         control=control_plan(**{k: given.get(k) for k in CONTROL_KEYS}),
+        ip_adapter=ip_adapter_plan(**{k: given.get(k) for k in IP_KEYS}),
     )
     for index, entry in enumerate(prompts):
         where = f"prompt {index + 1}" if batch else ""
         job_settings = {**settings, **{k: v for k, v in entry.items() if k in DEFAULTS}}
         _check_settings(job_settings, where)
+        video = _source_video(entry, job_settings, "frames" in given or "frames" in entry, where)
+        if video is not None:
+            _check_settings(job_settings, where)  # the clip's length is the frame count now
         if plan.control is not None:
             plan.control.check_frames(job_settings["frames"], where)
+        if plan.ip_adapter is not None:
+            plan.ip_adapter.check_frames(job_settings["frames"], where)
         prompt = entry.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise MotionkitError(f"{where}: empty prompt; give it some text" if batch else "no prompt given: pass --prompt TEXT")
@@ -300,8 +339,27 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         _check_out(target)
         if job_settings["seed"] is None:
             job_settings["seed"] = random.SystemRandom().randrange(2**31)
-        plan.jobs.append(Job(prompt=prompt, out=target, settings=job_settings, image=image))
+        if image is not None and video is not None:
+            raise MotionkitError(f"{where + ': ' if where else ''}--image and --video do not mix: give one (image- or video-to-video)")
+        plan.jobs.append(Job(prompt=prompt, out=target, settings=job_settings, image=image, video=video))
     return plan
+
+
+def _source_video(entry: dict[str, Any], s: dict[str, Any], frames_given: bool, where: str) -> Any:
+    """The source clip of a video-to-video job, read now so a bad file or range fails before models load;
+    its length becomes the job's frame count."""
+    from motionkit.pipeline.video_input import source_video_from_settings
+
+    if not entry.get("video"):
+        if s["video_fps"] is not None or s["video_frames"] is not None:
+            raise MotionkitError(f"{where + ': ' if where else ''}--video-fps and --video-frames need a source video: pass --video")
+        return None
+    limit = None if s["no_limits"] else MAX_FRAMES + 1  # one past the ceiling is enough to refuse
+    clip = source_video_from_settings(
+        entry["video"], float(s["fps"]), s["video_fps"], s["video_frames"], s["frames"] if frames_given else None, limit
+    )
+    s["frames"] = len(clip)
+    return clip
 
 
 def _slug(text: str, length: int = 40) -> str:
@@ -360,22 +418,23 @@ def _batch(path: Path, given: dict[str, Any]) -> tuple[dict[str, Any], list[dict
         unknown = sorted(set(entry) - PROMPT_KEYS)
         if unknown:
             raise MotionkitError(f"{path}: prompt {i + 1} has unknown key {unknown[0]!r}: use {', '.join(sorted(PROMPT_KEYS))}")
-        if entry.get("image"):
-            entry["image"] = resolve(entry["image"])
+        for key in ("image", "video"):
+            if entry.get(key):
+                entry[key] = resolve(entry[key])
         entries.append(entry)
 
-    known = set(DEFAULTS) | set(MODEL_KEYS) | set(CONTROL_KEYS) | {"out", "output_dir", "format"}
+    known = set(DEFAULTS) | set(MODEL_KEYS) | set(CONTROL_KEYS) | set(IP_KEYS) | {"out", "output_dir", "format"}
     data.pop("n_prompt", None)
     unknown = sorted(set(data) - known)
     if unknown:
         raise MotionkitError(f"{path}: unknown setting {unknown[0]!r}: use {', '.join(sorted(known))}")
-    for key in ("base", "adapter", "base_config", "tokenizer"):
+    for key in ("base", "adapter", "base_config", "tokenizer", "ip_encoder"):
         if key in data:
             data[key] = resolve(data[key])
-    for key in ("control_video", "keyframe"):
+    for key in ("control_video", "keyframe", "ip_image"):
         if data.get(key) is not None:
-            data[key] = [_resolve_keyframe(v, resolve) if key == "keyframe" else resolve(v) for v in _listed(data[key])]
-    for key in ("lora", "motion_lora", "controlnet", "sparsectrl"):
+            data[key] = [resolve(v) if key == "control_video" else _resolve_keyframe(v, resolve) for v in _listed(data[key])]
+    for key in ("lora", "motion_lora", "controlnet", "sparsectrl", "ip_adapter"):
         loras = data.get(key)
         if loras is not None:
             loras = loras if isinstance(loras, list) else [loras]
@@ -410,22 +469,23 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _resolve_keyframe(spec: Any, resolve: Any) -> Any:
-    """A batch file's keyframe (``INDEX:IMAGE`` or ``{index, image}``) with its image relative to the file."""
+    """A batch file's keyframe (``INDEX:IMAGE``, ``{index, image}`` or a bare ``IMAGE``) with its image relative
+    to the file."""
     if isinstance(spec, dict) and "image" in spec:
         return {**spec, "image": resolve(str(spec["image"]))}
-    if isinstance(spec, str) and ":" in spec:
+    if isinstance(spec, str) and re.match(r"^-?\d+:", spec):
         index, image = spec.split(":", 1)
         return f"{index}:{resolve(image)}"
-    return spec
+    return resolve(spec) if isinstance(spec, str) else spec
 
 
 def device_and_dtype(device: str | None = None, dtype: str | None = None) -> tuple[str, Any]:
     """The device and torch dtype to load models on: cuda when available, fp16 on cuda and fp32 on cpu."""
     import torch
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MotionkitError("--device cuda was asked for but no CUDA GPU is available: use --device cpu")
+    from motionkit.pipeline.memory import check_device
+
+    device = check_device(device)
     name = dtype or ("fp16" if device == "cuda" else "fp32")
     if name not in DTYPES:
         raise MotionkitError(f"unknown dtype {name!r}: choose one of {', '.join(DTYPES)}")
@@ -477,7 +537,12 @@ def build_pipeline(plan: Plan) -> Any:
     from motionkit.pipeline.loading import load_adapter_for, load_base
     from motionkit.pipeline.lora import apply_loras
 
+    from motionkit.pipeline.memory import apply_memory_options
+
     device, dtype = device_and_dtype(plan.model["device"], plan.model["dtype"])
+    offload = plan.model["offload"]
+    if offload is not None:
+        device = "cpu"  # offloaded models live in main memory; the hooks move them to the GPU as they run
     with quiet_loading():
         components = load_base(plan.base, config=plan.base_config, tokenizer=plan.tokenizer, dtype=dtype, device=device)
         adapter = load_adapter_for(components, plan.adapter)
@@ -487,6 +552,12 @@ def build_pipeline(plan: Plan) -> Any:
     pipe = assemble_pipeline(components, adapter, plan.model["scheduler"], plan.model["attention_backend"], controlnet)
     if plan.loras:
         apply_loras(pipe, plan.loras)
+    if plan.ip_adapter is not None:
+        with quiet_loading():
+            plan.ip_adapter.load(pipe)
+    apply_memory_options(
+        pipe, offload, plan.model["device"], bool(plan.model["vae_slicing"]), bool(plan.model["vae_tiling"])
+    )
     return pipe
 
 
@@ -501,12 +572,14 @@ def _metadata(plan: Plan, job: Job) -> dict[str, Any]:
         "negative_prompt": s["negative_prompt"],
         "seed": s["seed"],
         "image": str(job.image) if job.image else None,
+        "video": job.video.to_dict() if job.video is not None else None,
         "base": str(plan.base),
         "base_config": str(plan.base_config) if plan.base_config else None,
         "adapter": str(plan.adapter),
         "loras": [{"path": path, "scale": scale} for path, scale in plan.loras],
         "motion_loras": [{"path": path, "scale": scale} for path, scale in plan.motion_loras],
         "control": plan.control.to_dict() if plan.control is not None else None,
+        "ip_adapter": plan.ip_adapter.to_dict() if plan.ip_adapter is not None else None,
         "settings": {k: s[k] for k in DEFAULTS if k not in ("negative_prompt", "seed")},
     }
 
@@ -519,11 +592,12 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
     s = job.settings
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     s["width"], s["height"] = s["width"] or size, s["height"] or size
-    s["device"], s["dtype"] = str(pipe.device), str(pipe.unet.dtype).replace("torch.", "")
+    s["device"], s["dtype"] = str(pipe._execution_device), str(pipe.unet.dtype).replace("torch.", "")
     output = pipe(
         prompt=job.prompt,
         negative_prompt=s["negative_prompt"],
         image=str(job.image) if job.image else None,
+        video=job.video,
         num_frames=s["frames"],
         height=s["height"],
         width=s["width"],
@@ -539,7 +613,9 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         context_stride=s["context_stride"],
         context_loop=bool(s["context_loop"]),
         output_type="np",
+        decode_chunk_size=s["decode_chunk"],
         **(plan.control.call_kwargs() if plan.control is not None else {}),
+        **(plan.ip_adapter.call_kwargs() if plan.ip_adapter is not None else {}),
     )
     return write_video(output.frames[0], job.out, fps=s["fps"], metadata=_metadata(plan, job))
 
@@ -553,7 +629,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not given.get("out"):
             raise MotionkitError("no output given: pass --out OUT.mp4 (or .gif, .webp, DIR/)")
-        entry = {k: given[k] for k in ("prompt", "image") if k in given}
+        entry = {k: given[k] for k in ("prompt", "image", "video") if k in given}
         plan = _plan(given, [entry], Path(given["out"]), batch=False)
     pipe = build_pipeline(plan)
     for job in plan.jobs:

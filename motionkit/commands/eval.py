@@ -2,7 +2,9 @@
 
 Steadiness and motion always; adherence over frames 1..N-1 (frame 0 of image-to-video is usually the image
 itself, so it proves nothing): against the video's own frame 0 and the 0 -> 1 jump always, against the
-conditioning image with ``--image``, frame by frame against a ground-truth clip with ``--reference``.
+conditioning image with ``--image``, frame by frame against a ground-truth clip with ``--reference``;
+faithfulness of a video-to-video output to its source clip with ``--source`` (the source frames are picked
+as the output's sidecar JSON records, else frame k against frame k).
 An image or reference of another size is fitted to the video as the pipeline prepares images (resize to
 cover, centre crop); a reference of another length is compared over the frames both have.
 """
@@ -36,9 +38,13 @@ _ROWS = (
     ("compared_frames", "frames compared with the reference"),
     ("psnr_reference", "frames 1..N-1 vs reference frame k, mean dB"),
     ("ssim_reference", "frames 1..N-1 vs reference frame k, mean SSIM"),
+    ("compared_source_frames", "frames compared with the source"),
+    ("psnr_source", "every frame vs source frame k, mean dB"),
+    ("warping_error_source", "the source's own warping error, same frames"),
+    ("warping_ratio", "warping error / the source's, 1 = as steady as the source"),
 )
 # Per-frame lists the table shows under the rows (all of them are in --json).
-_PER_FRAME = ("psnr_image", "delta_e_image", "hist_image", "psnr_frame0", "psnr_reference")
+_PER_FRAME = ("psnr_image", "delta_e_image", "hist_image", "psnr_frame0", "psnr_reference", "psnr_source")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,6 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--reference", metavar="CLIP",
         help="ground-truth clip (video file or folder of frames): PSNR / SSIM frame by frame, over the common frames",
+    )
+    parser.add_argument(
+        "--source", metavar="CLIP",
+        help="video-to-video source (video file or folder of frames): PSNR against it and warping error against its own",
     )
     parser.add_argument("--contact-sheet", metavar="PNG", help="also write the frames side by side to this PNG")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -78,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
     fps = probe_video(args.video).fps if args.use_fps else None
     report = evaluate_video(frames, image, fps=fps)
     report.update(adherence_report(frames, image, reference))
+    source = _read_source(args.source, args.video, len(frames)) if args.source else None
+    if source is not None:
+        from motionkit.metrics import source_faithfulness
+
+        faithfulness = source_faithfulness(frames, source)
+        report["per_frame"].update(faithfulness.pop("per_frame"))
+        report.update(faithfulness)
     notes = _notes(args, frames, report)
     if args.contact_sheet:
         from motionkit.contact_sheet import write_contact_sheet
@@ -86,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append(("video", frames))
         if reference is not None:
             rows.append(("reference", reference))
+        if source is not None:
+            rows.append(("source", fit_video(source, height, width)))
         notes.append(f"contact sheet: {write_contact_sheet(args.contact_sheet, rows)}")
     if args.json:
         print(json.dumps({"video": str(args.video), **json_safe(report), "notes": notes}, indent=2))
@@ -94,6 +113,23 @@ def run(args: argparse.Namespace) -> int:
         for line in notes:
             print(f"  note: {line}")
     return 0
+
+
+def _read_source(source: str, video: str, frames: int) -> Any:
+    """The source clip's frames as the video's sidecar says they were picked (fps, range), else all of them."""
+    from motionkit.pipeline.video_input import read_source_video
+    from motionkit.video_io import read_video, sidecar_path
+
+    try:
+        picked = json.loads(sidecar_path(video).read_text(encoding="utf-8")).get("video")
+    except (OSError, ValueError, AttributeError):
+        picked = None
+    if not isinstance(picked, dict):
+        return read_video(source, max_frames=frames)
+    return read_source_video(
+        source, fps=picked.get("fps"), source_fps=picked.get("source_fps"), start=int(picked.get("start") or 0),
+        end=picked.get("end"), max_frames=frames,
+    ).frames
 
 
 def _read_image(path: str, height: int, width: int) -> Any:
@@ -119,6 +155,11 @@ def _notes(args: argparse.Namespace, frames: Any, report: dict[str, Any]) -> lis
                 f"reference has {report['reference_frames']} frames and the video {report['frames']}: "
                 f"compared over the first {report['compared_frames']}"
             )
+    if args.source and report["source_frames"] != report["frames"]:
+        notes.append(
+            f"source gives {report['source_frames']} frames and the video {report['frames']}: "
+            f"compared over the first {report['compared_source_frames']}"
+        )
     if report["frames"] < 3:
         notes.append("jump_ratio needs at least 3 frames (two later steps to compare with): nan")
     return notes

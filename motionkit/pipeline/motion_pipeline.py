@@ -45,13 +45,13 @@ import PIL.Image
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.loaders import StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
+from diffusers.loaders import IPAdapterMixin, StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
 from diffusers.pipelines.pipeline_utils import StableDiffusionMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from motionkit.adapter import MotionAdapter
 from motionkit.errors import MotionkitError
@@ -62,6 +62,8 @@ from motionkit.pipeline.context import ContextWindows, check_frames_fit, fuse_wi
 from motionkit.pipeline.control import Control, ControlModel, as_control_model, check_control_fits, prepare_control
 from motionkit.pipeline.free_init import FreeInit
 from motionkit.pipeline.image_input import ImageInput, prepare_image
+from motionkit.pipeline.ip_adapter import IPConditioning, prepare_ip_adapter
+from motionkit.pipeline.video_input import VideoInput, encode_video, video_frames, video_length
 
 logger = logging.getLogger(__name__)
 
@@ -121,23 +123,27 @@ class _ImageConditioning:
 
 
 class MotionPipeline(
-    DiffusionPipeline, StableDiffusionMixin, TextualInversionLoaderMixin, StableDiffusionLoraLoaderMixin
+    DiffusionPipeline, StableDiffusionMixin, TextualInversionLoaderMixin, StableDiffusionLoraLoaderMixin, IPAdapterMixin
 ):
     """Text- and image-to-video with a ``MotionAdapter`` injected into a frozen SD UNet."""
 
     family = "sd"
     # SD 1.x/2.x VAEs are fine in float16 (diffusers' AnimateDiffPipeline never upcasts them); SDXL's are not.
     upcast_fp16_vae = False
-    model_cpu_offload_seq = "text_encoder->unet->vae"
+    model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
     # The adapter only runs inside the UNet's forward, so it cannot get an offload hook of its own: keep it on device.
     _exclude_from_cpu_offload = ["adapter"]
     # controlnet: a ControlNetModel, MultiControlNetModel or SparseControlNetModel (see ``control``).
-    _optional_components = ["tokenizer", "text_encoder", "controlnet"]
+    # image_encoder / feature_extractor: IP-Adapter's CLIP image encoder (``load_ip_adapter``, ``ip_adapter``).
+    _optional_components = ["tokenizer", "text_encoder", "controlnet", "image_encoder", "feature_extractor"]
     # prompt_embeds: the batched [negative, positive] embeddings when guidance is on.
     _callback_tensor_inputs = ["latents", "prompt_embeds"]
 
     # Prompt encoding is exactly Stable Diffusion's (textual inversion, LoRA scale, clip_skip included).
     encode_prompt = StableDiffusionPipeline.encode_prompt
+    # IP-Adapter image prompts are Stable Diffusion's too (see ``motionkit.pipeline.ip_adapter``).
+    encode_image = StableDiffusionPipeline.encode_image
+    prepare_ip_adapter_image_embeds = StableDiffusionPipeline.prepare_ip_adapter_image_embeds
 
     def __init__(
         self,
@@ -148,11 +154,13 @@ class MotionPipeline(
         scheduler: SchedulerMixin,
         adapter: MotionAdapter,
         controlnet: ControlModel | list | None = None,
+        image_encoder: CLIPVisionModelWithProjection | None = None,
+        feature_extractor: CLIPImageProcessor | None = None,
     ):
         super().__init__()
         self._setup(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, adapter=adapter,
-            controlnet=controlnet,
+            controlnet=controlnet, image_encoder=image_encoder, feature_extractor=feature_extractor,
         )
 
     def _setup(self, **modules: Any) -> None:
@@ -461,7 +469,7 @@ class MotionPipeline(
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
         image: ImageInput | None = None,
-        num_frames: int = 16,
+        num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 25,
@@ -483,6 +491,10 @@ class MotionPipeline(
         context_stride: int = 1,
         context_loop: bool = False,
         conditioning_frames: Any = None,
+        video: VideoInput | None = None,
+        ip_adapter_image: Any = None,
+        ip_adapter_image_embeds: list[torch.Tensor] | None = None,
+        ip_adapter_scale: Any = None,
         controlnet_conditioning_scale: float | list[float] = 1.0,
         control_guidance_start: float | list[float] = 0.0,
         control_guidance_end: float | list[float] = 1.0,
@@ -515,10 +527,24 @@ class MotionPipeline(
         of each keyframe, default ``[0]``, negative counts from the end), ``controlnet_conditioning_scale``,
         ``control_guidance_start`` / ``control_guidance_end`` (fractions of the schedule; one value or one
         per net) and ``guess_mode``. See ``motionkit.pipeline.control``.
+        Video-to-video (diffusers' ``AnimateDiffVideoToVideoPipeline``): ``video`` (see ``video_input``: a
+        ``read_source_video`` clip, a path, frames, an array or a tensor) is encoded ``decode_chunk_size``
+        frames at a time and noised to the first step of the schedule ``strength`` keeps; ``num_frames``
+        defaults to the video's length (fewer: its first frames).
+        IP-Adapter (after ``load_ip_adapter``, as diffusers): ``ip_adapter_image`` / ``ip_adapter_image_embeds``;
+        ``ip_adapter_image={frame: image}`` and ``ip_adapter_scale={frame: scale}`` (or a number) schedule them
+        over frames, a list holds one per adapter (see ``motionkit.pipeline.ip_adapter``).
         ``family_kwargs``: prompt arguments of other families (``MotionPipelineXL``'s ``prompt_2``, sizes, ...).
         """
         if self.motion_unet is None:
             raise MotionkitError("the adapter was ejected from this pipeline: build a new MotionPipeline to sample")
+        source = None
+        if video is not None:
+            if image is not None:
+                raise MotionkitError("give a conditioning image or a source video, not both")
+            source = video_frames(video)
+            num_frames = video_length(len(source), num_frames)
+        num_frames = 16 if num_frames is None else num_frames
         self._check_inputs(
             prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, output_type, num_frames,
             callback_on_step_end_tensor_inputs,
@@ -526,8 +552,10 @@ class MotionPipeline(
         default_size = self.unet.config.sample_size * self.vae_scale_factor
         height, width = height or default_size, width or default_size
         self._check_size(height, width)
-        if image is None and (strength != 1.0 or noise_aug_strength or motion_scale is not None):
-            raise MotionkitError("strength, noise_aug_strength and motion_scale need a conditioning image: pass image")
+        if image is None and (noise_aug_strength or motion_scale is not None or (strength != 1.0 and video is None)):
+            raise MotionkitError(
+                "strength, noise_aug_strength and motion_scale need a conditioning image (strength: or a video): pass image"
+            )
         if not 0.0 < strength <= 1.0:
             raise MotionkitError(f"strength must lie in (0, 1], got {strength}")
         if image_guidance not in IMAGE_GUIDANCE:
@@ -554,6 +582,10 @@ class MotionPipeline(
             window=context.length if context is not None else num_frames, encode_latents=self._encode_pixels,
             device=device,
         )
+        ip = prepare_ip_adapter(
+            self, ip_adapter_image, ip_adapter_image_embeds, ip_adapter_scale, num_frames, batch, do_cfg, device,
+            (height // self.vae_scale_factor, width // self.vae_scale_factor),
+        )
         cond = None
         if image is not None:
             cond = self._image_conditioning(
@@ -564,7 +596,11 @@ class MotionPipeline(
         timesteps = self._set_timesteps(num_inference_steps, strength, device)
         shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
         noise = latents.to(device, dtype) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        if cond is None:
+        if source is not None:
+            # Video-to-video: every frame starts from its own source latent noised to the first timestep.
+            start = encode_video(source[:num_frames], height, width, self._encode_pixels, decode_chunk_size, device)
+            latents = self.scheduler.add_noise(start.to(dtype).expand_as(noise), noise, timesteps[:1].repeat(batch))
+        elif cond is None:
             latents = noise * self.scheduler.init_noise_sigma
         else:
             # Every frame starts from the image latent noised to the first timestep (img2img).
@@ -581,10 +617,11 @@ class MotionPipeline(
                 latents = free_init.reinitialise(latents, noise, self.scheduler, timesteps[0], generator)
             elif free_init is not None and free_init.fast_sampling:
                 timesteps = self._set_timesteps(free_init.steps(0, num_inference_steps), strength, device)
-            latents = self._denoise(
-                latents, timesteps, text, guidance, do_cfg, cond, control, noise, context, extra_step_kwargs,
-                cross_attention_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
-            )
+            with ip.processor_scales(self.unet) if ip is not None else contextlib.nullcontext():
+                latents = self._denoise(
+                    latents, timesteps, text, guidance, do_cfg, cond, control, noise, context, extra_step_kwargs,
+                    cross_attention_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs, ip,
+                )
 
         if output_type == "latent":
             video = latents
@@ -609,6 +646,7 @@ class MotionPipeline(
         cross_attention_kwargs: dict[str, Any] | None,
         callback: Callable | None,
         callback_inputs: list[str],
+        ip: IPConditioning | None = None,
     ) -> torch.Tensor:
         """One full pass over ``timesteps``; returns the clean latents (a callback may replace ``text``'s tensors)."""
         num_frames = latents.shape[2]
@@ -630,12 +668,15 @@ class MotionPipeline(
                     residuals = {} if control is None else control.residuals(
                         i, len(timesteps), window_input, t, frames, text.embeds, added_cond_kwargs, do_cfg
                     )
+                    unet_added, unet_cross = (added_cond_kwargs, cross_attention_kwargs) if ip is None else (
+                        ip.unet_kwargs(frames, added_cond_kwargs, cross_attention_kwargs)
+                    )
                     out = self.motion_unet(
                         window_input,
                         t,
                         encoder_hidden_states=text.embeds,
-                        added_cond_kwargs=added_cond_kwargs,
-                        cross_attention_kwargs=cross_attention_kwargs,
+                        added_cond_kwargs=unet_added,
+                        cross_attention_kwargs=unet_cross,
                         image_cond=unet_cond[:, :, index] if unet_cond is not None else None,
                         **residuals,
                     ).sample

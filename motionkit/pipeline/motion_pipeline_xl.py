@@ -16,7 +16,13 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
 from diffusers.loaders import StableDiffusionXLLoraLoaderMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionModelWithProjection,
+)
 
 from motionkit.adapter import MotionAdapter
 from motionkit.errors import MotionkitError
@@ -33,9 +39,11 @@ class MotionPipelineXL(StableDiffusionXLLoraLoaderMixin, MotionPipeline):
     family = "sdxl"
     # SDXL's VAE overflows in float16 unless it is the fp16-fixed one (whose config clears force_upcast).
     upcast_fp16_vae = True
-    model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae"
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->image_encoder->unet->vae"
     # An SDXL refiner-style base has only the second encoder.
-    _optional_components = ["tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "controlnet"]
+    _optional_components = [
+        "tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "controlnet", "image_encoder", "feature_extractor"
+    ]
     # add_text_embeds / add_time_ids: the batched pooled embeddings and micro-conditioning ids.
     _callback_tensor_inputs = ["latents", "prompt_embeds", "add_text_embeds", "add_time_ids"]
 
@@ -53,6 +61,8 @@ class MotionPipelineXL(StableDiffusionXLLoraLoaderMixin, MotionPipeline):
         scheduler: SchedulerMixin,
         adapter: MotionAdapter,
         controlnet: ControlModel | list | None = None,
+        image_encoder: CLIPVisionModelWithProjection | None = None,
+        feature_extractor: CLIPImageProcessor | None = None,
         force_zeros_for_empty_prompt: bool = True,
     ):
         # MotionPipeline.__init__ registers SD's components only; the shared setup takes any set.
@@ -60,6 +70,7 @@ class MotionPipelineXL(StableDiffusionXLLoraLoaderMixin, MotionPipeline):
         self._setup(
             vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
             tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, adapter=adapter, controlnet=controlnet,
+            image_encoder=image_encoder, feature_extractor=feature_extractor,
         )
         # SDXL was trained with all-zero negative conditioning for an empty negative prompt.
         self.register_to_config(force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)

@@ -61,7 +61,9 @@ from motionkit.pipeline.conditioning import image_cond as pia_image_cond
 from motionkit.pipeline.context import ContextWindows, check_frames_fit, fuse_windows
 from motionkit.pipeline.control import Control, ControlModel, as_control_model, check_control_fits, prepare_control
 from motionkit.pipeline.free_init import FreeInit
+from motionkit.pipeline.free_noise import FreeNoise, set_motion_windows
 from motionkit.pipeline.image_input import ImageInput, prepare_image
+from motionkit.pipeline.prompt_schedule import Interpolator, PromptKey, PromptSchedule, as_schedule, encode_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +115,23 @@ class _PromptRequest:
 class _TextConditioning:
     """What the prompt gives the UNet, batched as the latents are (negative half first under guidance)."""
 
-    embeds: torch.Tensor  # [B or 2B, N, D]
+    embeds: torch.Tensor  # [B or 2B, N, D], or per frame [(B or 2B) * F, N, D] (prompt travel)
     batch: int  # videos per call: prompts x num_videos_per_prompt
     # SDXL's pooled text embeddings and size/crop ids, under the UNet's names (text_embeds, time_ids).
     added_cond_kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
+    frames: int | None = None  # set when the tensors hold one entry per frame
+
+    def for_frames(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """The embeddings and added conditioning of the frames at ``index`` (a context window's)."""
+        added = self.added_cond_kwargs or None
+        if self.frames is None or isinstance(index, slice):
+            return self.embeds, added
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            per_video = t.reshape(-1, self.frames, *t.shape[1:]).index_select(1, index)
+            return per_video.reshape(-1, *t.shape[1:])
+
+        return pick(self.embeds), {k: pick(v) for k, v in added.items()} if added else None
 
     def callback_tensors(self) -> dict[str, torch.Tensor]:
         # diffusers' callback names: prompt_embeds, add_text_embeds, add_time_ids.
@@ -187,6 +202,8 @@ class MotionPipeline(
         self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
         self.motion_unet: MotionUNet | None = inject(unet, adapter)
         self.free_init: FreeInit | None = None
+        self.free_noise: FreeNoise | None = None
+        self._free_noise_interpolation: Interpolator | None = None
 
     # -- construction -----------------------------------------------------------------------------
 
@@ -283,6 +300,36 @@ class MotionPipeline(
 
     def disable_free_init(self) -> None:
         self.free_init = None
+
+    def enable_free_noise(
+        self,
+        context_length: int | None = 16,
+        context_stride: int = 4,
+        weighting_scheme: str = "pyramid",
+        noise_type: str = "shuffle_context",
+        prompt_interpolation_callback: Interpolator | None = None,
+    ) -> None:
+        """FreeNoise for long videos, as diffusers' ``AnimateDiffPipeline.enable_free_noise``: rescheduled noise and
+        motion modules that attend over windows of ``context_length`` frames (default: the adapter's table),
+        ``context_stride`` apart (see ``free_noise``). ``prompt_interpolation_callback(start, end, start_embeds,
+        end_embeds)`` replaces the linear interpolation of prompt schedules."""
+        table = self.position_table
+        length = context_length or table or 16
+        if table is not None and length > table:
+            raise MotionkitError(
+                f"FreeNoise context_length {length} exceeds the adapter's position table of {table}: use at most {table}"
+            )
+        self.free_noise = FreeNoise(length, context_stride, weighting_scheme, noise_type)
+        self._free_noise_interpolation = prompt_interpolation_callback
+        set_motion_windows(self.adapter, self.free_noise.motion_windows())
+
+    def disable_free_noise(self) -> None:
+        self.free_noise = None
+        set_motion_windows(self.adapter, None)
+
+    @property
+    def free_noise_enabled(self) -> bool:
+        return self.free_noise is not None
 
     # -- pieces of a call -------------------------------------------------------------------------
 
@@ -413,8 +460,10 @@ class MotionPipeline(
     ) -> None:
         if (prompt is None) == (prompt_embeds is None):
             raise MotionkitError("give exactly one of prompt and prompt_embeds")
-        if prompt is not None and not isinstance(prompt, (str, list)):
-            raise MotionkitError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
+        if prompt is not None and not isinstance(prompt, (str, list, dict, PromptSchedule)):
+            raise MotionkitError(
+                f"prompt must be a string, a list of strings or a schedule {{frame: prompt}}, got {type(prompt).__name__}"
+            )
         if negative_prompt is not None and negative_prompt_embeds is not None:
             raise MotionkitError("give at most one of negative_prompt and negative_prompt_embeds")
         if prompt is not None and not self._can_encode_text():
@@ -445,10 +494,40 @@ class MotionPipeline(
         # Negative first, as diffusers batches classifier-free guidance.
         return _TextConditioning(torch.cat([negative, positive]) if r.do_cfg else positive, positive.shape[0])
 
+    def _encode_schedule(
+        self,
+        request: _PromptRequest,
+        schedule: PromptSchedule | None,
+        negative: PromptSchedule | None,
+        num_frames: int,
+        interpolation: str | Interpolator,
+        family_kwargs: dict[str, Any],
+    ) -> _TextConditioning:
+        """Per-frame conditioning of a prompt schedule (``motionkit.pipeline.prompt_schedule``)."""
+        if request.prompt_embeds is not None or request.negative_prompt_embeds is not None:
+            raise MotionkitError("prompt schedules are encoded from text: pass prompt / negative_prompt, not *_embeds")
+        if schedule is None:
+            if not isinstance(request.prompt, str):
+                raise MotionkitError("a negative prompt schedule takes one prompt (text or a schedule), not a list of prompts")
+            schedule = PromptSchedule(((PromptKey(0, request.prompt)),))
+        if negative is None and request.negative_prompt is not None and not isinstance(request.negative_prompt, str):
+            raise MotionkitError("a prompt schedule takes one negative prompt (text or a schedule), not a list")
+        if self.free_noise is not None and interpolation == "linear" and self._free_noise_interpolation is not None:
+            interpolation = self._free_noise_interpolation
+        embeds, added = encode_schedule(
+            lambda r: self._encode_text(r, **family_kwargs), request, schedule, negative, num_frames, interpolation
+        )
+        return _TextConditioning(embeds, request.num_videos_per_prompt, added, frames=num_frames)
+
     def _context(
         self, num_frames: int, context_length: int | None, context_overlap: int, context_stride: int, context_loop: bool
     ) -> ContextWindows | None:
         table = self.position_table
+        if self.free_noise is not None:
+            # FreeNoise windows the motion modules instead; a loop wraps those windows around.
+            set_motion_windows(self.adapter, self.free_noise.motion_windows(loop=context_loop and context_length is None))
+            if context_length is None:
+                return None
         if context_length is None and table is not None and num_frames > table:
             context_length = table
             logger.warning(
@@ -495,6 +574,7 @@ class MotionPipeline(
         context_overlap: int = 4,
         context_stride: int = 1,
         context_loop: bool = False,
+        prompt_interpolation: str | Interpolator = "linear",
         conditioning_frames: Any = None,
         controlnet_conditioning_scale: float | list[float] = 1.0,
         control_guidance_start: float | list[float] = 0.0,
@@ -528,6 +608,9 @@ class MotionPipeline(
         of each keyframe, default ``[0]``, negative counts from the end), ``controlnet_conditioning_scale``,
         ``control_guidance_start`` / ``control_guidance_end`` (fractions of the schedule; one value or one
         per net) and ``guess_mode``. See ``motionkit.pipeline.control``.
+        Prompt travel: ``prompt`` (and ``negative_prompt``) as a schedule ``{frame: text}`` (keys: frames, negative
+        from the end, fractions; see ``motionkit.pipeline.prompt_schedule``), interpolated per frame by
+        ``prompt_interpolation`` (``"linear"``, ``"slerp"`` or a callable); works with every other option.
         ``family_kwargs``: prompt arguments of other families (``MotionPipelineXL``'s ``prompt_2``, sizes, ...).
         """
         if self.motion_unet is None:
@@ -557,7 +640,11 @@ class MotionPipeline(
             prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_videos_per_prompt, do_cfg,
             lora_scale, clip_skip, height, width, device,
         )
-        text = self._encode_text(request, **family_kwargs)
+        schedule, negative_schedule = as_schedule(prompt), as_schedule(negative_prompt, "negative prompt")
+        if schedule is not None or negative_schedule is not None:
+            text = self._encode_schedule(request, schedule, negative_schedule, num_frames, prompt_interpolation, family_kwargs)
+        else:
+            text = self._encode_text(request, **family_kwargs)
         batch, dtype = text.batch, text.embeds.dtype
 
         control = prepare_control(
@@ -576,7 +663,10 @@ class MotionPipeline(
 
         timesteps = self._set_timesteps(num_inference_steps, strength, device)
         shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        noise = latents.to(device, dtype) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if self.free_noise is not None:
+            noise = self.free_noise.noise(shape, generator, device, dtype, latents)
+        else:
+            noise = latents.to(device, dtype) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         if cond is None:
             latents = noise * self.scheduler.init_noise_sigma
         else:
@@ -639,14 +729,14 @@ class MotionPipeline(
                     index = slice(None) if every else torch.tensor(frames, device=latents.device)
                     unet_cond = cond.unet_cond if cond is not None else None
                     window_input = model_input[:, :, index]
-                    added_cond_kwargs = text.added_cond_kwargs or None
+                    embeds, added_cond_kwargs = text.for_frames(index)
                     residuals = {} if control is None else control.residuals(
-                        i, len(timesteps), window_input, t, frames, text.embeds, added_cond_kwargs, do_cfg
+                        i, len(timesteps), window_input, t, frames, embeds, added_cond_kwargs, do_cfg
                     )
                     out = self.motion_unet(
                         window_input,
                         t,
-                        encoder_hidden_states=text.embeds,
+                        encoder_hidden_states=embeds,
                         added_cond_kwargs=added_cond_kwargs,
                         cross_attention_kwargs=cross_attention_kwargs,
                         image_cond=unet_cond[:, :, index] if unet_cond is not None else None,

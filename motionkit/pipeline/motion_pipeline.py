@@ -63,6 +63,7 @@ from motionkit.pipeline.control import Control, ControlModel, as_control_model, 
 from motionkit.pipeline.free_init import FreeInit
 from motionkit.pipeline.free_noise import FreeNoise, set_motion_windows
 from motionkit.pipeline.image_input import ImageInput, prepare_image
+from motionkit.pipeline.motion_strength import check_motion_strength
 from motionkit.pipeline.prompt_schedule import Interpolator, PromptKey, PromptSchedule, as_schedule, encode_schedule
 
 logger = logging.getLogger(__name__)
@@ -575,6 +576,7 @@ class MotionPipeline(
         context_stride: int = 1,
         context_loop: bool = False,
         prompt_interpolation: str | Interpolator = "linear",
+        motion_strength: float = 1.0,
         conditioning_frames: Any = None,
         controlnet_conditioning_scale: float | list[float] = 1.0,
         control_guidance_start: float | list[float] = 0.0,
@@ -611,6 +613,8 @@ class MotionPipeline(
         Prompt travel: ``prompt`` (and ``negative_prompt``) as a schedule ``{frame: text}`` (keys: frames, negative
         from the end, fractions; see ``motionkit.pipeline.prompt_schedule``), interpolated per frame by
         ``prompt_interpolation`` (``"linear"``, ``"slerp"`` or a callable); works with every other option.
+        ``motion_strength``: scale on the motion modules' residuals (1.0 as trained, 0.0 the image model alone,
+        in between less motion, above 1 more).
         ``family_kwargs``: prompt arguments of other families (``MotionPipelineXL``'s ``prompt_2``, sizes, ...).
         """
         if self.motion_unet is None:
@@ -626,6 +630,7 @@ class MotionPipeline(
             raise MotionkitError("strength, noise_aug_strength and motion_scale need a conditioning image: pass image")
         if not 0.0 < strength <= 1.0:
             raise MotionkitError(f"strength must lie in (0, 1], got {strength}")
+        motion_strength = check_motion_strength(motion_strength)
         if image_guidance not in IMAGE_GUIDANCE:
             raise MotionkitError(f"image_guidance {image_guidance!r} is not one of {', '.join(IMAGE_GUIDANCE)}")
         if image is not None and image_guidance == "svd" and min_guidance_scale is None and max_guidance_scale is None:
@@ -677,6 +682,8 @@ class MotionPipeline(
         extra_step_kwargs = self._extra_step_kwargs(generator, eta)
         free_init = self.free_init
         passes = free_init.iterations if free_init is not None else 1
+        # Every call sets the strength it samples with, so one that failed half-way leaves no stale value behind.
+        self.motion_unet.motion_strength = motion_strength
         for iteration in range(passes):
             if iteration > 0:
                 steps = free_init.steps(iteration, num_inference_steps)
@@ -688,6 +695,7 @@ class MotionPipeline(
                 latents, timesteps, text, guidance, do_cfg, cond, control, noise, context, extra_step_kwargs,
                 cross_attention_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
             )
+        self.motion_unet.motion_strength = 1.0
 
         if output_type == "latent":
             video = latents

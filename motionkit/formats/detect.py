@@ -38,6 +38,7 @@ class FormatInfo:
     tensors: int
     temporal_norm: str | None = None
     max_frames: int | None = None
+    variant: str | None = None  # a few-step module (motionkit.formats.distilled): "animatelcm", "lightning-N"
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -169,7 +170,11 @@ def detect_format(path: str | Path) -> FormatInfo:
     converted = convert(ckpt)
     from motionkit.injection import Layout
 
+    from motionkit.formats.distilled import distilled_variant, variant_note
+
     cfg = converted.config
+    variant = distilled_variant(ckpt.path, converted.version, ckpt.metadata)
+    notes = converted.notes + ([variant_note(variant)] if variant else [])
     n = len(cfg["block_out_channels"])
     layers = cfg["layers_per_block"]
     layout = Layout(
@@ -188,6 +193,7 @@ def detect_format(path: str | Path) -> FormatInfo:
         tensors=len(ckpt.tensors),
         temporal_norm=cfg.get("temporal_norm"),
         max_frames=cfg.get("max_seq_length") if cfg.get("use_temporal_attention", True) else None,
+        variant=variant,
         config=cfg,
-        notes=converted.notes,
+        notes=notes,
     )

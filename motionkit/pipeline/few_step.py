@@ -87,3 +87,11 @@ def missing_lora(preset: FewStepPreset, lora_paths: list[str]) -> str | None:
         f"preset {preset.name} is made for {preset.motion_module} with its spatial LoRA {preset.lora} at {preset.lora_scale}: "
         f"{given}; pass --lora PATH/{preset.lora}:{preset.lora_scale} (motionkit downloads nothing)"
     )
+
+
+def preset_settings(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The settings a preset picks (``scheduler``, ``steps``, ``guidance``) where ``given`` (the options set
+    explicitly, by flag or batch file) does not pick them itself."""
+    preset = get_preset(name)
+    chosen = {"scheduler": preset.scheduler, "steps": preset.steps, "guidance": preset.guidance}
+    return {k: v for k, v in chosen.items() if given.get(k) is None}

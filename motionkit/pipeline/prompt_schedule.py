@@ -326,3 +326,28 @@ def encode_schedule(
         negatives = per_frame(tensors(text, 0), negative, empty_prompt() if reweigh else None)
     both = {k: torch.cat([negatives[k], out[k]]) for k in out}
     return both.pop("embeds"), both
+
+
+# -- options given as text (command line, batch files) --------------------------------------------
+
+
+def prompt_from_options(
+    prompt: Any = None, prompt_at: Sequence[str] | None = None, prompt_schedule: str | None = None, what: str = "prompt"
+) -> str | PromptSchedule | None:
+    """One prompt from ``--prompt TEXT``, ``--prompt-at KEY:TEXT`` (repeated) or ``--prompt-schedule "K: T | ..."``
+    (or a batch entry's ``prompt`` mapping / list): plain text stays text, the rest becomes a schedule."""
+    flag = "--negative" if what == "negative prompt" else "--prompt"
+    forms = [form for form, value in ((flag if flag == "--prompt" else "--negative-prompt", prompt), (f"{flag}-at", prompt_at),
+             (f"{flag}-schedule", prompt_schedule)) if value not in (None, "", [])]
+    if len(forms) > 1:
+        raise MotionkitError(f"give the {what} one way, not {' and '.join(forms)}")
+    if prompt_at:
+        return as_schedule([str(v) for v in prompt_at], what) or PromptSchedule(tuple(parse_entry(str(v), what) for v in prompt_at), what)
+    if prompt_schedule:
+        return parse_schedule(str(prompt_schedule), what)
+    if prompt is None or isinstance(prompt, str):
+        return prompt
+    schedule = as_schedule(prompt, what)
+    if schedule is None:
+        raise MotionkitError(f"bad {what} {prompt!r}: give text, or a schedule {{frame: text}} / a list of KEY:TEXT")
+    return schedule

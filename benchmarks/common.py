@@ -37,3 +37,39 @@ def write_rows(rows: list[dict[str, Any]], out: Path | None) -> None:
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def tiny_family_pipeline(models_dir: str | None = None, device: str = "cpu") -> tuple[Any, Any]:
+    """The tiny family's base model with its motion adapter, and the family (paths, prompt, conditioning frame)."""
+    from motionkit.commands.animate import assemble_pipeline, device_and_dtype, quiet_loading
+    from motionkit.family import TinyFamily
+    from motionkit.pipeline.loading import load_adapter_for, load_base
+
+    family = TinyFamily.find(models_dir)
+    device, dtype = device_and_dtype(device)
+    with quiet_loading():
+        base = load_base(family.base, dtype=dtype, device=device)
+        adapter = load_adapter_for(base, family.adapter)
+    pipe = assemble_pipeline(base, adapter)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, family
+
+
+def video_metrics(frames: Any) -> dict[str, float]:
+    """Steadiness, motion and drift of ``frames`` (``[F, H, W, 3]`` floats in [0, 1] or uint8)."""
+    import numpy as np
+
+    from motionkit.metrics import frame_psnr, mean_abs_frame_difference, motion_score, warping_error
+
+    video = np.asarray(frames)
+    if video.dtype != np.uint8:
+        video = (np.clip(video, 0, 1) * 255).round().astype(np.uint8)
+    drift = frame_psnr(video[1:], video[0])
+    tail = max(1, len(drift) // 4)
+    return {
+        "warping_error": round(warping_error(video), 4),
+        "flicker": round(mean_abs_frame_difference(video), 3),
+        "motion_px": round(motion_score(video), 3),
+        "psnr_vs_f0": round(float(np.mean(drift)), 2),
+        "psnr_last_quarter_vs_f0": round(float(np.mean(drift[-tail:])), 2),
+    }

@@ -65,6 +65,8 @@ class MotionUNet(nn.Module):
         self.unet = unet
         self.adapter = adapter
         self.num_frames = 1
+        # Scale on every motion module's residual: 1.0 as trained, 0.0 the image model alone.
+        self.motion_strength = 1.0
         self._image_cond: torch.Tensor | None = None
         self._handles = []
         self.attach()
@@ -92,12 +94,19 @@ class MotionUNet(nn.Module):
     # -- hooks ------------------------------------------------------------------------------------
 
     def _motion_hook(self, module: nn.Module):
+        def run(x: torch.Tensor) -> torch.Tensor:
+            strength = self.motion_strength
+            if strength == 0.0:
+                return x
+            out = module(x, self.num_frames)
+            return out if strength == 1.0 else x + strength * (out - x)
+
         def hook(_layer: nn.Module, _args: Any, output: Any) -> Any:
             if isinstance(output, torch.Tensor):
-                return module(output, self.num_frames)
+                return run(output)
             if isinstance(output, tuple):  # spatial transformers return (sample,) with return_dict=False
-                return (module(output[0], self.num_frames),) + tuple(output[1:])
-            output.sample = module(output.sample, self.num_frames)
+                return (run(output[0]),) + tuple(output[1:])
+            output.sample = run(output.sample)
             return output
 
         return hook

@@ -20,6 +20,7 @@ SCRIPTS = {
     "train_on_folder.py": [OUT / "train-on-folder" / "run" / "adapter", OUT / "train-on-folder" / "sample.mp4"],
     "motion_lora.py": [OUT / "motion-lora" / "run" / "motion_lora.safetensors", OUT / "motion-lora" / "scale-1.mp4"],
     "convert_animatediff.py": [OUT / "converted" / "mm_tiny_v2-diffusers", OUT / "converted" / "mm_tiny_v2-motionkit"],
+    "prompt_travel.py": [OUT / "prompt-travel.mp4"],
 }
 
 

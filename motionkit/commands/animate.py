@@ -15,6 +15,7 @@ import contextlib
 import math
 import random
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -61,10 +62,22 @@ DEFAULTS: dict[str, Any] = {
     "negative_prompt": None,
     "seed": None,
     "no_limits": False,
+    # Prompt travel, FreeNoise, motion strength, few-step presets (motionkit.pipeline.prompt_schedule, free_noise,
+    # motion_strength, few_step).
+    "prompt_interpolation": "linear",
+    "free_noise": False,
+    "free_noise_length": None,
+    "free_noise_stride": 4,
+    "free_noise_weighting": "pyramid",
+    "free_noise_noise": "shuffle_context",
+    "motion_strength": 1.0,
+    "preset": None,
 }
+# Prompt forms other than --prompt TEXT: schedules by frame.
+SCHEDULE_KEYS = ("prompt_at", "prompt_schedule", "negative_at", "negative_schedule")
 # What the base/adapter loading needs, shared by every prompt of a batch.
 MODEL_KEYS = ("base", "adapter", "base_config", "tokenizer", "lora", "motion_lora", "device", "dtype", "attention_backend", "scheduler",
-              "offload", "vae_slicing", "vae_tiling")
+              "preset", "offload", "vae_slicing", "vae_tiling")
 # Memory switches (motionkit.pipeline.memory): the pipeline's, shared by every prompt of a batch.
 MEMORY_KEYS = ("offload", "vae_slicing", "vae_tiling")
 # Control models and their inputs (motionkit.pipeline.control_plan), shared by every prompt of a batch.
@@ -76,6 +89,8 @@ PROMPT_KEYS = {
     "prompt", "negative_prompt", "seed", "image", "out", "frames", "width", "height", "steps", "guidance",
     "strength", "motion_scale", "noise_aug", "image_guidance", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
     "video", "video_fps", "video_frames", "decode_chunk",
+    "prompt_interpolation", "free_noise", "free_noise_length", "free_noise_stride", "free_noise_weighting", "free_noise_noise",
+    "motion_strength", *SCHEDULE_KEYS,
 }
 
 
@@ -96,6 +111,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--video-frames", metavar="START:END", help="video-to-video: source frames to use, END exclusive (e.g. 0:48, 24:)")
     add("--prompt", help="what the video shows")
     add("--negative-prompt", help="what to steer away from")
+    add("--prompt-at", action="append", metavar="KEY[@WEIGHT]:PROMPT", help="prompt travel: the prompt from frame KEY on (16, -1 from the end, 0.5 or 50%% of the way); repeat, keys increasing. Write --prompt-at=-1:TEXT for negative keys")
+    add("--prompt-schedule", metavar="'KEY: PROMPT | ...'", help="prompt travel in one string, e.g. '0: a cat | 50%%: a dog | -1@1.2: a bird'")
+    add("--negative-at", action="append", metavar="KEY[@WEIGHT]:PROMPT", help="a negative prompt from frame KEY on; repeat")
+    add("--negative-schedule", metavar="'KEY: PROMPT | ...'", help="negative prompts by frame in one string")
+    add("--prompt-interpolation", choices=("linear", "slerp"), help="how embeddings travel between keys (default linear)")
+    add("--free-noise", action="store_true", default=None, help="FreeNoise for long videos: rescheduled noise, windowed motion modules")
+    add("--free-noise-length", type=int, help="FreeNoise window in frames (default: the adapter's position table)")
+    add("--free-noise-stride", type=int, help="frames between FreeNoise windows (default 4)")
+    add("--free-noise-weighting", choices=("flat", "pyramid", "delayed_reverse_sawtooth"), help="how FreeNoise blends windows (default pyramid)")
+    add("--free-noise-noise", choices=("shuffle_context", "repeat_context", "random"), help="FreeNoise noise rescheduling (default shuffle_context)")
+    add("--motion-strength", type=float, help="scale on the motion modules' output, any adapter: 1.0 as trained (default), 0 the image model, 0.5 calmer, 1.5 livelier")
+    add("--preset", choices=("animatelcm", "lightning-1", "lightning-2", "lightning-4", "lightning-8"), help="few-step sampling for AnimateLCM / AnimateDiff-Lightning modules: sets scheduler, steps and guidance (flags given win)")
     add("--frames", type=int, help="number of frames (default 16)")
     add("--width", type=int, help="width in pixels, a multiple of 8 (default: the base model's native size)")
     add("--height", type=int, help="height in pixels, a multiple of 8 (default: the base model's native size)")
@@ -155,11 +182,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 class Job:
     """One video to make: its prompt, where it goes, and its settings (defaults filled in)."""
 
-    prompt: str
+    prompt: Any  # text, or a motionkit.pipeline.prompt_schedule.PromptSchedule
     out: Path
     settings: dict[str, Any]
     image: Path | None = None
     video: Any = None  # a motionkit.pipeline.video_input.SourceVideo for video-to-video
+    negative: Any = None  # a negative PromptSchedule, when given by frame
 
 
 @dataclass
@@ -252,8 +280,24 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
         raise MotionkitError(f"{at}--decode-chunk must be a whole number of at least 1, got {s['decode_chunk']}")
     if float(s["fps"]) <= 0:
         raise MotionkitError(f"{at}--fps must be positive, got {s['fps']}")
+    _check_travel(s, at)
     if not s["no_limits"]:
         _check_ceilings(s, at)
+
+
+def _check_travel(s: dict[str, Any], at: str) -> None:
+    from motionkit.pipeline.free_noise import FreeNoise
+    from motionkit.pipeline.motion_strength import check_motion_strength
+    from motionkit.pipeline.prompt_schedule import INTERPOLATIONS
+
+    try:
+        check_motion_strength(s["motion_strength"])
+        if s["prompt_interpolation"] not in INTERPOLATIONS:
+            raise MotionkitError(f"--prompt-interpolation must be one of {', '.join(INTERPOLATIONS)}, got {s['prompt_interpolation']!r}")
+        if s["free_noise"]:
+            FreeNoise(s["free_noise_length"] or 16, s["free_noise_stride"], s["free_noise_weighting"], s["free_noise_noise"])
+    except MotionkitError as err:
+        raise MotionkitError(f"{at}{err}") from None
 
 
 def _check_ceilings(s: dict[str, Any], at: str) -> None:
@@ -295,11 +339,14 @@ def _loras(specs: Any, flag: str = "--lora") -> list[tuple[str, float]]:
 
 def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch: bool) -> Plan:
     from motionkit.pipeline.control_plan import control_plan
+    from motionkit.pipeline.few_step import preset_settings
     from motionkit.pipeline.ip_adapter_plan import ip_adapter_plan
-
     from motionkit.pipeline.memory import check_device, check_offload
+    from motionkit.pipeline.prompt_schedule import prompt_from_options
 
     settings = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
+    if settings["preset"] is not None:
+        settings.update(preset_settings(settings["preset"], given))
     _check_scheduler(settings["scheduler"])
     check_offload(settings["offload"], check_device(settings["device"]))
     plan = Plan(
@@ -309,7 +356,7 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         tokenizer=_existing(given["tokenizer"], "tokenizer folder", "--tokenizer") if given.get("tokenizer") else None,
         loras=_loras(given.get("lora")),
         motion_loras=_loras(given.get("motion_lora"), "--motion-lora"),
-        model={k: settings[k] for k in ("device", "dtype", "attention_backend", "scheduler", *MEMORY_KEYS)},
+        model={k: settings[k] for k in ("device", "dtype", "attention_backend", "scheduler", "preset", *MEMORY_KEYS)},
         control=control_plan(**{k: given.get(k) for k in CONTROL_KEYS}),
         ip_adapter=ip_adapter_plan(**{k: given.get(k) for k in IP_KEYS}),
     )
@@ -324,16 +371,30 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
             plan.control.check_frames(job_settings["frames"], where)
         if plan.ip_adapter is not None:
             plan.ip_adapter.check_frames(job_settings["frames"], where)
-        prompt = entry.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise MotionkitError(f"{where}: empty prompt; give it some text" if batch else "no prompt given: pass --prompt TEXT")
+        at = f"{where}: " if where else ""
+        try:
+            prompt = prompt_from_options(entry.get("prompt"), entry.get("prompt_at"), entry.get("prompt_schedule"))
+            negative = prompt_from_options(None, entry.get("negative_at"), entry.get("negative_schedule"), "negative prompt")
+            negative = negative or prompt_from_options(job_settings["negative_prompt"], what="negative prompt")
+            for schedule in (prompt, negative):
+                if schedule is not None and not isinstance(schedule, str):
+                    schedule.frames(job_settings["frames"])  # malformed keys fail now, not after loading
+        except MotionkitError as err:
+            raise MotionkitError(f"{at}{err}") from None
+        if isinstance(negative, str):
+            job_settings["negative_prompt"], negative = negative, None
+        elif negative is not None:
+            job_settings["negative_prompt"] = None
+        if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+            raise MotionkitError(f"{where}: empty prompt; give it some text" if batch else "no prompt given: pass --prompt TEXT (or --prompt-at KEY:TEXT)")
         image = _existing(entry["image"], "image", "--image", file=True) if entry.get("image") else None
         if image is not None:
             from motionkit.pipeline.image_input import load_image
 
             load_image(image)  # an unreadable or oversized image fails now, not after the models load
         if batch:
-            target = out / (entry.get("out") or f"{index + 1:03d}-{_slug(prompt)}.{given.get('format', 'mp4')}")
+            text = prompt if isinstance(prompt, str) else prompt.prompts[0]
+            target = out / (entry.get("out") or f"{index + 1:03d}-{_slug(text)}.{given.get('format', 'mp4')}")
         else:
             target = out
         _check_out(target)
@@ -341,7 +402,7 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
             job_settings["seed"] = random.SystemRandom().randrange(2**31)
         if image is not None and video is not None:
             raise MotionkitError(f"{where + ': ' if where else ''}--image and --video do not mix: give one (image- or video-to-video)")
-        plan.jobs.append(Job(prompt=prompt, out=target, settings=job_settings, image=image, video=video))
+        plan.jobs.append(Job(prompt=prompt, out=target, settings=job_settings, image=image, video=video, negative=negative))
     return plan
 
 
@@ -550,6 +611,15 @@ def build_pipeline(plan: Plan) -> Any:
     for index, (path, scale) in enumerate(plan.motion_loras):
         apply_motion_lora(adapter, path, scale=scale, name=f"motion_lora_{index}")
     pipe = assemble_pipeline(components, adapter, plan.model["scheduler"], plan.model["attention_backend"], controlnet)
+    if plan.model.get("preset"):
+        from motionkit.pipeline.few_step import apply_preset, get_preset, missing_lora
+
+        preset = get_preset(plan.model["preset"])
+        if plan.model["scheduler"] == preset.scheduler:  # not replaced by an explicit --scheduler
+            apply_preset(pipe, preset)
+        warning = missing_lora(preset, [path for path, _ in plan.loras])
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     if plan.loras:
         apply_loras(pipe, plan.loras)
     if plan.ip_adapter is not None:
@@ -565,11 +635,17 @@ def _metadata(plan: Plan, job: Job) -> dict[str, Any]:
     from motionkit import __version__
 
     s = job.settings
+    travel = {}
+    if not isinstance(job.prompt, str):
+        travel["prompt_schedule"] = job.prompt.to_list(s["frames"])
+    if job.negative is not None:
+        travel["negative_prompt_schedule"] = job.negative.to_list(s["frames"])
     return {
         "generator": f"motionkit {__version__} animate",
         "motionkit_version": __version__,
-        "prompt": job.prompt,
-        "negative_prompt": s["negative_prompt"],
+        "prompt": job.prompt if isinstance(job.prompt, str) else str(job.prompt),
+        **travel,
+        "negative_prompt": s["negative_prompt"] if job.negative is None else str(job.negative),
         "seed": s["seed"],
         "image": str(job.image) if job.image else None,
         "video": job.video.to_dict() if job.video is not None else None,
@@ -593,9 +669,15 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     s["width"], s["height"] = s["width"] or size, s["height"] or size
     s["device"], s["dtype"] = str(pipe._execution_device), str(pipe.unet.dtype).replace("torch.", "")
+    if s["free_noise"]:
+        pipe.enable_free_noise(s["free_noise_length"], s["free_noise_stride"], s["free_noise_weighting"], s["free_noise_noise"])
+    else:
+        pipe.disable_free_noise()
     output = pipe(
         prompt=job.prompt,
-        negative_prompt=s["negative_prompt"],
+        negative_prompt=s["negative_prompt"] if job.negative is None else job.negative,
+        prompt_interpolation=s["prompt_interpolation"],
+        motion_strength=s["motion_strength"],
         image=str(job.image) if job.image else None,
         video=job.video,
         num_frames=s["frames"],
@@ -629,7 +711,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not given.get("out"):
             raise MotionkitError("no output given: pass --out OUT.mp4 (or .gif, .webp, DIR/)")
-        entry = {k: given[k] for k in ("prompt", "image", "video") if k in given}
+        entry = {k: given[k] for k in ("prompt", "image", "video", *SCHEDULE_KEYS) if k in given}
         plan = _plan(given, [entry], Path(given["out"]), batch=False)
     pipe = build_pipeline(plan)
     for job in plan.jobs:

@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         ("tensors", str(info.tensors)),
         ("dtype", info.dtype),
     ]
+    if info.variant:
+        rows.append(("few-step", info.variant))
     cfg = info.config
     if info.format in ("controlnet", "sparsectrl"):
         mask = " + 1 mask" if info.format == "sparsectrl" and cfg.get("concat_conditioning_mask", True) else ""

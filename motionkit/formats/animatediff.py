@@ -28,7 +28,10 @@ from motionkit.formats.layout import (
 from motionkit.modules.position import sinusoidal_table
 
 PE_SUFFIX = ".pos_encoder.pe"
-_PE_KEY = re.compile(r"\.attention_blocks\.\d+\.pos_encoder\.pe$")
+# AnimateLCM's own code names the same sinusoid table ``pos_encoder.pos_encoding`` (and makes it 64 frames long).
+ANIMATELCM_PE_SUFFIX = ".pos_encoder.pos_encoding"
+ANIMATELCM_TABLE = 64
+_PE_KEY = re.compile(r"\.attention_blocks\.\d+\.pos_encoder\.(pe|pos_encoding)$")
 _SD15_CHANNELS = (320, 640, 1280, 1280)
 
 
@@ -104,7 +107,8 @@ def from_original(tensors: dict[str, Any], extras: Mapping[str, Any], metadata: 
         raise FormatError(f"pos_encoder.pe tables disagree on length ({sorted(lengths)}); the file is inconsistent")
     table_length = lengths.pop() if lengths else None
     inferred = infer_layout(state)
-    version = animatediff_version(inferred, table_length)
+    animatelcm = any(k.endswith(ANIMATELCM_PE_SUFFIX) for k in tables) or table_length == ANIMATELCM_TABLE
+    version = "animatelcm" if animatelcm else animatediff_version(inferred, table_length)
     hints = _config_hints(extras, metadata)
     defaults = {
         "max_seq_length": table_length or 32,

@@ -36,6 +36,7 @@ class FormatInfo:
     tensors: int
     temporal_norm: str | None = None
     max_frames: int | None = None
+    variant: str | None = None  # a few-step module (motionkit.formats.distilled): "animatelcm", "lightning-N"
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 

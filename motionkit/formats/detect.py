@@ -13,6 +13,7 @@ from motionkit.formats.build import build_adapter
 from motionkit.formats.checkpoint import Checkpoint, FormatInfo, is_lora, main_dtype, read_checkpoint
 from motionkit.formats.control import describe_control, not_an_adapter_message
 from motionkit.formats.control_layout import control_kind
+from motionkit.formats.distilled import distilled_variant, variant_note
 from motionkit.formats.diffusers_format import from_diffusers, is_diffusers_config, is_diffusers_layout
 from motionkit.formats.hotshot import from_hotshot, is_hotshot_layout
 from motionkit.formats.layout import Converted
@@ -80,6 +81,8 @@ def detect_format(path: str | Path) -> FormatInfo:
     # Build it as loading does (tensors assigned, not copied): whatever load_adapter refuses, inspect refuses.
     build_adapter(converted.config, converted.state_dict, str(ckpt.path))
     cfg = converted.config
+    variant = distilled_variant(ckpt.path, converted.version, ckpt.metadata)
+    notes = converted.notes + ([variant_note(variant)] if variant else [])
     n = len(cfg["block_out_channels"])
     layers = cfg["layers_per_block"]
     layout = Layout(
@@ -98,6 +101,7 @@ def detect_format(path: str | Path) -> FormatInfo:
         tensors=len(ckpt.tensors),
         temporal_norm=cfg.get("temporal_norm"),
         max_frames=cfg.get("max_seq_length") if cfg.get("use_temporal_attention", True) else None,
+        variant=variant,
         config=cfg,
-        notes=converted.notes,
+        notes=notes,
     )

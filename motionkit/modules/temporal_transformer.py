@@ -6,6 +6,8 @@ LayerNorm -> GEGLU feed-forward -> residual. Key names follow the original Anima
 (``attention_blocks.N``, ``norms.N``, ``ff_norm``, ``ff.net``) so those files load without renames.
 """
 
+from typing import Callable, Optional
+
 import torch
 from diffusers.models.attention import FeedForward
 from torch import nn
@@ -24,10 +26,21 @@ class TemporalTransformerBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, dropout=dropout, activation_fn="geglu")
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[N, F, C]``; ``positions``: ``[F, C]``, added after the norm (both references agree)."""
-        for norm, attention in zip(self.norms, self.attention_blocks):
-            x = x + attention(norm(x) + positions)
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, frame_windows: Optional[Callable] = None) -> torch.Tensor:
+        """``x``: ``[N, F, C]``; ``positions``: ``[F, C]`` (or a window's), added after the norm (both references agree).
+
+        ``frame_windows`` (FreeNoise, ``motionkit.pipeline.free_noise.MotionWindows``): the attentions run per
+        window of frames and the windows are blended per frame before the feed-forward, as diffusers'
+        ``FreeNoiseTransformerBlock`` does.
+        """
+
+        def attend(frames: torch.Tensor) -> torch.Tensor:
+            at = positions[: frames.shape[1]]
+            for norm, attention in zip(self.norms, self.attention_blocks):
+                frames = frames + attention(norm(frames) + at)
+            return frames
+
+        x = attend(x) if frame_windows is None else frame_windows(lambda index: attend(x[:, index]), x.shape[1])
         return x + self.ff(self.ff_norm(x))
 
 
@@ -53,6 +66,8 @@ class TemporalTransformer(nn.Module):
         self.proj_out = nn.Linear(channels, channels)
         # Checkpoints carry this table (length 24 or 32); loaders drop it and it is rebuilt here.
         self.register_buffer("pos_table", sinusoidal_table(max_seq_length, channels), persistent=False)
+        # FreeNoise's windowed attention (set by the pipeline's enable_free_noise); None attends over every frame.
+        self.frame_windows: Optional[Callable] = None
 
     @property
     def max_seq_length(self) -> int:
@@ -60,9 +75,11 @@ class TemporalTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """``x``: ``[B*F, C, H, W]`` with the frames of each video adjacent; returns the same shape."""
-        if num_frames > self.max_seq_length:
+        windows = self.frame_windows if self.frame_windows is not None and num_frames > self.frame_windows.length else None
+        attended = windows.length if windows is not None else num_frames
+        if attended > self.max_seq_length:
             raise MotionkitError(
-                f"{num_frames} frames exceed the adapter's position table of {self.max_seq_length}: "
+                f"{attended} frames exceed the adapter's position table of {self.max_seq_length}: "
                 f"sample with context windows of at most {self.max_seq_length} frames (context_length)"
             )
         bf, c, h, w = x.shape
@@ -70,9 +87,9 @@ class TemporalTransformer(nn.Module):
         normed = frame_group_norm_5d(x, self.norm, num_frames, self.temporal_norm)  # [B, F, C, H, W]
         tokens = normed.permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
         tokens = self.proj_in(tokens)
-        positions = self.pos_table[:num_frames].to(tokens.dtype)
+        positions = self.pos_table[:attended].to(tokens.dtype)
         for block in self.transformer_blocks:
-            tokens = block(tokens, positions)
+            tokens = block(tokens, positions, windows)
         tokens = self.proj_out(tokens)
         # The residual add performs the layout change back, saving a separate contiguous copy.
         update = tokens.view(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2)  # [B, F, C, H, W] view

@@ -17,7 +17,8 @@ import torch
 
 from motionkit.errors import MotionkitError
 
-WEIGHTINGS = ("pyramid", "flat")
+# "delayed_reverse_sawtooth" (FreeNoise's): the first half nearly off, then falling from the middle.
+WEIGHTINGS = ("pyramid", "flat", "delayed_reverse_sawtooth")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class ContextWindows:
         if self.weighting == "flat" or size <= 2:
             return torch.ones(size)
         position = torch.arange(size, dtype=torch.float32)
+        if self.weighting == "delayed_reverse_sawtooth":
+            middle = (size + 1) // 2
+            falling = torch.clamp(size - position, max=float(middle))  # ..., middle, middle - 1, ..., 1
+            return torch.where(position < middle - 1, torch.full_like(position, 0.01), falling)
         return torch.minimum(position + 1, size - position)
 
 

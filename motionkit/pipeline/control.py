@@ -128,8 +128,12 @@ def _model_inputs(
         embeds = embeds.chunk(2)[1]
         added_cond_kwargs = {k: v.chunk(2)[1] for k, v in (added_cond_kwargs or {}).items()} or None
     frames = model_input.shape[2]
-    per_frame = {k: v.repeat_interleave(frames, dim=0) for k, v in (added_cond_kwargs or {}).items()} or None
-    return _ModelInputs(model_input, embeds.repeat_interleave(frames, dim=0), per_frame, conditional_only)
+
+    def per_frame(t: torch.Tensor) -> torch.Tensor:  # prompt travel gives per-frame tensors already
+        return t if t.shape[0] == model_input.shape[0] * frames else t.repeat_interleave(frames, dim=0)
+
+    added = {k: per_frame(v) for k, v in (added_cond_kwargs or {}).items()} or None
+    return _ModelInputs(model_input, per_frame(embeds), added, conditional_only)
 
 
 def _unet_kwargs(down: Sequence[torch.Tensor], mid: torch.Tensor, pad_unconditional: bool) -> dict[str, Any]:

@@ -61,8 +61,11 @@ from motionkit.pipeline.families import folder_family, pipeline_class, pipeline_
 from motionkit.pipeline.context import ContextWindows, check_frames_fit, fuse_windows
 from motionkit.pipeline.control import Control, ControlModel, as_control_model, check_control_fits, prepare_control
 from motionkit.pipeline.free_init import FreeInit
+from motionkit.pipeline.free_noise import FreeNoise, set_motion_windows
 from motionkit.pipeline.image_input import ImageInput, prepare_image
 from motionkit.pipeline.ip_adapter import IPConditioning, prepare_ip_adapter
+from motionkit.pipeline.motion_strength import check_motion_strength
+from motionkit.pipeline.prompt_schedule import Interpolator, PromptKey, PromptSchedule, as_schedule, encode_schedule
 from motionkit.pipeline.video_input import VideoInput, encode_video, video_frames, video_length
 
 logger = logging.getLogger(__name__)
@@ -100,10 +103,23 @@ class _PromptRequest:
 class _TextConditioning:
     """What the prompt gives the UNet, batched as the latents are (negative half first under guidance)."""
 
-    embeds: torch.Tensor  # [B or 2B, N, D]
+    embeds: torch.Tensor  # [B or 2B, N, D], or per frame [(B or 2B) * F, N, D] (prompt travel)
     batch: int  # videos per call: prompts x num_videos_per_prompt
     # SDXL's pooled text embeddings and size/crop ids, under the UNet's names (text_embeds, time_ids).
     added_cond_kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
+    frames: int | None = None  # set when the tensors hold one entry per frame
+
+    def for_frames(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """The embeddings and added conditioning of the frames at ``index`` (a context window's)."""
+        added = self.added_cond_kwargs or None
+        if self.frames is None or isinstance(index, slice):
+            return self.embeds, added
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            per_video = t.reshape(-1, self.frames, *t.shape[1:]).index_select(1, index)
+            return per_video.reshape(-1, *t.shape[1:])
+
+        return pick(self.embeds), {k: pick(v) for k, v in added.items()} if added else None
 
     def callback_tensors(self) -> dict[str, torch.Tensor]:
         # diffusers' callback names: prompt_embeds, add_text_embeds, add_time_ids.
@@ -180,6 +196,8 @@ class MotionPipeline(
         self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
         self.motion_unet: MotionUNet | None = inject(unet, adapter)
         self.free_init: FreeInit | None = None
+        self.free_noise: FreeNoise | None = None
+        self._free_noise_interpolation: Interpolator | None = None
 
     # -- construction -----------------------------------------------------------------------------
 
@@ -278,6 +296,36 @@ class MotionPipeline(
 
     def disable_free_init(self) -> None:
         self.free_init = None
+
+    def enable_free_noise(
+        self,
+        context_length: int | None = 16,
+        context_stride: int = 4,
+        weighting_scheme: str = "pyramid",
+        noise_type: str = "shuffle_context",
+        prompt_interpolation_callback: Interpolator | None = None,
+    ) -> None:
+        """FreeNoise for long videos, as diffusers' ``AnimateDiffPipeline.enable_free_noise``: rescheduled noise and
+        motion modules that attend over windows of ``context_length`` frames (default: the adapter's table),
+        ``context_stride`` apart (see ``free_noise``). ``prompt_interpolation_callback(start, end, start_embeds,
+        end_embeds)`` replaces the linear interpolation of prompt schedules."""
+        table = self.position_table
+        length = context_length or table or 16
+        if table is not None and length > table:
+            raise MotionkitError(
+                f"FreeNoise context_length {length} exceeds the adapter's position table of {table}: use at most {table}"
+            )
+        self.free_noise = FreeNoise(length, context_stride, weighting_scheme, noise_type)
+        self._free_noise_interpolation = prompt_interpolation_callback
+        set_motion_windows(self.adapter, self.free_noise.motion_windows())
+
+    def disable_free_noise(self) -> None:
+        self.free_noise = None
+        set_motion_windows(self.adapter, None)
+
+    @property
+    def free_noise_enabled(self) -> bool:
+        return self.free_noise is not None
 
     # -- pieces of a call -------------------------------------------------------------------------
 
@@ -408,8 +456,10 @@ class MotionPipeline(
     ) -> None:
         if (prompt is None) == (prompt_embeds is None):
             raise MotionkitError("give exactly one of prompt and prompt_embeds")
-        if prompt is not None and not isinstance(prompt, (str, list)):
-            raise MotionkitError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
+        if prompt is not None and not isinstance(prompt, (str, list, dict, PromptSchedule)):
+            raise MotionkitError(
+                f"prompt must be a string, a list of strings or a schedule {{frame: prompt}}, got {type(prompt).__name__}"
+            )
         if negative_prompt is not None and negative_prompt_embeds is not None:
             raise MotionkitError("give at most one of negative_prompt and negative_prompt_embeds")
         if prompt is not None and not self._can_encode_text():
@@ -440,10 +490,40 @@ class MotionPipeline(
         # Negative first, as diffusers batches classifier-free guidance.
         return _TextConditioning(torch.cat([negative, positive]) if r.do_cfg else positive, positive.shape[0])
 
+    def _encode_schedule(
+        self,
+        request: _PromptRequest,
+        schedule: PromptSchedule | None,
+        negative: PromptSchedule | None,
+        num_frames: int,
+        interpolation: str | Interpolator,
+        family_kwargs: dict[str, Any],
+    ) -> _TextConditioning:
+        """Per-frame conditioning of a prompt schedule (``motionkit.pipeline.prompt_schedule``)."""
+        if request.prompt_embeds is not None or request.negative_prompt_embeds is not None:
+            raise MotionkitError("prompt schedules are encoded from text: pass prompt / negative_prompt, not *_embeds")
+        if schedule is None:
+            if not isinstance(request.prompt, str):
+                raise MotionkitError("a negative prompt schedule takes one prompt (text or a schedule), not a list of prompts")
+            schedule = PromptSchedule(((PromptKey(0, request.prompt)),))
+        if negative is None and request.negative_prompt is not None and not isinstance(request.negative_prompt, str):
+            raise MotionkitError("a prompt schedule takes one negative prompt (text or a schedule), not a list")
+        if self.free_noise is not None and interpolation == "linear" and self._free_noise_interpolation is not None:
+            interpolation = self._free_noise_interpolation
+        embeds, added = encode_schedule(
+            lambda r: self._encode_text(r, **family_kwargs), request, schedule, negative, num_frames, interpolation
+        )
+        return _TextConditioning(embeds, request.num_videos_per_prompt, added, frames=num_frames)
+
     def _context(
         self, num_frames: int, context_length: int | None, context_overlap: int, context_stride: int, context_loop: bool
     ) -> ContextWindows | None:
         table = self.position_table
+        if self.free_noise is not None:
+            # FreeNoise windows the motion modules instead; a loop wraps those windows around.
+            set_motion_windows(self.adapter, self.free_noise.motion_windows(loop=context_loop and context_length is None))
+            if context_length is None:
+                return None
         if context_length is None and table is not None and num_frames > table:
             context_length = table
             logger.warning(
@@ -490,6 +570,8 @@ class MotionPipeline(
         context_overlap: int = 4,
         context_stride: int = 1,
         context_loop: bool = False,
+        prompt_interpolation: str | Interpolator = "linear",
+        motion_strength: float = 1.0,
         conditioning_frames: Any = None,
         video: VideoInput | None = None,
         ip_adapter_image: Any = None,
@@ -534,6 +616,11 @@ class MotionPipeline(
         IP-Adapter (after ``load_ip_adapter``, as diffusers): ``ip_adapter_image`` / ``ip_adapter_image_embeds``;
         ``ip_adapter_image={frame: image}`` and ``ip_adapter_scale={frame: scale}`` (or a number) schedule them
         over frames, a list holds one per adapter (see ``motionkit.pipeline.ip_adapter``).
+        Prompt travel: ``prompt`` (and ``negative_prompt``) as a schedule ``{frame: text}`` (keys: frames, negative
+        from the end, fractions; see ``motionkit.pipeline.prompt_schedule``), interpolated per frame by
+        ``prompt_interpolation`` (``"linear"``, ``"slerp"`` or a callable); works with every other option.
+        ``motion_strength``: scale on the motion modules' residuals (1.0 as trained, 0.0 the image model alone,
+        in between less motion, above 1 more).
         ``family_kwargs``: prompt arguments of other families (``MotionPipelineXL``'s ``prompt_2``, sizes, ...).
         """
         if self.motion_unet is None:
@@ -558,6 +645,7 @@ class MotionPipeline(
             )
         if not 0.0 < strength <= 1.0:
             raise MotionkitError(f"strength must lie in (0, 1], got {strength}")
+        motion_strength = check_motion_strength(motion_strength)
         if image_guidance not in IMAGE_GUIDANCE:
             raise MotionkitError(f"image_guidance {image_guidance!r} is not one of {', '.join(IMAGE_GUIDANCE)}")
         if image is not None and image_guidance == "svd" and min_guidance_scale is None and max_guidance_scale is None:
@@ -572,7 +660,11 @@ class MotionPipeline(
             prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_videos_per_prompt, do_cfg,
             lora_scale, clip_skip, height, width, device,
         )
-        text = self._encode_text(request, **family_kwargs)
+        schedule, negative_schedule = as_schedule(prompt), as_schedule(negative_prompt, "negative prompt")
+        if schedule is not None or negative_schedule is not None:
+            text = self._encode_schedule(request, schedule, negative_schedule, num_frames, prompt_interpolation, family_kwargs)
+        else:
+            text = self._encode_text(request, **family_kwargs)
         batch, dtype = text.batch, text.embeds.dtype
 
         control = prepare_control(
@@ -595,7 +687,10 @@ class MotionPipeline(
 
         timesteps = self._set_timesteps(num_inference_steps, strength, device)
         shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        noise = latents.to(device, dtype) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if self.free_noise is not None:
+            noise = self.free_noise.noise(shape, generator, device, dtype, latents)
+        else:
+            noise = latents.to(device, dtype) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         if source is not None:
             # Video-to-video: every frame starts from its own source latent noised to the first timestep.
             start = encode_video(source[:num_frames], height, width, self._encode_pixels, decode_chunk_size, device)
@@ -610,6 +705,8 @@ class MotionPipeline(
         extra_step_kwargs = self._extra_step_kwargs(generator, eta)
         free_init = self.free_init
         passes = free_init.iterations if free_init is not None else 1
+        # Every call sets the strength it samples with, so one that failed half-way leaves no stale value behind.
+        self.motion_unet.motion_strength = motion_strength
         for iteration in range(passes):
             if iteration > 0:
                 steps = free_init.steps(iteration, num_inference_steps)
@@ -622,6 +719,7 @@ class MotionPipeline(
                     latents, timesteps, text, guidance, do_cfg, cond, control, noise, context, extra_step_kwargs,
                     cross_attention_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs, ip,
                 )
+        self.motion_unet.motion_strength = 1.0
 
         if output_type == "latent":
             video = latents
@@ -664,9 +762,9 @@ class MotionPipeline(
                     index = slice(None) if every else torch.tensor(frames, device=latents.device)
                     unet_cond = cond.unet_cond if cond is not None else None
                     window_input = model_input[:, :, index]
-                    added_cond_kwargs = text.added_cond_kwargs or None
+                    embeds, added_cond_kwargs = text.for_frames(index)
                     residuals = {} if control is None else control.residuals(
-                        i, len(timesteps), window_input, t, frames, text.embeds, added_cond_kwargs, do_cfg
+                        i, len(timesteps), window_input, t, frames, embeds, added_cond_kwargs, do_cfg
                     )
                     unet_added, unet_cross = (added_cond_kwargs, cross_attention_kwargs) if ip is None else (
                         ip.unet_kwargs(frames, added_cond_kwargs, cross_attention_kwargs)
@@ -674,7 +772,7 @@ class MotionPipeline(
                     out = self.motion_unet(
                         window_input,
                         t,
-                        encoder_hidden_states=text.embeds,
+                        encoder_hidden_states=embeds,
                         added_cond_kwargs=unet_added,
                         cross_attention_kwargs=unet_cross,
                         image_cond=unet_cond[:, :, index] if unet_cond is not None else None,

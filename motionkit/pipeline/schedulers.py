@@ -66,6 +66,10 @@ def make_scheduler(
     if family == "sdxl":
         defaults = {k: v for k, v in ANIMATEDIFF_DEFAULTS.items() if k not in _BETA_KEYS}
         base = {**ANIMATEDIFF_SDXL_BETAS, **base}
-    config = {**base, **defaults, **settings, **overrides}
+    chosen = {**defaults, **settings, **overrides}
+    config = {**base, **chosen}
+    # diffusers' from_config drops the keys a config lists as left at their defaults; the ones chosen here are not.
+    if "_use_default_values" in config:
+        config["_use_default_values"] = [k for k in config["_use_default_values"] if k not in chosen]
     # Keys a class does not take (clip_sample for Euler) are set aside by from_config, as when swapping schedulers.
     return cls.from_config(config)

@@ -30,7 +30,7 @@ class ModelCache:
         max_bases: int = 1,
         max_adapters: int = 3,
     ):
-        from motionkit.commands.animate import device_and_dtype
+        from motionkit.pipeline.build import device_and_dtype
 
         self.device, self.dtype = device_and_dtype(device, dtype)
         self.attention_backend = attention_backend
@@ -47,7 +47,7 @@ class ModelCache:
         self, base: Path, adapter: Path, loras: Sequence[tuple[Path, float]] = (), scheduler: str = "ddim"
     ) -> Any:
         """The pipeline for ``base`` + ``adapter`` with exactly ``loras`` applied and ``scheduler`` set."""
-        from motionkit.commands.animate import assemble_pipeline
+        from motionkit.pipeline.build import assemble_pipeline
         from motionkit.pipeline.motion_pipeline import pipeline_family
         from motionkit.pipeline.schedulers import make_scheduler
 
@@ -67,7 +67,7 @@ class ModelCache:
     # -- pieces -----------------------------------------------------------------------------------
 
     def _base(self, path: Path) -> dict[str, Any]:
-        from motionkit.commands.animate import quiet_loading
+        from motionkit.pipeline.build import quiet_loading
         from motionkit.pipeline.loading import load_base
 
         if path in self._bases:

@@ -292,10 +292,12 @@ def build_app(
         # preprocess=False: the raw values reach Service, which checks every one of them itself (dropdown
         # names against the listing, numbers against the limits, the upload's size and pixels before decoding).
         sampling = busy.then(run, inputs=inputs, outputs=outputs, api_name="generate", preprocess=False)
-        sampling.then(
-            lambda: [gr.Button("Generate", interactive=True), gr.Button(interactive=False)],
-            outputs=[generate, stop], queue=False, api_name=False,
-        )
+        def idle() -> list[Any]:
+            return [gr.Button("Generate", interactive=True), gr.Button(interactive=False)]
+
+        # The page skips .then() after an error, so a refusal restores the buttons through .failure().
+        sampling.then(idle, outputs=[generate, stop], queue=False, api_name=False)
+        sampling.failure(idle, outputs=[generate, stop], queue=False, api_name=False)
 
         def stop_run(request: gr.Request) -> None:
             stops.request(getattr(request, "session_hash", None))

@@ -61,3 +61,12 @@ def os_error_message(err: OSError) -> str:
     name = err.filename2 if err.errno == errno.EISDIR and err.filename2 else err.filename
     where = f"{output_name(os.fsdecode(name))}: " if name is not None and not isinstance(name, int) else ""
     return where + fixes.get(err.errno, f"{err.strerror.lower()}; check the path")
+
+
+MAX_ECHO = 40  # characters of a user's value repeated in a message
+
+
+def echo(value: object) -> str:
+    """A user's value as a message may repeat it: its repr (numbers as written), cut short."""
+    text = repr(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else str(value)
+    return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + "..."

@@ -9,6 +9,8 @@ Layout (every entry's name is what the page shows)::
     DIR/adapters/<name>/              a motion adapter folder (motionkit or diffusers layout)
     DIR/adapters/<name>.safetensors   a motion adapter file (.safetensors, .ckpt, .pt, .pth, .bin)
     DIR/loras/<name>.safetensors      a MotionLoRA (.safetensors or .ckpt)
+    DIR/image-loras/<name>.safetensors  an image LoRA for the base (style, character; .safetensors or .ckpt)
+    DIR/motionkit-app.json            the page's defaults and examples (optional; see ``motionkit.app.defaults``)
 
 Files are listed under their stem (``dreamshaper.safetensors`` -> ``dreamshaper``) unless two entries
 share it. Names from the page are looked up in a fresh listing: nothing the user sends is ever joined
@@ -19,8 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from motionkit.errors import MotionkitError
+from motionkit.errors import MotionkitError, echo
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "assets" / "tiny-family"
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -28,6 +31,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "base": ("bases", (".safetensors", ".ckpt")),
     "adapter": ("adapters", (".safetensors", ".ckpt", ".pt", ".pth", ".bin")),
     "lora": ("loras", (".safetensors", ".ckpt")),
+    "image_lora": ("image-loras", (".safetensors", ".ckpt")),
 }
 
 
@@ -66,9 +70,9 @@ class ModelsFolder:
         listing = self.listing(kind)
         if isinstance(name, str) and name in listing:
             return listing[name]
-        shown = repr(name)[:80]
+        shown = echo(name)
         choices = ", ".join(listing) or f"none: put some in {KINDS[kind][0]}/"
-        raise MotionkitError(f"unknown {kind} {shown}: choose one listed by this server ({choices})")
+        raise MotionkitError(f"unknown {kind.replace('_', ' ')} {shown}: choose one listed by this server ({choices})")
 
     def check(self) -> None:
         """Refuse, in one line, a folder the app cannot serve anything from."""
@@ -83,7 +87,8 @@ class ModelsFolder:
 
 
 def write_demo_models(root: str | Path, seed: int = 0) -> ModelsFolder:
-    """Write a tiny, random models folder (one base, one adapter, one MotionLoRA) for tests and trying the UI.
+    """Write a tiny, random models folder (one base, one adapter, one MotionLoRA, one image LoRA) for tests
+    and trying the UI.
 
     The models are untrained: videos are coloured noise, but every part of the app runs. Returns the folder.
     """
@@ -112,4 +117,34 @@ def write_demo_models(root: str | Path, seed: int = 0) -> ModelsFolder:
             up[name] = torch.randn(module.out_features, 2, generator=generator) * 0.2
     (root / "loras").mkdir(parents=True, exist_ok=True)
     save_motion_lora(MotionLoRA(down, up), root / "loras" / "tiny-pan.safetensors")
+    write_demo_image_lora(components, root / "image-loras" / "tiny-style.safetensors", seed=seed + 2)
     return ModelsFolder(root)
+
+
+def write_demo_image_lora(components: dict, path: Path, seed: int = 0, rank: int = 2) -> Path:
+    """A random rank-``rank`` image LoRA in the diffusers/peft layout on the base's first self-attention
+    query and its text encoder's first query projection."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def module(model: Any, suffix: str) -> Any:
+        # Found by suffix: transformers releases nest the CLIP text model differently.
+        return next(m for name, m in model.named_modules() if name.endswith(suffix))
+
+    targets = {
+        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q": module(
+            components["unet"], "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+        ),
+        "text_encoder.text_model.encoder.layers.0.self_attn.q_proj": module(
+            components["text_encoder"], "layers.0.self_attn.q_proj"
+        ),
+    }
+    tensors = {}
+    for name, layer in targets.items():
+        tensors[f"{name}.lora_A.weight"] = torch.randn(rank, layer.in_features, generator=generator) * 0.5
+        tensors[f"{name}.lora_B.weight"] = torch.randn(layer.out_features, rank, generator=generator) * 0.5
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path

@@ -4,7 +4,9 @@ Bases (vae, text encoder, tokenizer, UNet) are kept by path, adapters by path, a
 ``MotionPipeline`` by (base, adapter). Switching the adapter re-uses the loaded base: the old adapter is
 ejected from the UNet and the new one injected (no weights copied). Switching MotionLoRAs only
 re-weights them when the files are the same, otherwise takes them off the adapter and puts the new ones
-on. One pipeline samples at a time: callers hold ``lock`` from ``pipeline()`` to the end of sampling.
+on; image LoRAs on the base are handled alike (peft adapters on the UNet and text encoder, deleted when
+the set changes). One pipeline samples at a time: callers hold ``lock`` from ``pipeline()`` to the end of
+sampling.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class ModelCache:
         max_bases: int = 1,
         max_adapters: int = 3,
     ):
-        from motionkit.commands.animate import device_and_dtype
+        from motionkit.pipeline.build import device_and_dtype
 
         self.device, self.dtype = device_and_dtype(device, dtype)
         self.attention_backend = attention_backend
@@ -42,12 +44,19 @@ class ModelCache:
         self._pipe: Any = None
         self._pipe_key: tuple[Path, Path] | None = None
         self._loras: tuple[tuple[Path, float], ...] = ()
+        self._image_loras: tuple[tuple[Path, float], ...] = ()
 
     def pipeline(
-        self, base: Path, adapter: Path, loras: Sequence[tuple[Path, float]] = (), scheduler: str = "ddim"
+        self,
+        base: Path,
+        adapter: Path,
+        loras: Sequence[tuple[Path, float]] = (),
+        scheduler: str = "ddim",
+        image_loras: Sequence[tuple[Path, float]] = (),
     ) -> Any:
-        """The pipeline for ``base`` + ``adapter`` with exactly ``loras`` applied and ``scheduler`` set."""
-        from motionkit.commands.animate import assemble_pipeline
+        """The pipeline for ``base`` + ``adapter`` with exactly ``loras`` (MotionLoRAs) and ``image_loras``
+        applied and ``scheduler`` set."""
+        from motionkit.pipeline.build import assemble_pipeline
         from motionkit.pipeline.motion_pipeline import pipeline_family
         from motionkit.pipeline.schedulers import make_scheduler
 
@@ -59,6 +68,7 @@ class ModelCache:
             self._pipe_key = (base, adapter)
             self.loads["pipeline"] += 1
         self._set_loras(loras)
+        self._set_image_loras(image_loras)
         # A fresh scheduler per request: schedulers keep per-run state (step index, begin index).
         base_config = self._bases[base]["scheduler"].config
         self._pipe.scheduler = make_scheduler(scheduler, base_config, family=pipeline_family(self._pipe.unet))
@@ -67,7 +77,7 @@ class ModelCache:
     # -- pieces -----------------------------------------------------------------------------------
 
     def _base(self, path: Path) -> dict[str, Any]:
-        from motionkit.commands.animate import quiet_loading
+        from motionkit.pipeline.build import quiet_loading
         from motionkit.pipeline.loading import load_base
 
         if path in self._bases:
@@ -123,6 +133,29 @@ class ModelCache:
                 raise
         self._loras = wanted
 
+    def _set_image_loras(self, loras: Sequence[tuple[Path, float]]) -> None:
+        from motionkit.pipeline.lora import apply_loras, lora_adapter_names, remove_loras
+
+        wanted = tuple((Path(path), float(scale)) for path, scale in loras)
+        if wanted == self._image_loras:
+            return
+        # A changed set is rebuilt: image LoRAs are small, and peft keys them by name and position.
+        self._clear_image_loras()
+        try:
+            if wanted:
+                apply_loras(self._pipe, wanted)
+        except Exception:
+            remove_loras(self._pipe, lora_adapter_names(wanted))  # none half-applied for the next request
+            raise
+        self._image_loras = wanted
+
+    def _clear_image_loras(self) -> None:
+        from motionkit.pipeline.lora import lora_adapter_names, remove_loras
+
+        if self._pipe is not None and self._image_loras:
+            remove_loras(self._pipe, lora_adapter_names(self._image_loras))
+        self._image_loras = ()
+
     def _clear_loras(self) -> None:
         from motionkit.formats import remove_motion_lora
 
@@ -135,6 +168,7 @@ class ModelCache:
         if self._pipe is None:
             return
         self._clear_loras()
+        self._clear_image_loras()
         self._pipe.eject()
         self._pipe, self._pipe_key = None, None
 

@@ -2,20 +2,23 @@
 
 Values arrive raw from the page or the API (the generate event skips Gradio's preprocessing), so every
 number is type-checked here. Nothing is clamped: an over-limit request is refused with a message that
-says what the server allows.
+says what the server allows. Besides per-setting ceilings, a cost budget (frames x pixels x steps) bounds
+how long one request may hold the sampler; its default depends on the device.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from motionkit.errors import MotionkitError
+from motionkit.errors import MAX_ECHO, MotionkitError, echo  # noqa: F401  (echo: shared with the library)
 
 MIN_SIDE = 64  # 8 latent pixels: SD UNets downsample the latent three times
 MAX_SEED = 2**32 - 1
@@ -24,15 +27,29 @@ MAX_GUIDANCE = 30.0
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 
 
+# Per-device ceilings: (frames, side in px, steps, cost). Cost is frames x width x height x steps in
+# millions ("frame-megapixel-steps"); it bounds how long one request may hold the sampler.
+# CPU: 16 is about 16 frames of 200x200 at 25 steps, a few minutes with the tiny family on a laptop core;
+# GPU: 1000 covers 32 frames of 768x768 at 50 steps (about a minute of SD 1.5 on a current GPU).
+DEVICE_LIMITS: dict[str, tuple[int, int, int, float]] = {
+    "cpu": (32, 512, 50, 16.0),
+    "cuda": (64, 1024, 100, 1000.0),
+}
+MAX_FPS = 60.0
+MIN_STRENGTH = 0.05  # below it hardly a step runs: the video is the image
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Per-request ceilings, set when the server starts."""
+    """Per-request ceilings, set when the server starts (``Limits.for_device`` picks them by device)."""
 
     max_frames: int = 32
-    max_size: int = 768
+    max_size: int = 512
     max_steps: int = 50
+    max_cost: float = 16.0
     max_upload_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.max_frames < 1 or self.max_steps < 1:
@@ -41,11 +58,26 @@ class Limits:
             raise MotionkitError("the upload limits (--max-upload-mb, pixels) must be positive")
         if self.max_size < MIN_SIDE:
             raise MotionkitError(f"--max-size must be at least {MIN_SIDE} pixels, got {self.max_size}")
+        if not self.max_cost > 0:
+            raise MotionkitError(f"--max-cost must be positive, got {self.max_cost}")
+
+    @classmethod
+    def for_device(cls, device: str, **overrides: Any) -> "Limits":
+        """The ceilings for ``device`` (``cpu`` or ``cuda``); ``overrides`` that are not None replace them."""
+        frames, size, steps, cost = DEVICE_LIMITS["cuda" if str(device).startswith("cuda") else "cpu"]
+        values = dict(max_frames=frames, max_size=size, max_steps=steps, max_cost=cost, device=str(device))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def cost(frames: int, width: int, height: int, steps: int) -> float:
+    """A request's sampling cost in frame-megapixel-steps (what ``Limits.max_cost`` bounds)."""
+    return frames * width * height * steps / 1e6
 
 
 @dataclass(frozen=True)
-class Request:
-    """One generation's settings, checked against ``Limits``."""
+class Settings:
+    """One generation's checked settings: everything that shapes the video except the prompt and models."""
 
     frames: int
     width: int
@@ -53,22 +85,32 @@ class Request:
     steps: int
     guidance: float
     seed: int
+    strength: float
+    anchor_first_frame: bool
     motion_scale: int
     context_length: int | None
+    context_loop: bool
+    fps: float
 
 
 def _number(value: Any, what: str) -> float:
     # bool is an int in Python but never a meaningful number of frames.
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise MotionkitError(f"{what} must be a number, got {str(value)[:40]!r}")
+        raise MotionkitError(f"{what} must be a number, got {echo(value)}")
     return float(value)
 
 
 def _whole(value: Any, what: str) -> int:
     number = _number(value, what)
     if number != int(number):
-        raise MotionkitError(f"{what} must be a whole number, got {value}")
+        raise MotionkitError(f"{what} must be a whole number, got {echo(value)}")
     return int(number)
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise MotionkitError(f"{what} must be true or false, got {echo(value)}")
+    return value
 
 
 def _within(value: int, what: str, low: int, high: int, flag: str | None = None) -> int:
@@ -80,25 +122,58 @@ def _within(value: int, what: str, low: int, high: int, flag: str | None = None)
     return value
 
 
-def check_request(limits: Limits, **raw: Any) -> Request:
-    """Type- and range-check ``frames, width, height, steps, guidance, seed, motion_scale, context_length``."""
+def _side(value: Any, what: str, limits: Limits) -> int:
+    side = _within(_whole(value, what), what, MIN_SIDE, limits.max_size, "--max-size")
+    if side % 8:
+        lower, upper = side // 8 * 8, side // 8 * 8 + 8
+        choices = f"{lower} or {upper}" if MIN_SIDE <= lower and upper <= limits.max_size else str(max(lower, MIN_SIDE))
+        raise MotionkitError(f"{what} must be a multiple of 8, got {side}: use {choices}")
+    return side
+
+
+def draw_seed() -> int:
+    """A fresh seed for one run, from the operating system's randomness (never shared between visitors)."""
+    return random.SystemRandom().randrange(MAX_SEED + 1)
+
+
+def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
+    """Type-, range- and cost-check the raw settings of one request (see ``Settings``; plus ``random_seed``).
+
+    ``random_seed`` true draws a fresh seed for this run and ignores ``seed``.
+    """
     frames = _within(_whole(raw["frames"], "frames"), "frames", 1, limits.max_frames, "--max-frames")
-    sides = {}
-    for side in ("width", "height"):
-        value = _within(_whole(raw[side], side), side, MIN_SIDE, limits.max_size, "--max-size")
-        if value % 8:
-            raise MotionkitError(f"{side} must be a multiple of 8, got {value}: use {value // 8 * 8}")
-        sides[side] = value
+    width, height = _side(raw["width"], "width", limits), _side(raw["height"], "height", limits)
     steps = _within(_whole(raw["steps"], "steps"), "steps", 1, limits.max_steps, "--max-steps")
+    asked = cost(frames, width, height, steps)
+    if asked > limits.max_cost:
+        raise MotionkitError(
+            f"this request costs {asked:.1f} frame-megapixel-steps ({frames} frames x {width}x{height} px x {steps} steps); "
+            f"this server allows {limits.max_cost:g} on {limits.device} (--max-cost): lower the frames, the size or the steps"
+        )
     guidance = _number(raw["guidance"], "guidance")
     if not 0.0 <= guidance <= MAX_GUIDANCE:
         raise MotionkitError(f"guidance must lie in 0..{MAX_GUIDANCE:g}, got {guidance:g}")
-    seed = _within(_whole(raw["seed"], "seed"), "seed", 0, MAX_SEED)
+    if _flag(raw["random_seed"], "random seed"):
+        seed = draw_seed()
+    else:
+        seed = _within(_whole(raw["seed"], "seed"), "seed", 0, MAX_SEED)
+    strength = _number(raw["strength"], "strength")
+    if not MIN_STRENGTH <= strength <= 1.0:
+        raise MotionkitError(
+            f"strength must lie in {MIN_STRENGTH:g}..1 (lower keeps the image; 1 runs the whole schedule), got {strength:g}"
+        )
     motion_scale = _within(_whole(raw["motion_scale"], "motion scale"), "motion scale", 0, 8)
     context = _whole(raw["context_length"], "context length")
     if context < 0 or context > frames:
         raise MotionkitError(f"context length must lie in 0..{frames} (0: all frames at once), got {context}")
-    return Request(frames, sides["width"], sides["height"], steps, guidance, seed, motion_scale, context or None)
+    fps = _number(raw["fps"], "fps")
+    if not 0.0 < fps <= MAX_FPS:
+        raise MotionkitError(f"fps must lie in (0, {MAX_FPS:g}], got {fps:g}")
+    return Settings(
+        frames=frames, width=width, height=height, steps=steps, guidance=guidance, seed=seed, strength=strength,
+        anchor_first_frame=_flag(raw["anchor_first_frame"], "anchor first frame"), motion_scale=motion_scale,
+        context_length=context or None, context_loop=_flag(raw["context_loop"], "loop"), fps=fps,
+    )
 
 
 def check_scale(value: Any, what: str) -> float:
@@ -145,7 +220,9 @@ def open_upload(path: str | Path, limits: Limits) -> Image.Image:
             f"the upload is not an image this server reads: upload a {', '.join(UPLOAD_FORMATS[:-1])} or {UPLOAD_FORMATS[-1]} file"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise MotionkitError("the image has too many pixels for this server: downscale it") from None
+        raise MotionkitError(
+            f"the image has too many pixels for this server (at most {limits.max_image_pixels / 1e6:.1f} megapixels): downscale it"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise MotionkitError(f"the image is damaged or truncated ({reason[:80]}): upload it again or re-save it") from None

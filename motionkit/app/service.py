@@ -1,38 +1,109 @@
-"""One generation, from the form's raw values to an mp4 and a gif on disk, with no Gradio in sight.
+"""One generation, from the form's raw values to an mp4, a gif and their settings record, with no Gradio in sight.
 
 Everything the page sends is checked here (names against the models listing, numbers against the
-limits, the upload against its byte size, format and pixel count) before any model is touched.
+limits and the cost budget, the upload against its byte size, format and pixel count) before any model
+is touched. The form's fields are named in ``FORM``; a request is a mapping of them, checked into a
+``Job`` (a dataclass), so a new group of inputs is a few names here and a field there.
+
+A run can be stopped: ``Stop.request()`` (the Stop button, a cancelled API job, a closed tab) is seen
+after the current denoising step, the run raises ``Stopped``, and the sampler's lock is free again.
 """
 
 from __future__ import annotations
 
+import html
 import shutil
 import tempfile
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from motionkit.app.cache import ModelCache
-from motionkit.app.limits import Limits, check_request, check_scale, open_upload
+from motionkit.app.defaults import adapter_config, motion_scale_support
+from motionkit.app.limits import Limits, Settings, check_scale, check_settings, echo, open_upload
 from motionkit.app.models import ModelsFolder
 from motionkit.errors import MotionkitError
 
 NO_LORA = "(none)"
-FPS = 8.0
 MAX_PROMPT_CHARS = 1000
+MAX_MESSAGE_CHARS = 300
 KEEP_OUTPUTS_S = 3600  # Gradio copies results into its own cache; ours only need to outlive one response
+MOTION_LORA_SLOTS = 2
+LOCK_POLL_S = 0.2
+
+# The request's fields, in the order of the page's inputs and of the /generate API's arguments.
+FORM: tuple[str, ...] = (
+    "image", "prompt", "negative_prompt", "base", "adapter",
+    *(f"motion_lora_{i}{part}" for i in range(1, MOTION_LORA_SLOTS + 1) for part in ("", "_scale")),
+    "image_lora", "image_lora_scale", "scheduler",
+    "frames", "width", "height", "steps", "guidance", "seed", "random_seed",
+    "strength", "anchor_first_frame", "motion_scale", "context_length", "context_loop", "fps",
+)
 
 # progress(done, total, what): called while a request runs
 Progress = Callable[[int, int, str], None]
+
+
+class Stopped(MotionkitError):
+    """A run ended early because its stop was requested."""
+
+
+class Stop:
+    """A request to stop one run, seen after every denoising step; records when it came and when it was seen."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.steps_done = 0  # updated by the run after each step
+        self.requested_at: int | None = None  # steps done when stop was asked for
+
+    def request(self) -> None:
+        if not self._event.is_set():
+            self.requested_at = self.steps_done
+            self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class Job:
+    """A checked request: what to draw, with which models, under which settings."""
+
+    prompt: str
+    negative_prompt: str | None
+    image: Any  # PIL image or None
+    base: tuple[str, Path]
+    adapter: tuple[str, Path]
+    motion_loras: tuple[tuple[str, Path, float], ...]
+    image_loras: tuple[tuple[str, Path, float], ...]
+    scheduler: str
+    settings: Settings
 
 
 @dataclass(frozen=True)
 class Result:
     mp4: Path
     gif: Path
+    record: Path  # the mp4's sidecar JSON: prompt, seed, models, settings
     summary: str
+    seed: int
+    steps_done: int = 0
+
+
+@dataclass
+class RunLog:
+    """What the last run did, for the page's summary and for tests."""
+
+    steps_done: int = 0
+    total: int = 0
+    stopped: bool = False
+    stop_requested_at: int | None = None
+    waited_s: float = 0.0  # for the lock: another video was being made
 
 
 def _text(value: Any, what: str, required: bool = False) -> str | None:
@@ -63,115 +134,197 @@ def _upload_path(image: Any) -> Path | None:
     raise MotionkitError("the image did not arrive as a file: upload it again")
 
 
-def _conditioned(pipe: Any) -> bool:
-    return getattr(pipe.adapter.config, "image_cond_channels", 0) == 5
-
-
 class Service:
-    """Checks a request, samples it with the cached models and writes the videos."""
+    """Checks a request, samples it with the cached models and writes the videos with their record."""
 
     def __init__(self, models: ModelsFolder, limits: Limits, cache: ModelCache, out_dir: Path | None = None):
         self.models, self.limits, self.cache = models, limits, cache
         self._tmp = None if out_dir else tempfile.TemporaryDirectory(prefix="motionkit-app-")
         self.out_dir = Path(out_dir) if out_dir else Path(self._tmp.name)
+        self.last_run = RunLog()
+
+    def close(self) -> None:
+        """Remove every output written (what the temporary folder's finaliser does at exit, now)."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
     def public_message(self, err: BaseException) -> str:
-        """The error's one line, with server paths replaced by the names the page knows."""
+        """The error's first line for the page: server paths replaced by model names, cut short, HTML-escaped
+        (Gradio renders messages as HTML, and they may echo what the user sent)."""
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        for kind in ("base", "adapter", "lora"):
+        for kind in ("base", "adapter", "lora", "image_lora"):
             for name, path in self.models.listing(kind).items():
                 message = message.replace(str(path), name)
-        return message.replace(str(self.models.root), "models folder")
+        message = message.replace(str(self.models.root), "models folder")
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[: MAX_MESSAGE_CHARS - 3] + "..."
+        return html.escape(message, quote=False)
 
-    def generate(
-        self,
-        image: Any,
-        prompt: Any,
-        negative_prompt: Any,
-        base: Any,
-        adapter: Any,
-        loras: list[tuple[Any, Any]],
-        scheduler: Any,
-        progress: Progress | None = None,
-        **settings: Any,
-    ) -> Result:
-        """``settings``: frames, width, height, steps, guidance, seed, motion_scale, context_length (raw values)."""
+    # -- checking ---------------------------------------------------------------------------------
+
+    def check(self, form: Mapping[str, Any]) -> Job:
+        """Turn the raw form values into a ``Job``, or refuse the first bad one in a one-line MotionkitError."""
         from motionkit.pipeline.schedulers import SCHEDULERS
 
-        progress = progress or (lambda done, total, what: None)
-        request = check_request(self.limits, **settings)
-        prompt = _text(prompt, "prompt", required=True)
-        negative = _text(negative_prompt, "negative prompt")
-        base_path = self.models.resolve("base", base)
-        adapter_path = self.models.resolve("adapter", adapter)
-        lora_set = [
-            (self.models.resolve("lora", name), check_scale(scale, f"scale of {name}"))
-            for name, scale in loras
-            if name not in (None, "", NO_LORA)
-        ]
-        if not isinstance(scheduler, str) or scheduler not in SCHEDULERS:
-            raise MotionkitError(f"unknown scheduler {str(scheduler)[:40]!r}: choose one of {', '.join(SCHEDULERS)}")
-        upload = _upload_path(image)
-        first_frame = open_upload(upload, self.limits) if upload is not None else None
-
-        frames, seconds = self._sample(
-            base_path, adapter_path, lora_set, scheduler, prompt, negative, first_frame, request, progress
+        missing = [name for name in FORM if name not in form]
+        if missing:
+            raise MotionkitError(f"the request lacks {', '.join(missing[:3])}: send every field of the form")
+        settings = check_settings(self.limits, form)
+        prompt = _text(form["prompt"], "prompt", required=True)
+        negative = _text(form["negative_prompt"], "negative prompt")
+        base = self._named("base", form["base"])
+        adapter = self._named("adapter", form["adapter"])
+        motion_loras = tuple(
+            self._lora("lora", form[f"motion_lora_{i}"], form[f"motion_lora_{i}_scale"])
+            for i in range(1, MOTION_LORA_SLOTS + 1)
+            if form[f"motion_lora_{i}"] not in (None, "", NO_LORA)
         )
-        progress(request.steps, request.steps, "Writing video")
-        return self._write(frames, request, seconds)
+        image_loras = (
+            (self._lora("image_lora", form["image_lora"], form["image_lora_scale"]),)
+            if form["image_lora"] not in (None, "", NO_LORA) else ()
+        )
+        scheduler = form["scheduler"]
+        if not isinstance(scheduler, str) or scheduler not in SCHEDULERS:
+            raise MotionkitError(f"unknown scheduler {echo(scheduler)}: choose one of {', '.join(SCHEDULERS)}")
+        upload = _upload_path(form["image"])
+        image = open_upload(upload, self.limits) if upload is not None else None
+        if settings.motion_scale and image is not None:
+            why = motion_scale_support(adapter_config(adapter[1]))
+            if why:
+                raise MotionkitError(f"motion scale {settings.motion_scale} was asked for, but {why}: set it to 0")
+        if settings.context_loop and settings.frames < 3:
+            raise MotionkitError(f"a loop needs at least 3 frames, got {settings.frames}")
+        return Job(prompt, negative, image, base, adapter, motion_loras, image_loras, scheduler, settings)
 
-    def _sample(self, base, adapter, loras, scheduler, prompt, negative, image, request, progress) -> tuple[Any, float]:
+    def _named(self, kind: str, name: Any) -> tuple[str, Path]:
+        return name, self.models.resolve(kind, name)
+
+    def _lora(self, kind: str, name: Any, scale: Any) -> tuple[str, Path, float]:
+        path = self.models.resolve(kind, name)
+        return name, path, check_scale(scale, f"scale of {name}")
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def generate(self, form: Mapping[str, Any], progress: Progress | None = None, stop: Stop | None = None) -> Result:
+        """Check ``form`` (fields: ``FORM``), sample it and write the videos; ``stop`` ends it after a step."""
+        progress = progress or (lambda done, total, what: None)
+        stop = stop or Stop()
+        job = self.check(form)
+        frames, seconds = self._sample(job, progress, stop)
+        progress(job.settings.steps, job.settings.steps, "Writing video")
+        return self._write(frames, job, seconds)
+
+    def _acquire(self, stop: Stop, progress: Progress, total: int) -> float:
+        """Take the sampler's lock (seconds waited); a stop while waiting gives up without sampling."""
+        lock, start = self.cache.lock, time.perf_counter()
+        if lock.acquire(blocking=False):
+            return 0.0
+        progress(0, total, "Waiting for another video to finish")
+        while not lock.acquire(timeout=LOCK_POLL_S):
+            if stop.requested:
+                raise Stopped("stopped before sampling began (another video was being made)")
+        return time.perf_counter() - start
+
+    def _sample(self, job: Job, progress: Progress, stop: Stop) -> tuple[Any, float]:
         import torch
 
-        if not self.cache.lock.acquire(blocking=False):
-            progress(0, request.steps, "Waiting for another video to finish")
-            self.cache.lock.acquire()
+        s = job.settings
+        waited = self._acquire(stop, progress, s.steps)
+        log = self.last_run = RunLog(total=s.steps, waited_s=waited)
         try:
-            progress(0, request.steps, "Loading models")
-            pipe = self.cache.pipeline(base, adapter, loras, scheduler)
+            if stop.requested:
+                raise Stopped("stopped before sampling began")
+            progress(0, s.steps, "Loading models")
+            pipe = self.cache.pipeline(
+                job.base[1], job.adapter[1], [(p, w) for _, p, w in job.motion_loras], job.scheduler,
+                image_loras=[(p, w) for _, p, w in job.image_loras],
+            )
+            with_image = job.image is not None
+            # strength < 1 runs only the tail of the schedule: that many steps are reported.
+            total = max(1, int(s.steps * s.strength)) if with_image else s.steps
+            log.total = total
 
             def on_step(_pipe: Any, step: int, _t: Any, _tensors: dict) -> dict:
-                progress(step + 1, request.steps, "Sampling")
+                stop.steps_done = log.steps_done = step + 1
+                if stop.requested:
+                    raise Stopped(f"stopped after {step + 1} of {total} steps")
+                progress(step + 1, total, "Sampling")
                 return {}
 
+            context = s.context_length
+            if s.context_loop and context is None:
+                context = max(2, s.frames // 2)  # a loop wraps windows around the end: it needs more than one
             start = time.perf_counter()
             output = pipe(
-                prompt=prompt,
-                negative_prompt=negative,
-                image=image,
-                num_frames=request.frames,
-                height=request.height,
-                width=request.width,
-                num_inference_steps=request.steps,
-                guidance_scale=request.guidance,
-                generator=torch.Generator("cpu").manual_seed(request.seed),
-                # PIA's motion presets act on the image-conditioning branch only; others would just warn.
-                motion_scale=request.motion_scale if image is not None and _conditioned(pipe) else None,
-                context_length=request.context_length,
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt,
+                image=job.image,
+                num_frames=s.frames,
+                height=s.height,
+                width=s.width,
+                num_inference_steps=s.steps,
+                guidance_scale=s.guidance,
+                generator=torch.Generator("cpu").manual_seed(s.seed),
+                strength=s.strength if with_image else 1.0,
+                anchor_first_frame=s.anchor_first_frame if with_image else None,
+                # 0 is the form's "off"; PIA's presets act on the image branch only (checked in ``check``).
+                motion_scale=s.motion_scale if with_image and s.motion_scale else None,
+                context_length=context,
+                context_overlap=min(4, context - 1) if context else 4,
+                context_loop=s.context_loop,
                 callback_on_step_end=on_step,
                 output_type="np",
             )
             return output.frames[0], time.perf_counter() - start
+        except Stopped:
+            log.stopped, log.stop_requested_at = True, stop.requested_at
+            raise
         finally:
             self.cache.lock.release()
 
-    def _write(self, frames: Any, request: Any, seconds: float) -> Result:
-        from motionkit.video_io import write_video
+    def _record(self, job: Job) -> dict[str, Any]:
+        from motionkit import __version__
 
-        self._prune()
+        return {
+            "generator": f"motionkit {__version__} app",
+            "motionkit_version": __version__,
+            "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt,
+            "seed": job.settings.seed,
+            "image": "uploaded" if job.image is not None else None,
+            "base": job.base[0],
+            "adapter": job.adapter[0],
+            "loras": [{"name": name, "scale": scale} for name, _, scale in job.image_loras],
+            "motion_loras": [{"name": name, "scale": scale} for name, _, scale in job.motion_loras],
+            "settings": {
+                **{k: v for k, v in asdict(job.settings).items() if k != "seed"},
+                "scheduler": job.scheduler,
+                "device": self.cache.device,
+                "dtype": str(self.cache.dtype).replace("torch.", ""),
+            },
+        }
+
+    def _write(self, frames: Any, job: Job, seconds: float) -> Result:
+        from motionkit.video_io import sidecar_path, write_video
+
+        self.prune()
+        s = job.settings
         folder = self.out_dir / uuid.uuid4().hex
         folder.mkdir(parents=True)
-        stem = f"motionkit-{request.seed}"
-        mp4 = write_video(frames, folder / f"{stem}.mp4", fps=FPS)
-        gif = write_video(frames, folder / f"{stem}.gif", fps=FPS)
+        stem = f"motionkit-{s.seed}"
+        record = self._record(job)
+        mp4 = write_video(frames, folder / f"{stem}.mp4", fps=s.fps, metadata=record)
+        gif = write_video(frames, folder / f"{stem}.gif", fps=s.fps, metadata=record)
         summary = (
-            f"{request.frames} frames at {request.width}x{request.height}, {request.steps} steps, "
-            f"seed {request.seed}, sampled in {seconds:.1f} s"
+            f"{s.frames} frames at {s.width}x{s.height}, {self.last_run.total} steps, seed {s.seed}, "
+            f"sampled in {seconds:.1f} s"
         )
-        return Result(mp4=mp4, gif=gif, summary=summary)
+        return Result(mp4=mp4, gif=gif, record=sidecar_path(mp4), summary=summary, seed=s.seed,
+                      steps_done=self.last_run.steps_done)
 
-    def _prune(self) -> None:
-        cutoff = time.time() - KEEP_OUTPUTS_S
+    def prune(self, keep_s: float = KEEP_OUTPUTS_S) -> None:
+        """Delete outputs older than ``keep_s`` seconds."""
+        cutoff = time.time() - keep_s
         for folder in self.out_dir.iterdir():
             if folder.is_dir() and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)

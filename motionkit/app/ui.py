@@ -1,166 +1,375 @@
-"""The Gradio page: the form, live progress, the video, downloads, examples; and serving it."""
+"""The Gradio page: the form, Generate and Stop, live progress, the video, downloads, examples; and serving it.
+
+Layout: the first frame, the prompt and the Generate / Stop buttons open the left column, the video and
+its downloads fill the right one; on a narrow screen the columns stack and Generate scrolls the video
+into view. Numbers are typed into plain number boxes, never clamped in the browser: the server checks
+them and refuses what it does not allow, in a message on the page.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import logging
-import random
+import os
+import signal
+import threading
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Iterator
 
 import gradio as gr
 
 from motionkit.app.cache import ModelCache
-from motionkit.app.limits import MAX_GUIDANCE, MAX_SEED, MIN_SIDE, Limits
+from motionkit.app.defaults import PageDefaults, adapter_config, motion_scale_support, native_size, page_defaults
+from motionkit.app.limits import MAX_FPS, MAX_GUIDANCE, MAX_SEED, MIN_SIDE, MIN_STRENGTH, Limits, cost
 from motionkit.app.models import ModelsFolder
-from motionkit.app.service import NO_LORA, Service
+from motionkit.app.service import FORM, MOTION_LORA_SLOTS, NO_LORA, Service, Stop, Stopped
 from motionkit.errors import MotionkitError
 
 logger = logging.getLogger(__name__)
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
-EXAMPLES = [
+GENERIC_EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+GENERIC_EXAMPLES = [
     ("sunset.png", "the sun sinking into a calm sea, gentle waves, warm light"),
     ("red-ball.png", "a red ball bouncing on a lawn, sunny day"),
 ]
-LORA_SLOTS = 2
-DEFAULT_SIZE = 512
+# Scrolls the result into view when it is off screen (a narrow window stacks it under the form).
+SCROLL_TO_RESULT = """() => {
+  const result = document.getElementById('result');
+  if (result) {
+    const box = result.getBoundingClientRect();
+    if (box.top < 0 || box.top > window.innerHeight * 0.5) result.scrollIntoView({behavior: 'instant', block: 'start'});
+  }
+}"""
+CSS = "#generate-row button { min-height: 2.6em; }"
 
 
-def _lora_choices(models: ModelsFolder) -> list[str]:
-    return [NO_LORA, *models.names("lora")]
+def _choices(models: ModelsFolder, kind: str) -> list[str]:
+    return [NO_LORA, *models.names(kind)]
 
 
 def _first(names: list[str]) -> str | None:
     return names[0] if names else None
 
 
-def _default_side(limits: Limits) -> int:
-    return max(MIN_SIDE, min(DEFAULT_SIZE, limits.max_size) // 8 * 8)
+def _about(models: ModelsFolder, defaults: PageDefaults, limits: Limits) -> str:
+    """What the page tells about its models and its server."""
+    default_cost = cost(defaults.frames, defaults.width, defaults.height, defaults.steps)
+    facts = (
+        f"Defaults from the models: {defaults.frames} frames at {defaults.width}x{defaults.height}, "
+        f"{defaults.steps} steps, guidance {defaults.guidance:g}. "
+        f"This server runs on **{limits.device}** and takes requests up to a cost of **{limits.max_cost:g}** "
+        f"frame-megapixel-steps (frames x width x height x steps / 10^6; the defaults cost {default_cost:.2f}), "
+        f"at most {limits.max_frames} frames, {limits.max_size} px a side and {limits.max_steps} steps."
+    )
+    about = defaults.about or (
+        f"No description of these models was given (add an `about` text to `{models.root.name}/motionkit-app.json`)."
+    )
+    return f"{about}\n\n{facts}"
 
 
-def _slider(low: float, high: float, value: float, step: float, **kwargs: Any) -> gr.Slider:
-    """A slider up to a server limit; a limit equal to the minimum leaves nothing to choose, so it is fixed."""
-    if high <= low:  # Gradio refuses min == max
-        return gr.Slider(low, low + step, value=low, step=step, interactive=False, **kwargs)
-    return gr.Slider(low, high, value=value, step=step, **kwargs)
+def _motion_scale_note(models: ModelsFolder, adapter: str | None) -> str | None:
+    """Why motion scale does not apply to ``adapter`` (None when it does)."""
+    if adapter is None:
+        return "no adapter"
+    try:
+        return motion_scale_support(adapter_config(models.resolve("adapter", adapter)))
+    except MotionkitError:
+        return "the adapter is not in the models folder any more"
 
 
-def build_app(models: ModelsFolder, limits: Limits | None = None, cache: ModelCache | None = None) -> gr.Blocks:
-    """The page for ``models`` under ``limits``, sampling with ``cache`` (a new CPU/CUDA cache when not given)."""
-    limits = limits or Limits()
-    service = Service(models, limits, cache or ModelCache())
+def _examples(models: ModelsFolder, defaults: PageDefaults) -> list[tuple[str, list[Any]]]:
+    """(label, values in FORM order) of every example; each sets every setting of the form."""
+    base, adapter = _first(models.names("base")), _first(models.names("adapter"))
+    entries = [(e.image, e.prompt, e.settings) for e in defaults.examples]
+    if not entries:  # a folder that declares none gets motionkit's generic ones
+        entries = [(GENERIC_EXAMPLES_DIR / f, text, {}) for f, text in GENERIC_EXAMPLES if (GENERIC_EXAMPLES_DIR / f).is_file()]
+    rows = []
+    for index, (image, prompt, overrides) in enumerate(entries):
+        values = {
+            **_form_defaults(defaults, base, adapter), **overrides,
+            "image": str(image) if image else None, "prompt": prompt, "random_seed": False,
+        }
+        if "seed" not in overrides:
+            values["seed"] = index + 1
+        rows.append((prompt if len(prompt) <= 60 else prompt[:57] + "...", [values[name] for name in FORM]))
+    return rows
+
+
+def _form_defaults(defaults: PageDefaults, base: str | None, adapter: str | None) -> dict[str, Any]:
+    motion_loras = {}
+    for i in range(1, MOTION_LORA_SLOTS + 1):
+        motion_loras[f"motion_lora_{i}"], motion_loras[f"motion_lora_{i}_scale"] = NO_LORA, 1.0
+    return {
+        "image": None, "prompt": "", "negative_prompt": defaults.negative_prompt, "base": base, "adapter": adapter,
+        **motion_loras, "image_lora": NO_LORA, "image_lora_scale": 1.0,
+        **defaults.settings(), "random_seed": True, "motion_scale": 0, "context_length": 0, "context_loop": False,
+    }
+
+
+class Stops:
+    """The running job's ``Stop`` of each browser session (or API client), so Stop, Cancel and a closed tab find it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_session: dict[str, Stop] = {}
+
+    def start(self, session: str | None) -> Stop:
+        stop = Stop()
+        with self._lock:
+            if session:
+                self._by_session[session] = stop
+        return stop
+
+    def end(self, session: str | None, stop: Stop) -> None:
+        with self._lock:
+            if session and self._by_session.get(session) is stop:
+                del self._by_session[session]
+
+    def request(self, session: str | None) -> bool:
+        with self._lock:
+            stop = self._by_session.get(session or "")
+        if stop is not None:
+            stop.request()
+        return stop is not None
+
+
+@contextlib.contextmanager
+def _examples_cache(folder: Path) -> Iterator[None]:
+    # Gradio reads its examples cache folder from the environment when the examples are built; ours lives
+    # with the outputs, so no stale cache from another models folder is ever shown and it goes with them.
+    before = os.environ.get("GRADIO_EXAMPLES_CACHE")
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("GRADIO_EXAMPLES_CACHE", None)
+        else:
+            os.environ["GRADIO_EXAMPLES_CACHE"] = before
+
+
+def build_app(
+    models: ModelsFolder,
+    limits: Limits | None = None,
+    cache: ModelCache | None = None,
+    *,
+    service: Service | None = None,
+    cache_examples: str | bool = "eager",
+) -> gr.Blocks:
+    """The page for ``models`` under ``limits``, sampling with ``service`` (or a new one on ``cache``).
+
+    ``cache_examples``: ``"eager"`` runs every example when the server starts and shows its output on a
+    click; ``"lazy"`` runs one on its first click; False runs none.
+    """
+    cache = cache or ModelCache()
+    limits = limits or Limits.for_device(cache.device)
+    service = service or Service(models, limits, cache)
+    defaults = page_defaults(models)
     schedulers = _scheduler_names()
+    stops = Stops()
+    start = _form_defaults(defaults, _first(models.names("base")), _first(models.names("adapter")))
+    note = _motion_scale_note(models, start["adapter"])
 
     # delete_cache: results are copied into Gradio's cache; drop them after a day so the disk stays bounded.
     with gr.Blocks(title="motionkit", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown("## motionkit: animate an image\nDrop in a first frame (or leave it empty for text-to-video), describe the motion, press Generate.")
-        with gr.Row():
-            with gr.Column(scale=1):
-                image = gr.Image(label="First frame (optional)", type="filepath", sources=["upload", "clipboard"], height=256)
+        with gr.Accordion("About these models and this server", open=False):
+            gr.Markdown(_about(models, defaults, limits))
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=340):
+                image = gr.Image(label="First frame (optional)", type="filepath", sources=["upload", "clipboard"], height=220)
                 prompt = gr.Textbox(label="Prompt", lines=2, placeholder="what the video shows")
-                negative = gr.Textbox(label="Negative prompt", placeholder="what to steer away from")
+                with gr.Row(elem_id="generate-row"):
+                    generate = gr.Button("Generate", variant="primary", scale=3)
+                    stop = gr.Button("Stop", variant="stop", interactive=False, scale=1)
+                negative = gr.Textbox(label="Negative prompt", value=start["negative_prompt"], placeholder="what to steer away from")
                 with gr.Row():
-                    bases = models.names("base")
-                    adapters = models.names("adapter")
-                    base = gr.Dropdown(bases, value=_first(bases), label="Base checkpoint")
-                    adapter = gr.Dropdown(adapters, value=_first(adapters), label="Motion adapter")
-                lora_inputs: list[gr.components.Component] = []
+                    bases, adapters = models.names("base"), models.names("adapter")
+                    base = gr.Dropdown(bases, value=start["base"], label="Base checkpoint")
+                    adapter = gr.Dropdown(adapters, value=start["adapter"], label="Motion adapter")
+                with gr.Accordion("Settings", open=True):
+                    with gr.Row():
+                        frames = gr.Number(start["frames"], precision=0, label="Frames", info=f"1 to {limits.max_frames}")
+                        steps = gr.Number(start["steps"], precision=0, label="Steps", info=f"1 to {limits.max_steps}")
+                        fps = gr.Number(start["fps"], label="fps", info=f"frames per second, up to {MAX_FPS:g}")
+                    with gr.Row():
+                        sides = f"multiple of 8, {MIN_SIDE} to {limits.max_size}"
+                        width = gr.Number(start["width"], precision=0, label="Width", info=sides)
+                        height = gr.Number(start["height"], precision=0, label="Height", info=sides)
+                    with gr.Row():
+                        guidance = gr.Slider(0, MAX_GUIDANCE, value=start["guidance"], step=0.5, label="Guidance")
+                        scheduler = gr.Dropdown(schedulers, value=start["scheduler"] if start["scheduler"] in schedulers else schedulers[0], label="Scheduler")
+                    with gr.Row():
+                        seed = gr.Number(start["seed"], precision=0, label="Seed", info=f"0 to {MAX_SEED}; the one used is shown here")
+                        random_seed = gr.Checkbox(True, label="New random seed each run")
+                with gr.Accordion("Image-to-video: fidelity and motion", open=True):
+                    with gr.Row():
+                        strength = gr.Slider(
+                            MIN_STRENGTH, 1.0, value=start["strength"], step=0.05, label="Strength",
+                            info="lower keeps the frames closer to the image; 1 runs the whole schedule",
+                        )
+                        anchor = gr.Checkbox(start["anchor_first_frame"], label="Anchor frame 0 to the image")
+                    motion_scale = gr.Slider(
+                        0, 8, value=0, step=1, label="Motion scale", visible=note is None,
+                        info="PIA presets: 0-2 more motion, 3-5 looping, 6-8 style transfer",
+                    )
+                    motion_note = gr.Markdown(f"Motion scale is not available: {note}.", visible=note is not None)
+                with gr.Accordion("Long videos and loops", open=False):
+                    with gr.Row():
+                        context_length = gr.Number(0, precision=0, label="Context length", info="frames per window; 0: all at once")
+                        loop = gr.Checkbox(False, label="Loop (windows wrap around the end)")
+                lora_inputs: list[Any] = []
                 lora_names: list[gr.Dropdown] = []
-                with gr.Accordion("MotionLoRAs", open=False):
-                    for slot in range(1, LORA_SLOTS + 1):
+                with gr.Accordion("LoRAs", open=False):
+                    with gr.Row():
+                        image_lora = gr.Dropdown(_choices(models, "image_lora"), value=NO_LORA, label="Image LoRA (style)")
+                        image_lora_scale = gr.Slider(-2, 2, value=1.0, step=0.05, label="Image LoRA scale")
+                    for slot in range(1, MOTION_LORA_SLOTS + 1):
                         with gr.Row():
-                            name = gr.Dropdown(_lora_choices(models), value=NO_LORA, label=f"MotionLoRA {slot}")
-                            scale = gr.Slider(-2, 2, value=1.0, step=0.05, label=f"Scale {slot}")
+                            name = gr.Dropdown(_choices(models, "lora"), value=NO_LORA, label=f"MotionLoRA {slot}")
+                            scale = gr.Slider(-2, 2, value=1.0, step=0.05, label=f"MotionLoRA {slot} scale")
                         lora_names.append(name)
                         lora_inputs += [name, scale]
                     refresh = gr.Button("Rescan models folder", size="sm")
-                with gr.Accordion("Settings", open=True):
-                    with gr.Row():
-                        frames = _slider(1, limits.max_frames, min(16, limits.max_frames), 1, label="Frames")
-                        steps = _slider(1, limits.max_steps, min(25, limits.max_steps), 1, label="Steps")
-                    with gr.Row():
-                        side = _default_side(limits)
-                        width = _slider(MIN_SIDE, limits.max_size, side, 8, label="Width")
-                        height = _slider(MIN_SIDE, limits.max_size, side, 8, label="Height")
-                    with gr.Row():
-                        guidance = gr.Slider(0, MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance")
-                        scheduler = gr.Dropdown(schedulers, value=schedulers[0], label="Scheduler")
-                    with gr.Row():
-                        seed = gr.Number(value=random.randrange(MAX_SEED), precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
-                        randomise = gr.Button("Random seed", size="sm")
-                    with gr.Row():
-                        motion_scale = gr.Slider(
-                            0, 8, value=0, step=1, label="Motion scale",
-                            info="image-to-video with an image-conditioned adapter (PIA layout)",
-                        )
-                        context_length = gr.Slider(
-                            0, limits.max_frames, value=0, step=1, label="Context length", info="frames per window; 0: all at once"
-                        )
-                generate = gr.Button("Generate", variant="primary")
-            with gr.Column(scale=1):
-                video = gr.Video(label="Video", format=None, autoplay=True, loop=True, interactive=False, height=384)
-                summary = gr.Markdown(label="Summary")
-                with gr.Row():
-                    mp4 = gr.DownloadButton("Download mp4")
-                    gif = gr.DownloadButton("Download gif")
+            with gr.Column(scale=1, min_width=340, elem_id="result"):
+                video = gr.Video(label="Video", format=None, autoplay=True, loop=True, interactive=False, height=360)
+                summary = gr.Markdown("The video appears here.", label="Summary")
+                downloads = gr.File(label="Downloads: mp4, gif and the settings record (JSON)", file_count="multiple", interactive=False)
 
-        examples = [[str(EXAMPLES_DIR / file), text] for file, text in EXAMPLES if (EXAMPLES_DIR / file).is_file()]
-        if examples:
-            gr.Examples(examples, inputs=[image, prompt], label="Examples")
+        by_name = {
+            "image": image, "prompt": prompt, "negative_prompt": negative, "base": base, "adapter": adapter,
+            **{f"motion_lora_{i}{part}": lora_inputs[2 * (i - 1) + (part == "_scale")]
+               for i in range(1, MOTION_LORA_SLOTS + 1) for part in ("", "_scale")},
+            "image_lora": image_lora, "image_lora_scale": image_lora_scale, "scheduler": scheduler,
+            "frames": frames, "width": width, "height": height, "steps": steps, "guidance": guidance, "seed": seed,
+            "random_seed": random_seed, "strength": strength, "anchor_first_frame": anchor,
+            "motion_scale": motion_scale, "context_length": context_length, "context_loop": loop, "fps": fps,
+        }
+        inputs = [by_name[field] for field in FORM]
+        outputs = [video, summary, downloads, seed]
 
-        def run(
-            image: Any, prompt: Any, negative_prompt: Any, base: Any, adapter: Any,
-            lora_1: Any, lora_1_scale: Any, lora_2: Any, lora_2_scale: Any,
-            frames: Any, width: Any, height: Any, steps: Any, guidance: Any, seed: Any,
-            scheduler: Any, motion_scale: Any, context_length: Any, progress: gr.Progress = gr.Progress(),
-        ) -> tuple[Any, ...]:
+        def shown(result: Any) -> list[Any]:
+            files = [str(result.mp4), str(result.gif), str(result.record)]
+            return [str(result.mp4), result.summary, files, result.seed]
+
+        async def run(*args: Any) -> list[Any]:
+            *values, request, progress = args  # Gradio passes the form, then its Request and Progress
+            form = dict(zip(FORM, values))
+            session = getattr(request, "session_hash", None)
+            job_stop = stops.start(session)
+
             def report(done: int, total: int, what: str) -> None:
                 progress((done, total), desc=what)
 
             try:
-                result = service.generate(
-                    image, prompt, negative_prompt, base, adapter, [(lora_1, lora_1_scale), (lora_2, lora_2_scale)], scheduler,
-                    progress=report, frames=frames, width=width, height=height, steps=steps, guidance=guidance,
-                    seed=seed, motion_scale=motion_scale, context_length=context_length,
-                )
+                # Sampling runs in a worker thread; a cancelled job (Stop, a client's cancel) tells it to stop.
+                result = await asyncio.to_thread(service.generate, form, report, job_stop)
+            except asyncio.CancelledError:
+                job_stop.request()
+                logger.info("stopped: the job was cancelled")
+                raise
+            except Stopped as err:
+                logger.info("stopped: %s", err)
+                raise gr.Error(service.public_message(err), print_exception=False, title="Stopped") from None
             except (MotionkitError, FileNotFoundError) as err:
-                raise gr.Error(service.public_message(err)) from None
+                message = service.public_message(err)
+                logger.info("refused: %s", message)
+                raise gr.Error(message, print_exception=False) from None
             except Exception as err:
                 _failed(err)
-            return str(result.mp4), result.summary, str(result.mp4), str(result.gif)
+            finally:
+                stops.end(session, job_stop)
+            return shown(result)
 
+        _with_signature(run, FORM)
+
+        busy = generate.click(
+            lambda: [gr.Button("Generating...", interactive=False), gr.Button(interactive=True)],
+            outputs=[generate, stop], js=SCROLL_TO_RESULT, queue=False, api_name=False,
+        )
         # preprocess=False: the raw values reach Service, which checks every one of them itself (dropdown
         # names against the listing, numbers against the limits, the upload's size and pixels before decoding).
-        generate.click(
-            run,
-            inputs=[image, prompt, negative, base, adapter, *lora_inputs, frames, width, height, steps, guidance, seed,
-                    scheduler, motion_scale, context_length],
-            outputs=[video, summary, mp4, gif],
-            api_name="generate",
-            preprocess=False,
-        )
-        randomise.click(lambda: random.randrange(MAX_SEED), outputs=seed, api_name="random_seed")
+        sampling = busy.then(run, inputs=inputs, outputs=outputs, api_name="generate", preprocess=False)
+        def idle() -> list[Any]:
+            return [gr.Button("Generate", interactive=True), gr.Button(interactive=False)]
+
+        # The page skips .then() after an error, so a refusal restores the buttons through .failure().
+        sampling.then(idle, outputs=[generate, stop], queue=False, api_name=False)
+        sampling.failure(idle, outputs=[generate, stop], queue=False, api_name=False)
+
+        def stop_run(request: gr.Request) -> None:
+            stops.request(getattr(request, "session_hash", None))
+
+        stop.click(stop_run, cancels=[sampling], queue=False, api_name="stop")
+        demo.unload(stop_run)  # a closed or reloaded tab stops its job
+
+        def follow_base(name: Any) -> list[Any]:
+            try:
+                size = native_size(models.resolve("base", name))
+            except MotionkitError:
+                size = None
+            return [gr.Number(value=size), gr.Number(value=size)] if size else [gr.Number(), gr.Number()]
+
+        def follow_adapter(name: Any) -> list[Any]:
+            why = _motion_scale_note(models, name)
+            return [gr.Slider(visible=why is None, value=0), gr.Markdown(f"Motion scale is not available: {why}.", visible=why is not None)]
+
+        base.change(follow_base, inputs=base, outputs=[width, height], queue=False, api_name=False)
+        adapter.change(follow_adapter, inputs=adapter, outputs=[motion_scale, motion_note], queue=False, api_name=False)
+
+        examples = _examples(models, defaults)
+        if examples:
+
+            def run_example(*values: Any) -> list[Any]:
+                form = dict(zip(FORM, values))
+                if isinstance(form["image"], str):  # an example's own file, from the server's side
+                    form["image"] = Path(form["image"])
+                return shown(service.generate(form))
+
+            with _examples_cache(service.out_dir / "examples-cache"):
+                gr.Examples(
+                    [values for _, values in examples], inputs=inputs, outputs=outputs, fn=run_example,
+                    example_labels=[label for label, _ in examples], label="Examples (every setting; click to see the result)",
+                    cache_examples=bool(cache_examples), cache_mode=cache_examples if cache_examples else None,
+                    api_name=False,
+                )
 
         def rescan() -> list[Any]:
             names = {kind: models.names(kind) for kind in ("base", "adapter")}
             return [
                 gr.Dropdown(choices=names["base"], value=_first(names["base"])),
                 gr.Dropdown(choices=names["adapter"], value=_first(names["adapter"])),
-                *[gr.Dropdown(choices=_lora_choices(models), value=NO_LORA) for _ in lora_names],
+                gr.Dropdown(choices=_choices(models, "image_lora"), value=NO_LORA),
+                *[gr.Dropdown(choices=_choices(models, "lora"), value=NO_LORA) for _ in lora_names],
             ]
 
-        refresh.click(rescan, outputs=[base, adapter, *lora_names], api_name="rescan")
+        refresh.click(rescan, outputs=[base, adapter, image_lora, *lora_names], api_name="rescan")
     return demo
 
 
-def _failed(err: Exception) -> NoReturn:
+def _with_signature(fn: Any, names: tuple[str, ...]) -> None:
+    """Give ``fn(*args)`` the signature ``(<one parameter per form field>, request, progress)``: Gradio passes
+    the inputs positionally and inserts its special arguments where the signature names them (Request by
+    annotation, Progress by default value)."""
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    fields = [inspect.Parameter(name, positional) for name in names]
+    request = inspect.Parameter("request", positional, annotation=gr.Request)
+    progress = inspect.Parameter("progress", positional, default=gr.Progress())
+    fn.__signature__ = inspect.Signature([*fields, request, progress])
+    fn.__annotations__ = {"request": gr.Request}
+
+
+def _failed(err: Exception) -> Any:
     import torch
 
     if isinstance(err, torch.cuda.OutOfMemoryError):
-        raise gr.Error("the device ran out of memory: ask for fewer frames, a smaller size or fewer steps") from None
+        logger.info("refused: out of device memory")
+        raise gr.Error("the device ran out of memory: ask for fewer frames, a smaller size or fewer steps", print_exception=False) from None
     # Unexpected: the details (and any server paths in them) go to the server log, not to the page.
     logger.exception("generation failed")
-    raise gr.Error(f"generation failed on the server ({type(err).__name__}); try other settings") from None
+    raise gr.Error(f"generation failed on the server ({type(err).__name__}); try other settings", print_exception=False) from None
 
 
 def _scheduler_names() -> list[str]:
@@ -169,30 +378,66 @@ def _scheduler_names() -> list[str]:
     return list(SCHEDULERS)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def launch(
     models: ModelsFolder,
-    limits: Limits,
+    limits: Limits | None = None,
     *,
     host: str = "127.0.0.1",
     port: int | None = None,
     share: bool = False,
+    auth: list[tuple[str, str]] | None = None,
+    open_access: bool = False,
     concurrency: int = 1,
     queue_size: int = 16,
     device: str | None = None,
+    cache_examples: str | bool = "eager",
+    service: Service | None = None,
     block: bool = True,
 ) -> gr.Blocks:
-    """Build the page, put it behind a bounded queue and serve it; returns the running app when ``block`` is off."""
+    """Build the page, put it behind a bounded queue and serve it; returns the running app when ``block`` is off.
+
+    ``service``: sample with this one (its models, limits and cache) instead of a new one.
+
+    A page reachable from other machines (a non-loopback ``host``, or ``share``) needs ``auth`` (user,
+    password pairs, Gradio's login) unless ``open_access`` says it is meant to be open.
+    """
     models.check()
     if concurrency < 1 or queue_size < 1:
         raise MotionkitError("--concurrency and --queue-size must be at least 1")
-    demo = build_app(models, limits, ModelCache(device=device))
+    if (share or host not in LOOPBACK) and not auth and not open_access:
+        raise MotionkitError(
+            f"serving on {'a public share link' if share else host} lets other machines use this server: "
+            "pass --auth USER:PASSWORD (or --no-auth to serve it open on purpose)"
+        )
+    if service is None:
+        cache = ModelCache(device=device)
+        service = Service(models, limits or Limits.for_device(cache.device), cache)
+    models, limits, cache = service.models, service.limits, service.cache
+    demo = build_app(models, limits, cache, service=service, cache_examples=cache_examples)
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
-    demo.launch(
-        server_name=host,
-        server_port=port,
-        share=share,
-        max_file_size=limits.max_upload_bytes,
-        prevent_thread_lock=not block,
-        quiet=not block,
-    )
+    if block:
+        # SIGTERM (a service manager, docker stop) shuts down like Ctrl-C, so the outputs are removed.
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            share=share,
+            auth=auth or None,
+            max_file_size=limits.max_upload_bytes,
+            prevent_thread_lock=not block,
+            quiet=not block,
+            css=CSS,
+        )
+    finally:
+        if block:
+            demo.close()
+            service.close()
     return demo
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

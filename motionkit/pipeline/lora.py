@@ -77,6 +77,11 @@ def _adapter_name(index: int, path: Path) -> str:
     return f"lora{index}_" + re.sub(r"\W", "_", path.stem)[:40]
 
 
+def lora_adapter_names(loras: Sequence[tuple[str | Path, float]]) -> list[str]:
+    """The peft adapter names ``apply_loras(target, loras)`` gives, in order."""
+    return [_adapter_name(index, Path(path)) for index, (path, _) in enumerate(loras)]
+
+
 def apply_loras(target: Any, loras: Sequence[tuple[str | Path, float]]) -> list[str]:
     """Load every ``(path, scale)`` LoRA into the UNet and text encoder(s) of ``target`` and activate them
     all at their scales. Returns the adapter names (peft), in order.
@@ -139,3 +144,21 @@ def apply_loras(target: Any, loras: Sequence[tuple[str | Path, float]]) -> list[
         else:
             set_adapters_for_text_encoder([n for n, _ in active], model, [s for _, s in active])
     return names
+
+
+def remove_loras(target: Any, names: Sequence[str]) -> None:
+    """Take the LoRAs ``names`` (as ``apply_loras`` returned them) out of ``target``'s UNet and text encoder(s),
+    as diffusers' ``delete_adapters`` does: the models compute exactly what they did before."""
+    from diffusers.utils.peft_utils import delete_adapter_layers
+
+    parts = _parts(target)
+    for model in parts.values():
+        loaded = getattr(model, "peft_config", None) or {}
+        present = [name for name in names if name in loaded]
+        if not present:
+            continue
+        if hasattr(model, "delete_adapters"):  # diffusers models
+            model.delete_adapters(present)
+        else:  # transformers text encoders
+            for name in present:
+                delete_adapter_layers(model, name)

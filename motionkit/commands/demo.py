@@ -38,17 +38,20 @@ from motionkit.family import ADAPTER, BASE, PERSONALIZED, TinyFamily
 
 # What the summary calls "still moving" (mean flow, px per frame pair) and "a faithful first frame".
 MIN_MOTION = 0.1
-# Faithful: frame 0 matches the VAE's reconstruction of the image (issue threshold for image-to-video).
+# Faithful: frame 0 matches the VAE's reconstruction of the image.
 FAITHFUL_PSNR, FAITHFUL_SSIM = 30.0, 0.9
-# Adherence thresholds are relative to the real clips measured in the same run:
-# PSNR (vs the image, vs frame 0) may fall this many dB below the clips' (3 dB: twice their squared error);
-PSNR_MARGIN_DB = 3.0
+# Adherence thresholds are relative to the real clips measured in the same run. They are the shipped family's
+# image-to-video targets: looser ones (3 dB, half-way to 1 in histogram distance) passed videos whose frames
+# 1..N-1 were plainly another picture, the image model's own scene.
+# PSNR vs the image may fall this many dB below the clips' (frame 0 may drift more: the clips move too);
+PSNR_MARGIN_DB = 0.5
+FRAME0_MARGIN_DB = 3.0
 # the 0 -> 1 jump ratio may be this many times the clips' (at least 1: steady motion);
-JUMP_FACTOR = 2.0
+JUMP_FACTOR = 1.5
 # the mean-colour delta E may be this many times the larger of the clips' and the VAE's;
-COLOUR_FACTOR = 2.0
+COLOUR_FACTOR = 1.5
 # the histogram distance (0..1) may close this share of the gap from the larger reference to 1 (no colour shared).
-HISTOGRAM_SHARE = 0.5
+HISTOGRAM_SHARE = 0.25
 # The columns beside the videos: the VAE's reconstruction of the image, and the real clips through the VAE.
 REFERENCES: tuple[tuple[str, str], ...] = (("vae", "VAE ceiling"), ("world", "real clip"))
 
@@ -329,7 +332,7 @@ def adherence_thresholds(references: dict[str, dict[str, Any]]) -> dict[str, flo
     world, vae = references["world"], references["vae"]
     return {
         "psnr_image": world["psnr_image"] - PSNR_MARGIN_DB,
-        "psnr_frame0": world["psnr_frame0"] - PSNR_MARGIN_DB,
+        "psnr_frame0": world["psnr_frame0"] - FRAME0_MARGIN_DB,
         "jump_ratio": JUMP_FACTOR * max(1.0, world["jump_ratio"]),
         "delta_e_image": COLOUR_FACTOR * max(world["delta_e_image"], vae["delta_e_image"]),
         "hist_image": _toward_one(max(world["hist_image"], vae["hist_image"]), HISTOGRAM_SHARE),
@@ -375,7 +378,7 @@ def verdict_lines(judged: Verdict) -> list[str]:
     t = judged.thresholds
     lines = [
         f"thresholds from the real clip and the VAE in this run: PSNR vs the image >= {t['psnr_image']:.2f} dB "
-        f"and vs frame 0 >= {t['psnr_frame0']:.2f} dB (real clip - {PSNR_MARGIN_DB:g}); jump ratio <= "
+        f"(real clip - {PSNR_MARGIN_DB:g}) and vs frame 0 >= {t['psnr_frame0']:.2f} dB (real clip - {FRAME0_MARGIN_DB:g}); jump ratio <= "
         f"{t['jump_ratio']:.2f} ({JUMP_FACTOR:g}x the real clip's, at least {JUMP_FACTOR:g}); delta E <= "
         f"{t['delta_e_image']:.2f} ({COLOUR_FACTOR:g}x the larger of real clip and VAE); histogram distance <= "
         f"{t['hist_image']:.3f} (the larger reference, {HISTOGRAM_SHARE:g} of the way to 1); steadier than (a); "

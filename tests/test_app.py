@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -634,6 +635,15 @@ def test_a_controlnet_follows_a_control_video_and_refuses_one_of_another_length(
         assert len(message.splitlines()) == 1
     with pytest.raises(MotionkitError, match="not both"):
         demo_service.generate(demo_form(controlnet="tiny-controlnet", control_video=clip, encoder="tiny-sparsectrl"))
+    misfiled = demo_service.models.root / "encoders" / "misfiled"  # a ControlNet put among the encoders
+    shutil.copytree(demo_service.models.root / "controlnets" / "tiny-controlnet", misfiled)
+    try:
+        with pytest.raises(MotionkitError) as caught:
+            demo_service.generate(demo_form(encoder="misfiled", first_keyframe=FAMILY.conditioning))
+        message = demo_service.public_message(caught.value)
+        assert message == "misfiled is a ControlNet, not a SparseCtrl encoder: move it to controlnets/"
+    finally:
+        shutil.rmtree(misfiled)
     notes = tmp_path / "notes.txt"
     notes.write_text("not a video")
     with pytest.raises(MotionkitError, match="upload an mp4, gif or webp file"):

@@ -7,8 +7,8 @@ re-weights them when the files are the same, otherwise takes them off the adapte
 on; image LoRAs on the base are handled alike (peft adapters on the UNet and text encoder, deleted when
 the set changes). Control models (a SparseCtrl encoder or a ControlNet) are kept by path, at most
 ``max_controls`` of them, and set as the pipeline's ``controlnet`` component on every request (``None``
-when the request has none), so one request's control never reaches the next. One pipeline samples at a time: callers hold ``lock`` from ``pipeline()`` to the end of
-sampling.
+when the request has none), so one request's control never reaches the next. One pipeline samples at a
+time: callers hold ``lock`` from ``pipeline()`` to the end of sampling.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from motionkit.errors import LayoutMismatchError
+from motionkit.errors import LayoutMismatchError, MotionkitError
 
 
 class ModelCache:
@@ -121,7 +121,10 @@ class ModelCache:
         return adapter
 
     def _control(self, key: tuple[Path, str]) -> Any:
-        from motionkit.formats import load_controlnet, load_sparsectrl
+        from diffusers import SparseControlNetModel
+
+        from motionkit.formats import load_control_model
+        from motionkit.models_folder import KINDS
 
         if key in self._controls:
             self._controls.move_to_end(key)
@@ -132,8 +135,13 @@ class ModelCache:
                 self._pipe.register_modules(controlnet=None)  # the pipeline must not keep the dropped model alive
             self._free_memory()
         path, kind = key
-        load = load_sparsectrl if kind == "encoder" else load_controlnet  # each refuses the other kind in one line
-        model = load(path, torch_dtype=self.dtype).to(self.device)
+        model = load_control_model(path, torch_dtype=self.dtype)
+        if isinstance(model, SparseControlNetModel) != (kind == "encoder"):
+            # Said in the models folder's terms: where the file belongs, not which CLI flag takes it.
+            right = "controlnet" if kind == "encoder" else "encoder"
+            what = {"encoder": "SparseCtrl encoder", "controlnet": "ControlNet"}
+            raise MotionkitError(f"{path} is a {what[right]}, not a {what[kind]}: move it to {KINDS[right][0]}/")
+        model = model.to(self.device)
         self._controls[key] = model
         self.loads["control"] += 1
         return model

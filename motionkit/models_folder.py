@@ -10,6 +10,8 @@ Layout (every entry's name is what the page shows)::
     DIR/adapters/<name>.safetensors   a motion adapter file (.safetensors, .ckpt, .pt, .pth, .bin)
     DIR/loras/<name>.safetensors      a MotionLoRA (.safetensors or .ckpt)
     DIR/image-loras/<name>.safetensors  an image LoRA for the base (style, character; .safetensors or .ckpt)
+    DIR/encoders/<name>/              a SparseCtrl keyframe encoder (diffusers folder, or a single file)
+    DIR/controlnets/<name>/           a ControlNet (diffusers folder, or a single file)
     DIR/motionkit-app.json            the page's defaults and examples (optional; see ``motionkit.app.defaults``)
 
 Files are listed under their stem (``dreamshaper.safetensors`` -> ``dreamshaper``) unless two entries
@@ -26,13 +28,17 @@ from typing import Any
 from motionkit.errors import MotionkitError, echo
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "assets" / "tiny-family"
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    # kind -> (subfolder, file suffixes it accepts); folders are accepted for bases and adapters
+    # kind -> (subfolder, file suffixes it accepts); folders are accepted for every kind but LoRAs
     "base": ("bases", (".safetensors", ".ckpt")),
-    "adapter": ("adapters", (".safetensors", ".ckpt", ".pt", ".pth", ".bin")),
+    "adapter": ("adapters", MODEL_SUFFIXES),
     "lora": ("loras", (".safetensors", ".ckpt")),
     "image_lora": ("image-loras", (".safetensors", ".ckpt")),
+    "encoder": ("encoders", MODEL_SUFFIXES),
+    "controlnet": ("controlnets", MODEL_SUFFIXES),
 }
+FOLDER_KINDS = ("adapter", "encoder", "controlnet")
 
 
 def _accepts(kind: str, entry: Path) -> bool:
@@ -41,7 +47,7 @@ def _accepts(kind: str, entry: Path) -> bool:
     if entry.is_dir():
         if kind == "base":
             return (entry / "model_index.json").is_file()
-        return kind == "adapter"
+        return kind in FOLDER_KINDS
     return entry.is_file() and entry.suffix.lower() in KINDS[kind][1]
 
 
@@ -52,7 +58,7 @@ class ModelsFolder:
     root: Path
 
     def listing(self, kind: str) -> dict[str, Path]:
-        """Name -> path of every usable entry of ``kind`` (``base``, ``adapter`` or ``lora``), sorted by name."""
+        """Name -> path of every usable entry of ``kind`` (one of ``KINDS``), sorted by name."""
         if kind not in KINDS:
             raise MotionkitError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
         folder = self.root / KINDS[kind][0]
@@ -87,8 +93,8 @@ class ModelsFolder:
 
 
 def write_demo_models(root: str | Path, seed: int = 0) -> ModelsFolder:
-    """Write a tiny, random models folder (one base, one adapter, one MotionLoRA, one image LoRA) for tests
-    and trying the UI.
+    """Write a tiny, random models folder (one base, one adapter, one MotionLoRA, one image LoRA, one SparseCtrl
+    encoder, one ControlNet) for tests and trying the UI.
 
     The models are untrained: videos are coloured noise, but every part of the app runs. Returns the folder.
     """
@@ -118,7 +124,28 @@ def write_demo_models(root: str | Path, seed: int = 0) -> ModelsFolder:
     (root / "loras").mkdir(parents=True, exist_ok=True)
     save_motion_lora(MotionLoRA(down, up), root / "loras" / "tiny-pan.safetensors")
     write_demo_image_lora(components, root / "image-loras" / "tiny-style.safetensors", seed=seed + 2)
+    write_demo_control_models(components["unet"], root, seed=seed + 3)
     return ModelsFolder(root)
+
+
+def write_demo_control_models(unet: Any, root: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A random RGB SparseCtrl encoder (``encoders/tiny-sparsectrl/``) and a random ControlNet
+    (``controlnets/tiny-controlnet/``) shaped for ``unet``, as diffusers folders.
+
+    Every weight is random, zero convolutions included: freshly made control models add nothing and
+    would not show that they are in the path.
+    """
+    from diffusers import ControlNetModel
+
+    from motionkit.tiny import randomize_
+    from motionkit.train.encoder import sparse_controlnet_from_unet
+
+    encoder = randomize_(sparse_controlnet_from_unet(unet), seed=seed, std=0.05).eval()
+    controlnet = randomize_(ControlNetModel.from_unet(unet), seed=seed + 1, std=0.05).eval()
+    paths = root / KINDS["encoder"][0] / "tiny-sparsectrl", root / KINDS["controlnet"][0] / "tiny-controlnet"
+    for model, path in zip((encoder, controlnet), paths):
+        model.save_pretrained(path)
+    return paths
 
 
 def write_demo_image_lora(components: dict, path: Path, seed: int = 0, rank: int = 2) -> Path:

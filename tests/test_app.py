@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,12 +39,14 @@ from motionkit.app.ui import GENERIC_EXAMPLES_DIR, launch  # noqa: E402
 from motionkit.cli import main  # noqa: E402
 from motionkit.errors import MotionkitError  # noqa: E402
 from motionkit.family import TinyFamily  # noqa: E402
-from motionkit.video_io import read_video  # noqa: E402
+from motionkit.video_io import read_video, write_video  # noqa: E402
 
 # Gradio's queue statistics use pandas APIs that pandas 3 deprecates; not ours to fix.
 pytestmark = [
     pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+    # Examples leave the keyframe and control-video uploads empty (None is their "off"); Gradio notes it at launch.
+    pytest.mark.filterwarnings("ignore:Examples will be cached but not all input components have example values"),
 ]
 CHROMIUM = os.environ.get("MOTIONKIT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -96,6 +99,12 @@ def client(server, tmp_path_factory):
     )
 
 
+NO_CONTROL = dict(
+    encoder="(none)", encoder_scale=1.0, first_keyframe=None, last_keyframe=None,
+    controlnet="(none)", controlnet_scale=1.0, control_video=None,
+)
+
+
 def request(image: Path | None = None, **changes) -> list:
     """The generate endpoint's arguments in ``FORM`` order: the page's defaults, overridden by ``changes``."""
     defaults = page_defaults(ModelsFolder(DEFAULT_MODELS_DIR))
@@ -105,6 +114,7 @@ def request(image: Path | None = None, **changes) -> list:
         motion_lora_1="(none)", motion_lora_1_scale=1.0, motion_lora_2="(none)", motion_lora_2_scale=1.0,
         image_lora="(none)", image_lora_scale=1.0,
         **defaults.settings(), random_seed=False, motion_scale=0, context_length=0, context_loop=False,
+        **NO_CONTROL,
     )
     values.update(changes)
     assert set(values) == set(FORM)
@@ -153,6 +163,8 @@ def test_listing_names_entries_and_refuses_anything_else(models):
     assert models.names("adapter") == ["tiny-motion"]
     assert models.names("lora") == ["tiny-pan"]
     assert models.names("image_lora") == ["tiny-style"]
+    assert models.names("encoder") == ["tiny-sparsectrl"] and models.names("controlnet") == ["tiny-controlnet"]
+    assert ModelsFolder(DEFAULT_MODELS_DIR).names("encoder") == ["tiny-sparsectrl-rgb"]
     assert models.resolve("adapter", "tiny-motion") == models.root / "adapters" / "tiny-motion.safetensors"
     outside = str(models.root / "bases" / "tiny-sd")
     for name in ("../bases/tiny-sd", "tiny-sd/../tiny-sd", outside, "", None, ["tiny-sd"]):
@@ -306,6 +318,10 @@ def test_messages_escape_and_shorten_what_the_user_sent(client, caplog, capfd):
         ({"adapter": "../../adapters/tiny-motion"}, "unknown adapter"),
         ({"motion_lora_2": "../loras/tiny-pan"}, "unknown lora"),
         ({"image_lora": "tiny-style"}, "unknown image lora"),
+        ({"encoder": "../encoders/tiny-sparsectrl-rgb"}, "unknown encoder"),
+        ({"controlnet": "tiny-controlnet"}, "unknown controlnet"),
+        ({"encoder_scale": 3, "encoder": "tiny-sparsectrl-rgb"}, "scale of tiny-sparsectrl-rgb must lie in -2..2"),
+        ({"encoder": "tiny-sparsectrl-rgb"}, "needs a keyframe: upload a first or last keyframe, or a first frame"),
     ],
 )
 def test_bad_requests_are_refused_with_a_message(client, changes, message):
@@ -454,6 +470,10 @@ def test_page_in_chromium_as_a_new_user_meets_it(server, service, tmp_path):
             generate_button.wait_for()
             assert _in_view(page, "#generate-row")  # Generate is seen without scrolling
             assert page.locator("#result a[download]").count() == 0  # nothing to download before a video
+            # Keyframes and control start folded away, with no encoder and no ControlNet chosen.
+            page.get_by_text("Keyframes and control").first.click()
+            assert page.get_by_label("Keyframe encoder (SparseCtrl)").input_value() == "(none)"
+            assert page.get_by_label("ControlNet", exact=True).input_value() == "(none)"
             assert stop_button.is_disabled()
 
             # The default click on the shipped in-world frame: fast, busy while it runs, the video in view.
@@ -541,3 +561,100 @@ def test_page_in_chromium_as_a_new_user_meets_it(server, service, tmp_path):
         with Image.open(shot) as image:
             image.convert("RGB").quantize(256).save(docs, optimize=True)
         assert docs.stat().st_size < 200_000
+
+
+# --------------------------------------------------------------------------------------------- keyframes and control
+
+
+def test_a_keyframe_encoder_changes_the_video_and_leaves_the_next_request_alone(client, tmp_path):
+    plain_video, _, plain_files, _ = generate(client, *request(FAMILY.conditioning, seed=3))
+    last = tmp_path / "last.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(last)
+    video, summary, files, _ = generate(client, *request(
+        FAMILY.conditioning, seed=3, encoder="tiny-sparsectrl-rgb", encoder_scale=0.8,
+        last_keyframe=gradio_client.handle_file(str(last)),
+    ))
+    plain, keyed = read_video(plain_video).astype(float), read_video(video).astype(float)
+    assert keyed.shape == plain.shape == (8, 64, 64, 3)
+    assert np.abs(keyed - plain).mean() > 2.0  # the encoder steers every frame, not only float noise
+    made = json.loads(Path(files[2]).read_text())
+    assert made["encoder"] == {
+        "name": "tiny-sparsectrl-rgb", "scale": 0.8,
+        "keyframes": [{"index": 0, "image": "first frame"}, {"index": 7, "image": "uploaded"}],
+    }
+    assert made["controlnet"] is None and json.loads(Path(plain_files[2]).read_text())["encoder"] is None
+    from motionkit.metrics import psnr
+
+    # The control model is the request's alone: the next plain request is the plain video again.
+    again, *_ = generate(client, *request(FAMILY.conditioning, seed=3))
+    assert psnr(read_video(again), read_video(plain_video)) > 30.0
+
+
+def test_keyframes_or_a_control_video_without_their_model_are_refused(client, tmp_path):
+    key = tmp_path / "key.png"
+    key.write_bytes(_png((64, 64)))
+    message = refusal(client, *request(first_keyframe=gradio_client.handle_file(str(key))))
+    assert "keyframes need a keyframe encoder" in message
+    clip = tmp_path / "clip.gif"
+    write_video(np.zeros((8, 64, 64, 3), np.uint8), clip, fps=8)
+    assert "a control video needs a ControlNet" in refusal(client, *request(control_video=gradio_client.handle_file(str(clip))))
+
+
+@pytest.fixture(scope="module")
+def demo_service(models):
+    service = Service(models, Limits.for_device("cpu"), ModelCache(device="cpu"))
+    yield service
+    service.close()
+
+
+def demo_form(**changes) -> dict:
+    """A small, fast request on the random demo models, straight to ``Service`` (uploads as paths)."""
+    form = dict(zip(FORM, request(base="tiny-sd", frames=4, width=64, height=64, steps=2, seed=1)))
+    form.update(changes)
+    return form
+
+
+def test_a_controlnet_follows_a_control_video_and_refuses_one_of_another_length(demo_service, tmp_path):
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)
+    frames = np.stack([np.stack([np.roll(ramp, 8 * i)[None, :].repeat(64, 0)] * 3, axis=-1) for i in range(4)])
+    clip = write_video(frames, tmp_path / "edges.gif", fps=8)
+    plain = read_video(demo_service.generate(demo_form()).mp4).astype(float)
+    result = demo_service.generate(demo_form(controlnet="tiny-controlnet", controlnet_scale=1.0, control_video=clip))
+    controlled = read_video(result.mp4).astype(float)
+    assert controlled.shape == plain.shape == (4, 64, 64, 3) and np.abs(controlled - plain).mean() > 1.0
+    made = json.loads(result.record.read_text())
+    assert made["controlnet"] == {"name": "tiny-controlnet", "scale": 1.0, "video": {"frames": 4, "width": 64, "height": 64}}
+    assert made["encoder"] is None and demo_service.cache.loads["control"] == 1
+
+    long_clip = write_video(np.concatenate([frames, frames]), tmp_path / "long.gif", fps=8)
+    for clip_path, count in ((long_clip, "more than 4"), (write_video(frames[:3], tmp_path / "short.gif", fps=8), "3")):
+        with pytest.raises(MotionkitError) as caught:
+            demo_service.generate(demo_form(controlnet="tiny-controlnet", control_video=clip_path))
+        message = str(caught.value)
+        assert f"has {count} frames but the video to make has 4" in message and "exactly 4 frames" in message
+        assert len(message.splitlines()) == 1
+    with pytest.raises(MotionkitError, match="not both"):
+        demo_service.generate(demo_form(controlnet="tiny-controlnet", control_video=clip, encoder="tiny-sparsectrl"))
+    misfiled = demo_service.models.root / "encoders" / "misfiled"  # a ControlNet put among the encoders
+    shutil.copytree(demo_service.models.root / "controlnets" / "tiny-controlnet", misfiled)
+    try:
+        with pytest.raises(MotionkitError) as caught:
+            demo_service.generate(demo_form(encoder="misfiled", first_keyframe=FAMILY.conditioning))
+        message = demo_service.public_message(caught.value)
+        assert message == "misfiled is a ControlNet, not a SparseCtrl encoder: move it to controlnets/"
+    finally:
+        shutil.rmtree(misfiled)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a video")
+    with pytest.raises(MotionkitError, match="upload an mp4, gif or webp file"):
+        demo_service.generate(demo_form(controlnet="tiny-controlnet", control_video=notes))
+
+
+def test_a_random_keyframe_encoder_runs_on_the_demo_models(demo_service, tmp_path):
+    key = tmp_path / "key.png"
+    Image.new("RGB", (64, 64), (30, 160, 90)).save(key)
+    plain = read_video(demo_service.generate(demo_form()).mp4).astype(float)
+    result = demo_service.generate(demo_form(encoder="tiny-sparsectrl", first_keyframe=key))
+    keyed = read_video(result.mp4).astype(float)
+    assert np.abs(keyed - plain).mean() > 1.0
+    assert json.loads(result.record.read_text())["encoder"]["keyframes"] == [{"index": 0, "image": "uploaded"}]

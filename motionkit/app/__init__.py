@@ -6,6 +6,9 @@ The models folder (``--models-dir DIR``; default ``motionkit/assets/tiny-family`
     DIR/bases/<name>.safetensors      single-file SD 1.x/2.x/SDXL checkpoint (.safetensors / .ckpt)
     DIR/adapters/<name>[.safetensors] motion adapter: folder or file (AnimateDiff, diffusers, motionkit)
     DIR/loras/<name>.safetensors      MotionLoRA (optional)
+    DIR/image-loras/<name>.safetensors  image LoRA for the base (optional)
+    DIR/encoders/<name>[.safetensors] SparseCtrl keyframe encoder: folder or file (optional)
+    DIR/controlnets/<name>[.safetensors] ControlNet: folder or file (optional)
 
 The page offers exactly these names; the server resolves a name by looking it up in a fresh listing,
 so no text from the browser ever becomes a path. Models are loaded once and kept (``ModelCache``);

@@ -5,8 +5,10 @@ Bases (vae, text encoder, tokenizer, UNet) are kept by path, adapters by path, a
 ejected from the UNet and the new one injected (no weights copied). Switching MotionLoRAs only
 re-weights them when the files are the same, otherwise takes them off the adapter and puts the new ones
 on; image LoRAs on the base are handled alike (peft adapters on the UNet and text encoder, deleted when
-the set changes). One pipeline samples at a time: callers hold ``lock`` from ``pipeline()`` to the end of
-sampling.
+the set changes). Control models (a SparseCtrl encoder or a ControlNet) are kept by path, at most
+``max_controls`` of them, and set as the pipeline's ``controlnet`` component on every request (``None``
+when the request has none), so one request's control never reaches the next. One pipeline samples at a
+time: callers hold ``lock`` from ``pipeline()`` to the end of sampling.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from motionkit.errors import LayoutMismatchError
+from motionkit.errors import LayoutMismatchError, MotionkitError
 
 
 class ModelCache:
@@ -31,16 +33,19 @@ class ModelCache:
         attention_backend: str = "auto",
         max_bases: int = 1,
         max_adapters: int = 3,
+        max_controls: int = 1,
     ):
         from motionkit.pipeline.build import device_and_dtype
 
         self.device, self.dtype = device_and_dtype(device, dtype)
         self.attention_backend = attention_backend
         self.max_bases, self.max_adapters = max(1, max_bases), max(1, max_adapters)
+        self.max_controls = max(1, max_controls)
         self.lock = threading.Lock()
-        self.loads: Counter[str] = Counter()  # "base" / "adapter" / "pipeline" -> times built (reuse is visible)
+        self.loads: Counter[str] = Counter()  # "base" / "adapter" / "control" / "pipeline" -> times built (reuse is visible)
         self._bases: OrderedDict[Path, dict[str, Any]] = OrderedDict()
         self._adapters: OrderedDict[Path, Any] = OrderedDict()
+        self._controls: OrderedDict[tuple[Path, str], Any] = OrderedDict()
         self._pipe: Any = None
         self._pipe_key: tuple[Path, Path] | None = None
         self._loras: tuple[tuple[Path, float], ...] = ()
@@ -53,9 +58,11 @@ class ModelCache:
         loras: Sequence[tuple[Path, float]] = (),
         scheduler: str = "ddim",
         image_loras: Sequence[tuple[Path, float]] = (),
+        control: tuple[Path, str] | None = None,
     ) -> Any:
         """The pipeline for ``base`` + ``adapter`` with exactly ``loras`` (MotionLoRAs) and ``image_loras``
-        applied and ``scheduler`` set."""
+        applied, ``scheduler`` set and ``control`` (path, ``"encoder"`` or ``"controlnet"``) as its control
+        model, or none."""
         from motionkit.pipeline.build import assemble_pipeline
         from motionkit.pipeline.motion_pipeline import pipeline_family
         from motionkit.pipeline.schedulers import make_scheduler
@@ -69,6 +76,7 @@ class ModelCache:
             self.loads["pipeline"] += 1
         self._set_loras(loras)
         self._set_image_loras(image_loras)
+        self._set_control(control)
         # A fresh scheduler per request: schedulers keep per-run state (step index, begin index).
         base_config = self._bases[base]["scheduler"].config
         self._pipe.scheduler = make_scheduler(scheduler, base_config, family=pipeline_family(self._pipe.unet))
@@ -111,6 +119,43 @@ class ModelCache:
         self._adapters[path] = adapter
         self.loads["adapter"] += 1
         return adapter
+
+    def _control(self, key: tuple[Path, str]) -> Any:
+        from diffusers import SparseControlNetModel
+
+        from motionkit.formats import load_control_model
+        from motionkit.models_folder import KINDS
+
+        if key in self._controls:
+            self._controls.move_to_end(key)
+            return self._controls[key]
+        while len(self._controls) >= self.max_controls:
+            self._controls.popitem(last=False)
+            if self._pipe is not None:
+                self._pipe.register_modules(controlnet=None)  # the pipeline must not keep the dropped model alive
+            self._free_memory()
+        path, kind = key
+        model = load_control_model(path, torch_dtype=self.dtype)
+        if isinstance(model, SparseControlNetModel) != (kind == "encoder"):
+            # Said in the models folder's terms: where the file belongs, not which CLI flag takes it.
+            right = "controlnet" if kind == "encoder" else "encoder"
+            what = {"encoder": "SparseCtrl encoder", "controlnet": "ControlNet"}
+            raise MotionkitError(f"{path} is a {what[right]}, not a {what[kind]}: move it to {KINDS[right][0]}/")
+        model = model.to(self.device)
+        self._controls[key] = model
+        self.loads["control"] += 1
+        return model
+
+    def _set_control(self, control: tuple[Path, str] | None) -> None:
+        from motionkit.pipeline.control import check_control_fits
+        from motionkit.pipeline.motion_pipeline import pipeline_family
+
+        model = None
+        if control is not None:
+            model = self._control((Path(control[0]), control[1]))
+            check_control_fits(model, self._pipe.unet, pipeline_family(self._pipe.unet))
+        if self._pipe.controlnet is not model:
+            self._pipe.register_modules(controlnet=model)
 
     def _set_loras(self, loras: Sequence[tuple[Path, float]]) -> None:
         from motionkit.formats import apply_motion_lora, remove_motion_lora, set_motion_lora_scale
@@ -185,4 +230,5 @@ class ModelCache:
             self._drop_pipe()
             self._bases.clear()
             self._adapters.clear()
+            self._controls.clear()
             self._free_memory()

@@ -25,6 +25,7 @@ MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
 # Decoders with a long record of parser bugs (TIFF, PSD, EPS...) are not offered to the internet.
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+VIDEO_UPLOAD_SUFFIXES = (".mp4", ".gif", ".webp")
 
 
 # Per-device ceilings: (frames, side in px, steps, cost). Cost is frames x width x height x steps in
@@ -177,7 +178,7 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
 
 
 def check_scale(value: Any, what: str) -> float:
-    """A LoRA scale: a number in -2..2 (0 switches the LoRA off)."""
+    """A LoRA's or control model's scale: a number in -2..2 (0 switches it off)."""
     scale = _number(value, what)
     if not -2.0 <= scale <= 2.0:
         raise MotionkitError(f"{what} must lie in -2..2, got {scale:g}")
@@ -195,11 +196,7 @@ def open_upload(path: str | Path, limits: Limits) -> Image.Image:
     expands to gigabytes (a decompression bomb) is refused without being expanded.
     """
     path = Path(path)
-    size = path.stat().st_size
-    if size > limits.max_upload_bytes:
-        raise MotionkitError(
-            f"the image is {_mb(size)}; this server takes images up to {_mb(limits.max_upload_bytes)}: upload a smaller one"
-        )
+    _upload_size(path, "image", limits)
     try:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that; here any bomb warning is a refusal.
@@ -226,3 +223,52 @@ def open_upload(path: str | Path, limits: Limits) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise MotionkitError(f"the image is damaged or truncated ({reason[:80]}): upload it again or re-save it") from None
+
+
+def _upload_size(path: Path, what: str, limits: Limits) -> None:
+    size = path.stat().st_size
+    if size > limits.max_upload_bytes:
+        raise MotionkitError(
+            f"the {what} is {_mb(size)}; this server takes uploads up to {_mb(limits.max_upload_bytes)}: upload a smaller one"
+        )
+
+
+def open_video_upload(path: str | Path, limits: Limits, frames: int) -> Any:
+    """An uploaded control video as uint8 ``[frames, H, W, 3]``, after checking its byte size, format, frame
+    size and frame count.
+
+    The frame size is read from the header before decoding (as for images), and decoding stops one frame
+    past ``frames``. A video of another length is refused rather than trimmed or repeated: a control video
+    shapes every frame, so a silently shifted one would move the wrong frames.
+    """
+    from motionkit.video_io import probe_video, read_video
+
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_UPLOAD_SUFFIXES:
+        raise MotionkitError(
+            f"the control video is not a video this server reads: upload an {', '.join(s[1:] for s in VIDEO_UPLOAD_SUFFIXES[:-1])} "
+            f"or {VIDEO_UPLOAD_SUFFIXES[-1][1:]} file"
+        )
+    _upload_size(path, "control video", limits)
+    try:
+        info = probe_video(path)
+        if info.width * info.height > limits.max_image_pixels:
+            raise MotionkitError(
+                f"the control video is {info.width}x{info.height} pixels a frame; this server takes at most "
+                f"{limits.max_image_pixels / 1e6:.1f} megapixels: downscale it"
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            video = read_video(path, max_frames=frames + 1)
+    except MotionkitError:
+        raise
+    except Exception as err:  # decoders raise their own kinds for damaged files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MotionkitError(f"the control video is damaged or truncated ({reason[:80]}): upload it again or re-encode it") from None
+    if len(video) != frames:
+        count = f"{len(video)}" if len(video) < frames else f"more than {frames}"
+        raise MotionkitError(
+            f"the control video has {count} frames but the video to make has {frames}: "
+            f"upload a control video of exactly {frames} frames (one per output frame), or set Frames to its length"
+        )
+    return video

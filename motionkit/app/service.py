@@ -1,8 +1,8 @@
 """One generation, from the form's raw values to an mp4, a gif and their settings record, with no Gradio in sight.
 
 Everything the page sends is checked here (names against the models listing, numbers against the
-limits and the cost budget, the upload against its byte size, format and pixel count) before any model
-is touched. The form's fields are named in ``FORM``; a request is a mapping of them, checked into a
+limits and the cost budget, the uploads against their byte size, format and pixel count, a control video
+against the frame count) before any model is touched. The form's fields are named in ``FORM``; a request is a mapping of them, checked into a
 ``Job`` (a dataclass), so a new group of inputs is a few names here and a field there.
 
 A run can be stopped: ``Stop.request()`` (the Stop button, a cancelled API job, a closed tab) is seen
@@ -24,11 +24,11 @@ from typing import Any, Callable
 
 from motionkit.app.cache import ModelCache
 from motionkit.app.defaults import adapter_config, motion_scale_support
-from motionkit.app.limits import Limits, Settings, check_scale, check_settings, echo, open_upload
+from motionkit.app.limits import Limits, Settings, check_scale, check_settings, echo, open_upload, open_video_upload
 from motionkit.app.models import ModelsFolder
 from motionkit.errors import MotionkitError
 
-NO_LORA = "(none)"
+NO_LORA = "(none)"  # the "nothing chosen" entry of every optional model dropdown
 MAX_PROMPT_CHARS = 1000
 MAX_MESSAGE_CHARS = 300
 KEEP_OUTPUTS_S = 3600  # Gradio copies results into its own cache; ours only need to outlive one response
@@ -42,6 +42,7 @@ FORM: tuple[str, ...] = (
     "image_lora", "image_lora_scale", "scheduler",
     "frames", "width", "height", "steps", "guidance", "seed", "random_seed",
     "strength", "anchor_first_frame", "motion_scale", "context_length", "context_loop", "fps",
+    "encoder", "encoder_scale", "first_keyframe", "last_keyframe", "controlnet", "controlnet_scale", "control_video",
 )
 
 # progress(done, total, what): called while a request runs
@@ -71,6 +72,37 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class Control:
+    """A checked control request: a SparseCtrl encoder with its keyframes, or a ControlNet with its video."""
+
+    kind: str  # the models-folder kind: "encoder" or "controlnet"
+    name: str
+    path: Path
+    scale: float
+    keyframes: tuple[tuple[int, Any, str], ...] = ()  # (frame index, PIL image, "uploaded" or "first frame")
+    video: Any = None  # the control video, uint8 [F, H, W, 3]
+
+    def call_kwargs(self) -> dict[str, Any]:
+        """The control arguments of ``MotionPipeline.__call__``."""
+        if self.kind == "encoder":
+            return {
+                "conditioning_frames": [image for _, image, _ in self.keyframes],
+                "controlnet_frame_indices": [index for index, _, _ in self.keyframes],
+                "controlnet_conditioning_scale": self.scale,
+            }
+        return {"conditioning_frames": self.video, "controlnet_conditioning_scale": self.scale}
+
+    def record(self) -> dict[str, Any]:
+        """What the settings record says of it (names and numbers; no pixels, no server paths)."""
+        entry: dict[str, Any] = {"name": self.name, "scale": self.scale}
+        if self.kind == "encoder":
+            entry["keyframes"] = [{"index": index, "image": source} for index, _, source in self.keyframes]
+        else:
+            entry["video"] = {"frames": len(self.video), "width": self.video.shape[2], "height": self.video.shape[1]}
+        return entry
+
+
+@dataclass(frozen=True)
 class Job:
     """A checked request: what to draw, with which models, under which settings."""
 
@@ -83,6 +115,7 @@ class Job:
     image_loras: tuple[tuple[str, Path, float], ...]
     scheduler: str
     settings: Settings
+    control: Control | None = None
 
 
 @dataclass(frozen=True)
@@ -120,18 +153,22 @@ def _text(value: Any, what: str, required: bool = False) -> str | None:
     return value
 
 
-def _upload_path(image: Any) -> Path | None:
+def _upload_path(upload: Any, what: str = "image") -> Path | None:
     """The server-side path of an upload as Gradio hands it over (a FileData dict, or a path when preprocessed)."""
-    if image is None:
+    if upload is None:
         return None
-    if isinstance(image, dict):
-        path = image.get("path")
+    if isinstance(upload, dict):
+        path = upload.get("path")
         if not path:
-            raise MotionkitError("the image did not arrive as a file: upload it again")
+            raise MotionkitError(f"the {what} did not arrive as a file: upload it again")
         return Path(path)
-    if isinstance(image, Path):  # direct Python callers; text from the page is never taken as a path
-        return image
-    raise MotionkitError("the image did not arrive as a file: upload it again")
+    if isinstance(upload, Path):  # direct Python callers; text from the page is never taken as a path
+        return upload
+    raise MotionkitError(f"the {what} did not arrive as a file: upload it again")
+
+
+def _chosen(value: Any) -> bool:
+    return value not in (None, "", NO_LORA)
 
 
 class Service:
@@ -152,7 +189,9 @@ class Service:
         """The error's first line for the page: server paths replaced by model names, cut short, HTML-escaped
         (Gradio renders messages as HTML, and they may echo what the user sent)."""
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        for kind in ("base", "adapter", "lora", "image_lora"):
+        from motionkit.models_folder import KINDS
+
+        for kind in KINDS:
             for name, path in self.models.listing(kind).items():
                 message = message.replace(str(path), name)
         message = message.replace(str(self.models.root), "models folder")
@@ -175,13 +214,13 @@ class Service:
         base = self._named("base", form["base"])
         adapter = self._named("adapter", form["adapter"])
         motion_loras = tuple(
-            self._lora("lora", form[f"motion_lora_{i}"], form[f"motion_lora_{i}_scale"])
+            self._scaled("lora", form[f"motion_lora_{i}"], form[f"motion_lora_{i}_scale"])
             for i in range(1, MOTION_LORA_SLOTS + 1)
-            if form[f"motion_lora_{i}"] not in (None, "", NO_LORA)
+            if _chosen(form[f"motion_lora_{i}"])
         )
         image_loras = (
-            (self._lora("image_lora", form["image_lora"], form["image_lora_scale"]),)
-            if form["image_lora"] not in (None, "", NO_LORA) else ()
+            (self._scaled("image_lora", form["image_lora"], form["image_lora_scale"]),)
+            if _chosen(form["image_lora"]) else ()
         )
         scheduler = form["scheduler"]
         if not isinstance(scheduler, str) or scheduler not in SCHEDULERS:
@@ -194,12 +233,52 @@ class Service:
                 raise MotionkitError(f"motion scale {settings.motion_scale} was asked for, but {why}: set it to 0")
         if settings.context_loop and settings.frames < 3:
             raise MotionkitError(f"a loop needs at least 3 frames, got {settings.frames}")
-        return Job(prompt, negative, image, base, adapter, motion_loras, image_loras, scheduler, settings)
+        control = self._control(form, settings, image)
+        return Job(prompt, negative, image, base, adapter, motion_loras, image_loras, scheduler, settings, control)
+
+    def _control(self, form: Mapping[str, Any], settings: Settings, image: Any) -> Control | None:
+        """The request's encoder and keyframes or ControlNet and video; a keyframe or video without its model is refused.
+
+        The first keyframe defaults to the first frame (the conditioning image) when an encoder is chosen
+        and none is uploaded; the last keyframe goes on the last frame.
+        """
+        encoder, controlnet = _chosen(form["encoder"]), _chosen(form["controlnet"])
+        first = _upload_path(form["first_keyframe"], "first keyframe")
+        last = _upload_path(form["last_keyframe"], "last keyframe")
+        video = _upload_path(form["control_video"], "control video")
+        if encoder and controlnet:
+            raise MotionkitError("choose a keyframe encoder or a ControlNet, not both: a pipeline holds one control model")
+        if not encoder and (first or last):
+            raise MotionkitError("keyframes need a keyframe encoder: choose one under Keyframes and control, or remove the keyframes")
+        if not controlnet and video:
+            raise MotionkitError("a control video needs a ControlNet: choose one under Keyframes and control, or remove the video")
+        if encoder:
+            name, path, scale = self._scaled("encoder", form["encoder"], form["encoder_scale"])
+            keyframes = []
+            if first is not None:
+                keyframes.append((0, open_upload(first, self.limits), "uploaded"))
+            elif image is not None:
+                keyframes.append((0, image, "first frame"))
+            if last is not None:
+                if settings.frames < 2:
+                    raise MotionkitError("a last keyframe needs at least 2 frames: raise Frames or remove it")
+                keyframes.append((settings.frames - 1, open_upload(last, self.limits), "uploaded"))
+            if not keyframes:
+                raise MotionkitError(
+                    f"the keyframe encoder {echo(name)} needs a keyframe: upload a first or last keyframe, or a first frame"
+                )
+            return Control("encoder", name, path, scale, keyframes=tuple(keyframes))
+        if controlnet:
+            name, path, scale = self._scaled("controlnet", form["controlnet"], form["controlnet_scale"])
+            if video is None:
+                raise MotionkitError(f"the ControlNet {echo(name)} needs a control video: upload one of {settings.frames} frames")
+            return Control("controlnet", name, path, scale, video=open_video_upload(video, self.limits, settings.frames))
+        return None
 
     def _named(self, kind: str, name: Any) -> tuple[str, Path]:
         return name, self.models.resolve(kind, name)
 
-    def _lora(self, kind: str, name: Any, scale: Any) -> tuple[str, Path, float]:
+    def _scaled(self, kind: str, name: Any, scale: Any) -> tuple[str, Path, float]:
         path = self.models.resolve(kind, name)
         return name, path, check_scale(scale, f"scale of {name}")
 
@@ -238,6 +317,7 @@ class Service:
             pipe = self.cache.pipeline(
                 job.base[1], job.adapter[1], [(p, w) for _, p, w in job.motion_loras], job.scheduler,
                 image_loras=[(p, w) for _, p, w in job.image_loras],
+                control=(job.control.path, job.control.kind) if job.control else None,
             )
             with_image = job.image is not None
             # strength < 1 runs only the tail of the schedule: that many steps are reported.
@@ -274,6 +354,7 @@ class Service:
                 context_loop=s.context_loop,
                 callback_on_step_end=on_step,
                 output_type="np",
+                **(job.control.call_kwargs() if job.control else {}),
             )
             return output.frames[0], time.perf_counter() - start
         except Stopped:
@@ -296,6 +377,8 @@ class Service:
             "adapter": job.adapter[0],
             "loras": [{"name": name, "scale": scale} for name, _, scale in job.image_loras],
             "motion_loras": [{"name": name, "scale": scale} for name, _, scale in job.motion_loras],
+            "encoder": job.control.record() if job.control and job.control.kind == "encoder" else None,
+            "controlnet": job.control.record() if job.control and job.control.kind == "controlnet" else None,
             "settings": {
                 **{k: v for k, v in asdict(job.settings).items() if k != "seed"},
                 "scheduler": job.scheduler,

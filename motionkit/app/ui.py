@@ -22,7 +22,7 @@ import gradio as gr
 
 from motionkit.app.cache import ModelCache
 from motionkit.app.defaults import PageDefaults, adapter_config, motion_scale_support, native_size, page_defaults
-from motionkit.app.limits import MAX_FPS, MAX_GUIDANCE, MAX_SEED, MIN_SIDE, MIN_STRENGTH, Limits, cost
+from motionkit.app.limits import MAX_FPS, MAX_GUIDANCE, MAX_SEED, MIN_SIDE, MIN_STRENGTH, VIDEO_UPLOAD_SUFFIXES, Limits, cost
 from motionkit.app.models import ModelsFolder
 from motionkit.app.service import FORM, MOTION_LORA_SLOTS, NO_LORA, Service, Stop, Stopped
 from motionkit.errors import MotionkitError
@@ -43,6 +43,7 @@ SCROLL_TO_RESULT = """() => {
   }
 }"""
 CSS = "#generate-row button { min-height: 2.6em; }"
+UPLOADS = ("image", "first_keyframe", "last_keyframe", "control_video")  # the form's file fields
 
 
 def _choices(models: ModelsFolder, kind: str) -> list[str]:
@@ -105,6 +106,8 @@ def _form_defaults(defaults: PageDefaults, base: str | None, adapter: str | None
         "image": None, "prompt": "", "negative_prompt": defaults.negative_prompt, "base": base, "adapter": adapter,
         **motion_loras, "image_lora": NO_LORA, "image_lora_scale": 1.0,
         **defaults.settings(), "random_seed": True, "motion_scale": 0, "context_length": 0, "context_loop": False,
+        "encoder": NO_LORA, "encoder_scale": 1.0, "first_keyframe": None, "last_keyframe": None,
+        "controlnet": NO_LORA, "controlnet_scale": 1.0, "control_video": None,
     }
 
 
@@ -220,6 +223,25 @@ def build_app(
                     with gr.Row():
                         context_length = gr.Number(0, precision=0, label="Context length", info="frames per window; 0: all at once")
                         loop = gr.Checkbox(False, label="Loop (windows wrap around the end)")
+                with gr.Accordion("Keyframes and control", open=False):
+                    gr.Markdown(
+                        "A keyframe encoder (SparseCtrl) pins frames to images: the first keyframe defaults to the "
+                        "first frame above, the last one goes on the last frame. A ControlNet follows a control "
+                        "video (depth, edges, pose...) with exactly one frame per output frame. Use one or the other."
+                    )
+                    with gr.Row():
+                        encoder = gr.Dropdown(_choices(models, "encoder"), value=NO_LORA, label="Keyframe encoder (SparseCtrl)")
+                        encoder_scale = gr.Slider(-2, 2, value=1.0, step=0.05, label="Encoder scale")
+                    with gr.Row():
+                        first_keyframe = gr.Image(label="First keyframe", type="filepath", sources=["upload", "clipboard"], height=160)
+                        last_keyframe = gr.Image(label="Last keyframe", type="filepath", sources=["upload", "clipboard"], height=160)
+                    with gr.Row():
+                        controlnet = gr.Dropdown(_choices(models, "controlnet"), value=NO_LORA, label="ControlNet")
+                        controlnet_scale = gr.Slider(-2, 2, value=1.0, step=0.05, label="ControlNet scale")
+                    control_video = gr.File(
+                        label="Control video (mp4, gif or webp; one frame per output frame)",
+                        file_types=list(VIDEO_UPLOAD_SUFFIXES), type="filepath",
+                    )
                 lora_inputs: list[Any] = []
                 lora_names: list[gr.Dropdown] = []
                 with gr.Accordion("LoRAs", open=False):
@@ -246,6 +268,9 @@ def build_app(
             "frames": frames, "width": width, "height": height, "steps": steps, "guidance": guidance, "seed": seed,
             "random_seed": random_seed, "strength": strength, "anchor_first_frame": anchor,
             "motion_scale": motion_scale, "context_length": context_length, "context_loop": loop, "fps": fps,
+            "encoder": encoder, "encoder_scale": encoder_scale, "first_keyframe": first_keyframe,
+            "last_keyframe": last_keyframe, "controlnet": controlnet, "controlnet_scale": controlnet_scale,
+            "control_video": control_video,
         }
         inputs = [by_name[field] for field in FORM]
         outputs = [video, summary, downloads, seed]
@@ -324,8 +349,9 @@ def build_app(
 
             def run_example(*values: Any) -> list[Any]:
                 form = dict(zip(FORM, values))
-                if isinstance(form["image"], str):  # an example's own file, from the server's side
-                    form["image"] = Path(form["image"])
+                for upload in UPLOADS:
+                    if isinstance(form[upload], str):  # an example's own file, from the server's side
+                        form[upload] = Path(form[upload])
                 return shown(service.generate(form))
 
             with _examples_cache(service.out_dir / "examples-cache"):
@@ -343,9 +369,11 @@ def build_app(
                 gr.Dropdown(choices=names["adapter"], value=_first(names["adapter"])),
                 gr.Dropdown(choices=_choices(models, "image_lora"), value=NO_LORA),
                 *[gr.Dropdown(choices=_choices(models, "lora"), value=NO_LORA) for _ in lora_names],
+                gr.Dropdown(choices=_choices(models, "encoder"), value=NO_LORA),
+                gr.Dropdown(choices=_choices(models, "controlnet"), value=NO_LORA),
             ]
 
-        refresh.click(rescan, outputs=[base, adapter, image_lora, *lora_names], api_name="rescan")
+        refresh.click(rescan, outputs=[base, adapter, image_lora, *lora_names, encoder, controlnet], api_name="rescan")
     return demo
 
 

@@ -23,7 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser, product: str, example: str) -> None:
     """The arguments every training command shares: config, resume, step count, output folder, overrides."""
     parser.add_argument("--config", required=True, help="training config (YAML)")
-    parser.add_argument("--resume", metavar="latest|PATH", help="continue from the newest checkpoint or a checkpoint folder")
+    parser.add_argument(
+        "--resume", metavar="latest|PATH",
+        help="continue from the newest checkpoint or a checkpoint folder (lr and adam_* overrides apply to the resumed run)",
+    )
     parser.add_argument("--max-steps", type=int, help="total optimizer steps (overrides the config)")
     parser.add_argument("--output-dir", help=f"where checkpoints, logs and {product} go (overrides the config)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")

@@ -3,7 +3,8 @@
 Each item is one clip: ``n_frames`` frames ``stride`` apart (or resampled to ``fps``) at a random start
 inside a curated clip, resized and centre-cropped (to a fixed size or the closest aspect bucket), maybe
 flipped, as float ``[F, 3, H, W]`` in [-1, 1], with its prompt (dropped to "" with ``caption_dropout``
-for classifier-free guidance).
+for classifier-free guidance). A clip shorter than the ``(n_frames - 1) * stride + 1`` frames a sample
+spans trains on closer-spaced (or repeated) frames, with one warning per clip.
 
 Randomness: with ``seed`` set, item ``i`` of epoch ``e`` draws from its own generator seeded by
 ``(seed, e, i)``, so a sample does not depend on the DataLoader's worker count or order. Without a seed
@@ -144,6 +145,7 @@ class VideoClipDataset(Dataset):
         self.max_skips = max_skips
         self.skipped = 0
         self._bad: set[int] = set()
+        self._warned_short: set[int] = set()
 
     # ------------------------------------------------------------------ constructors
 
@@ -219,7 +221,26 @@ class VideoClipDataset(Dataset):
 
     def plan(self, index: int) -> ClipPlan:
         """Decide frames, size, flip and prompt of item ``index`` (probing the video if needed)."""
-        return plan_clip(self._probed(index), self._generator(index), self)
+        source = self._probed(index)
+        self._warn_if_short(index, source)
+        return plan_clip(source, self._generator(index), self)
+
+    def _warn_if_short(self, index: int, source: ClipSource) -> None:
+        """Warn once per clip (per process) when it is shorter than the frames one sample spans: it still
+        trains, on closer-spaced frames (repeated ones when it has fewer than ``n_frames``)."""
+        if self.fps is not None or index in self._warned_short:
+            return
+        assert source.end_frame is not None and self.stride is not None
+        frames = source.end_frame - source.start_frame
+        span = (self.n_frames - 1) * self.stride + 1
+        if frames < span:
+            self._warned_short.add(index)
+            what = "repeated frames" if frames < self.n_frames else f"frames closer than stride {self.stride}"
+            logger.warning(
+                "%s: %d frames, fewer than the %d that %d frames at stride %d span; it trains on %s "
+                "(drop it with 'motionkit curate' or lower data.stride / data.n_frames)",
+                source.path, frames, span, self.n_frames, self.stride, what,
+            )
 
     def load(self, plan: ClipPlan) -> torch.Tensor:
         """Decode a planned clip to float ``[F, 3, H, W]`` in [-1, 1]."""

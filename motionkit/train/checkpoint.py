@@ -9,12 +9,15 @@
 
 The folder is built under a temporary name and renamed into place, so a killed job leaves either the
 previous checkpoint set or the new one, never a half-written folder that ``resume_from="latest"`` picks.
+The temporaries a killed writer leaves behind are removed on resume and before every checkpoint write
+(``clean_checkpoint_temps``; only those whose writer process is gone).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import random
 import shutil
 from dataclasses import dataclass
@@ -25,7 +28,9 @@ import numpy as np
 import torch
 
 from motionkit.errors import MotionkitError
-from motionkit.utils.atomic import atomic_path
+from motionkit.utils.atomic import atomic_path, clean_stale_temps
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "checkpoint-"
 
@@ -58,6 +63,14 @@ def resolve_resume(root: Path, resume_from: str | None) -> Path | None:
     if not (path / "state.json").is_file():
         raise MotionkitError(f"{path}: not a training checkpoint (no state.json); pass a checkpoint-N folder or 'latest'")
     return path
+
+
+def clean_checkpoint_temps(root: Path) -> list[Path]:
+    """Remove half-written checkpoint folders of killed writers under ``root`` (live writers' are kept)."""
+    removed = clean_stale_temps(root)
+    for entry in removed:
+        logger.warning("removed %s, a checkpoint a killed run left half-written", entry)
+    return removed
 
 
 # -- RNG -----------------------------------------------------------------------------------------
@@ -114,6 +127,7 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     target = root / f"{PREFIX}{position.step:08d}"
+    clean_checkpoint_temps(root)
     with atomic_path(target, is_dir=True) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
         (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, default=list), encoding="utf-8")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from motionkit.train.base import BaseModels, load_base, weight_hashes
 from motionkit.train.checkpoint import (
     Position,
     checkpoint_dirs,
+    clean_checkpoint_temps,
     load_checkpoint,
     resolve_resume,
     restore_rng,
@@ -36,9 +38,11 @@ from motionkit.train.checkpoint import (
 )
 from motionkit.train.config import TrainConfig
 from motionkit.train.image_cond import IMAGE_COND_CHANNELS, joint_dropout, training_image_cond
+from motionkit.train.launch import check_launch
 from motionkit.train.losses import diffusion_loss, prediction_target
 from motionkit.train.sampler import ResumableBatchSampler, position_generator
 from motionkit.train.timesteps import loss_weights, sample_timestep
+from motionkit.utils.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloa
 
 
 class TrainingDivergedError(MotionkitError):
-    """The loss stopped being a finite number; nothing after it was saved."""
+    """The loss or the trained weights stopped being finite numbers; nothing after it was saved."""
 
 
 class FrozenWeightsChangedError(MotionkitError):
@@ -127,6 +131,7 @@ class Trainer:
             project_dir=str(self.output_dir),
             cpu=cfg.cpu,
         )
+        check_launch(self.accelerator)
         set_seed(cfg.seed)  # the same on every process: replicas start identical
         self.weight_dtype = WEIGHT_DTYPES[cfg.mixed_precision]
         self._setup_models()
@@ -324,6 +329,8 @@ class Trainer:
         return self.base.encode_frames(pixels[None].to(self.accelerator.device), None)[0]
 
     def _resume(self) -> None:
+        if self.accelerator.is_main_process:
+            clean_checkpoint_temps(self.checkpoint_root)
         path = resolve_resume(self.checkpoint_root, self.config.resume_from)
         if path is None:
             if self.config.resume_from == "latest":
@@ -350,6 +357,8 @@ class Trainer:
         state = ckpt.training_state
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self._apply_lr_override(path)
+        self._apply_optimizer_settings(path)
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         if state.get("data_stream") is not None and hasattr(self.dataset, "load_state_dict"):
@@ -366,6 +375,33 @@ class Trainer:
         self.history = self._history_until(ckpt.position.step)
         self.last_checkpoint = path
         self._log(f"resumed from {path} at step {ckpt.position.step} (epoch {ckpt.position.epoch}, batch {ckpt.position.batch})")
+
+    def _apply_lr_override(self, path: Path) -> None:
+        """A resumed run trains with ``config.lr``: the optimizer's and the scheduler's saved states carry the
+        checkpoint's lr, so every lr they hold is rescaled by new / saved (the schedule's position is kept)."""
+        saved = float(self.lr_scheduler.base_lrs[0])
+        if saved == self.config.lr:
+            return
+        ratio = self.config.lr / saved
+        self.lr_scheduler.base_lrs = [lr * ratio for lr in self.lr_scheduler.base_lrs]
+        self.lr_scheduler._last_lr = [lr * ratio for lr in self.lr_scheduler.get_last_lr()]
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["lr"] * ratio
+            if "initial_lr" in group:
+                group["initial_lr"] = group["initial_lr"] * ratio
+        self._log(f"lr {self.config.lr:g} overrides the checkpoint's {saved:g} ({path.name}); the schedule continues from its step")
+
+    def _apply_optimizer_settings(self, path: Path) -> None:
+        """AdamW's betas, weight decay and epsilon come from the config too (a loaded optimizer state carries
+        the checkpoint's)."""
+        cfg = self.config
+        wanted = {"betas": (cfg.adam_beta1, cfg.adam_beta2), "weight_decay": cfg.adam_weight_decay, "eps": cfg.adam_epsilon}
+        for group in self.optimizer.param_groups:
+            saved = {**group, "betas": tuple(group["betas"])}
+            changed = [k for k, v in wanted.items() if saved[k] != v]
+            if changed:
+                self._log(f"{', '.join(changed)} from the config override the checkpoint's ({path.name})")
+                group.update(wanted)
 
     # ------------------------------------------------------------------ one batch
 
@@ -474,6 +510,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             if not acc.sync_gradients:
                 continue
+            self._check_weights(self.position.step + 1, epoch, batch_index)
             if not acc.optimizer_step_was_skipped:
                 self.lr_scheduler.step()
             if self.ema is not None:
@@ -503,6 +540,28 @@ class Trainer:
             )
         return float(gathered.mean())
 
+    def _check_weights(self, step: int, epoch: int, batch: int) -> None:
+        """Stop every process when step ``step``'s update left a non-finite trained weight (an overflowing
+        gradient from a finite loss), before the step is recorded or checkpointed."""
+        bad = self._nonfinite_weight()
+        flags = self.accelerator.gather(torch.tensor([0.0 if bad is None else 1.0], device=self.accelerator.device))
+        if bool(flags.any()):
+            last = self.last_checkpoint or "none written yet"
+            where = f" ({bad})" if bad else " (on another process)"
+            raise TrainingDivergedError(
+                f"the update of step {step} (epoch {epoch}, batch {batch}) made trained weights non-finite{where}; "
+                f"nothing was saved after it and the last good checkpoint is {last}: resume from it with a lower lr or "
+                "mixed_precision bf16/no"
+            )
+
+    def _nonfinite_weight(self) -> str | None:
+        """The name of the first trained weight holding NaN or inf, or None when all are finite."""
+        state = self.trainable_state()
+        finite = torch.stack([torch.isfinite(t).all() for t in state.values()])
+        if bool(finite.all()):  # one device sync for all tensors
+            return None
+        return next(name for name, ok in zip(state, finite.tolist()) if not ok)
+
     def _record(self, step: int, loss: float) -> None:
         entry = {"step": step, "loss": loss, "lr": float(self.lr_scheduler.get_last_lr()[0])}
         self.history.append(entry)
@@ -519,10 +578,23 @@ class Trainer:
         path = self.output_dir / "history.jsonl"
         if not self.accelerator.is_main_process or not path.is_file():
             return []  # the main process owns the file (and the history the summary reports)
-        entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = path.read_text(encoding="utf-8")
+        lines = [line for line in text.splitlines() if line.strip()]
+        entries, torn = [], False
+        for number, line in enumerate(lines, start=1):
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines):
+                    raise MotionkitError(
+                        f"{path}: line {number} is not JSON; fix or delete that line to resume"
+                    ) from None
+                torn = True  # a kill mid-write leaves the last line cut: that step is redone anyway
+                logger.warning("%s: dropped its last line, cut by an interrupted write: %r", path, line[:80])
         kept = [e for e in entries if e["step"] <= step]
-        if self.accelerator.is_main_process and len(kept) != len(entries):
-            path.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
+        if torn or len(kept) != len(entries) or (text and not text.endswith("\n")):
+            with atomic_write(path) as handle:
+                handle.write("".join(json.dumps(e) + "\n" for e in kept))
         return kept
 
     # ------------------------------------------------------------------ checkpoints, validation, export
@@ -550,6 +622,13 @@ class Trainer:
         from accelerate.utils import gather_object
 
         acc = self.accelerator
+        bad = self._nonfinite_weight()
+        if bad is not None:  # a checkpoint must only ever hold weights a resume can continue from
+            last = self.last_checkpoint or "none written yet"
+            raise TrainingDivergedError(
+                f"not writing the checkpoint of step {self.position.step}: trained weight {bad} is not finite; "
+                f"the last good checkpoint is {last}"
+            )
         rng_states = gather_object([serialized_rng({"loader": self.loader_generator})])
         path = None
         if acc.is_main_process:
@@ -673,9 +752,11 @@ class Trainer:
                 "adapter_sha256": digest,
                 "replica_sha256": list(replicas),
                 "processes": acc.num_processes,
-                "exported": exported,
+                # relative to output_dir, so the summary stays right wherever the run folder moves
+                "exported": {fmt: os.path.relpath(p, self.output_dir) for fmt, p in exported.items()},
             }
-            (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+            with atomic_write(self.output_dir / "summary.json") as handle:
+                handle.write(json.dumps(summary, indent=2))
         acc.wait_for_everyone()
         return TrainResult(self.position.step, list(self.history), self.output_dir, exported, self.frozen_hashes, digest)
 

@@ -175,6 +175,11 @@ class Service:
     """Checks a request, samples it with the cached models and writes the videos with their record."""
 
     def __init__(self, models: ModelsFolder, limits: Limits, cache: ModelCache, out_dir: Path | None = None):
+        import torch
+
+        # Gradio samples in worker threads, and a new thread may get another intra-op thread count than the one
+        # that started the server; reductions then split differently and the same seed gives another video.
+        self.threads = torch.get_num_threads()
         self.models, self.limits, self.cache = models, limits, cache
         self._tmp = None if out_dir else tempfile.TemporaryDirectory(prefix="motionkit-app-")
         self.out_dir = Path(out_dir) if out_dir else Path(self._tmp.name)
@@ -307,6 +312,7 @@ class Service:
     def _sample(self, job: Job, progress: Progress, stop: Stop) -> tuple[Any, float]:
         import torch
 
+        torch.set_num_threads(self.threads)  # the same count in every worker thread: the same seed, the same video
         s = job.settings
         waited = self._acquire(stop, progress, s.steps)
         log = self.last_run = RunLog(total=s.steps, waited_s=waited)

@@ -289,6 +289,8 @@ def main() -> int:
         print(f"{o.kind + ': ' + o.name:<{width}}  rc={o.returncode}  {','.join(faults):<10}  {o.last_line[:110]}")
     print(f"\n{len(outcomes)} cases in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{v} {k}" for k, v in totals.items()))
     if args.json:
+        for o in outcomes:  # the record names no machine's folders
+            o.last_line = o.last_line.replace(tmp, "WORK").replace(str(ROOT) + os.sep, "")
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"totals": totals, "cases": [asdict(o) for o in outcomes]}, indent=1) + "\n")
     return 0 if not any(totals.values()) else 1

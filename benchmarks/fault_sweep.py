@@ -18,26 +18,22 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
-import io
 import json
 import math
 import os
-import pickle
 import shutil
-import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+
+from motionkit.hostile import kill_at_replace_prelude, png_claiming, torch_zip_with_pickle
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY = ROOT / "motionkit" / "assets" / "tiny-family"
@@ -90,17 +86,9 @@ def _run(kind: str, name: str, argv: list[str], keep: list[Path] = (), expect_ok
 def _killed(kind: str, name: str, code: str, kill_at: int, keep: list[Path], cwd: Path, check: str) -> Outcome:
     """Run ``code`` with SIGKILL right after the writer's ``kill_at``-th rename, then rerun the command
     normally (``check``, CLI arguments) and judge the state it leaves."""
-    script = textwrap.dedent(
+    script = kill_at_replace_prelude(kill_at) + textwrap.dedent(
         f"""
-        import os, signal, sys
-        import motionkit.utils.atomic as atomic
-        real, calls = os.replace, []
-        def replace(src, dst):
-            real(src, dst)
-            calls.append(dst)
-            if len(calls) == {kill_at}:
-                os.kill(os.getpid(), signal.SIGKILL)
-        atomic.os.replace = replace
+        import sys
         from motionkit.cli import main
         sys.exit(main({code!r}.split("\\x00")))
         """
@@ -138,30 +126,12 @@ def _first(tensors: dict, fn) -> None:
     tensors[key] = fn(tensors[key])
 
 
-def _bomb_png(path: Path) -> Path:
-    Image.new("RGB", (1, 1)).save(path)
-    data = bytearray(path.read_bytes())
-    data[16:24] = struct.pack(">II", 16000, 16000)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
-    path.write_bytes(bytes(data))
-    return path
-
-
 def _odd_pickle(path: Path, reducer) -> Path:
     class Odd:
         def __reduce__(self):
             return reducer
 
-    buffer = io.BytesIO()
-    torch.save({"x": torch.zeros(1)}, buffer)
-    import zipfile
-
-    source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
-    with zipfile.ZipFile(path, "w") as out:
-        for info in source.infolist():
-            data = source.read(info.filename)
-            out.writestr(info, pickle.dumps({"k": Odd()}, protocol=2) if info.filename.endswith("data.pkl") else data)
-    return path
+    return torch_zip_with_pickle({"k": Odd()}, path)
 
 
 def cases(work: Path) -> list[Outcome]:
@@ -175,7 +145,7 @@ def cases(work: Path) -> list[Outcome]:
         "guidance inf": ["--guidance", "inf"], "noise-aug nan": ["--noise-aug", "nan"], "frames 100000": ["--frames", "100000"],
         "width 100000": ["--width", "100000"], "width 70": ["--width", "70"], "frames 0": ["--frames", "0"],
         "strength 2": ["--strength", "2"], "scheduler plms": ["--scheduler", "plms"], "motion-strength nan": ["--motion-strength", "nan"],
-        "bomb image": ["--image", str(_bomb_png(work / "bomb.png"))], "image is text": ["--image", str(ROOT / "README.md")],
+        "bomb image": ["--image", str(png_claiming(work / "bomb.png", 16000, 16000))], "image is text": ["--image", str(ROOT / "README.md")],
         "image-guidance both": ["--image-guidance", "both"],
         "keyframe out of range": ["--sparsectrl", str(FAMILY / "encoders" / "tiny-sparsectrl-rgb"), "--keyframe", f"9:{IMAGE}"],
     }

@@ -13,6 +13,7 @@ from PIL import Image
 
 from motionkit.adapter import MotionAdapter
 from motionkit.cli import main
+from motionkit.hostile import png_claiming
 from motionkit.tiny import tiny_pipeline_components, tiny_unet
 from motionkit.video_io import read_video, sidecar_path
 
@@ -164,19 +165,6 @@ def _error_cases(root):
     }
 
 
-def _png_claiming(path, width: int, height: int) -> None:
-    """A small PNG whose header claims ``width`` x ``height`` (a decompression bomb's signature)."""
-    import struct
-    import zlib
-
-    Image.new("RGB", (1, 1)).save(path)
-    data = bytearray(path.read_bytes())
-    ihdr = data[12:29]  # chunk type + 13 data bytes
-    ihdr[4:12] = struct.pack(">II", width, height)
-    data[12:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
-    path.write_bytes(bytes(data))
-
 
 @pytest.mark.parametrize(
     "case",
@@ -186,7 +174,7 @@ def _png_claiming(path, width: int, height: int) -> None:
      "nan noise aug", "too many frames", "too wide", "bomb image"],
 )
 def test_errors_are_one_line(assets, tmp_path, monkeypatch, capsys, case):
-    _png_claiming(assets / "bomb.png", 16000, 16000)
+    png_claiming(assets / "bomb.png", 16000, 16000)
     monkeypatch.chdir(tmp_path)
     argv, needle = _error_cases(assets)[case]
     assert main(["animate", *argv]) == 2

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from motionkit.cli import main
+from motionkit.hostile import kill_at_replace_prelude
 from motionkit.utils.atomic import atomic_path, clean_stale_temps
 from motionkit.video_io import read_video, sidecar_path, write_video
 
@@ -22,19 +23,7 @@ from motionkit.video_io import read_video, sidecar_path, write_video
 def _killed_at_replace(code: str, kill_at: int, cwd: Path) -> None:
     """Run ``code`` in a child whose ``kill_at``-th ``os.replace`` in the atomic writer (1-based) is
     followed by SIGKILL: the process dies exactly between two renames, as ``kill -9`` would leave it."""
-    script = textwrap.dedent(
-        f"""
-        import os, signal
-        import motionkit.utils.atomic as atomic
-        real, calls = os.replace, []
-        def replace(src, dst):
-            real(src, dst)
-            calls.append(dst)
-            if len(calls) == {kill_at}:
-                os.kill(os.getpid(), signal.SIGKILL)
-        atomic.os.replace = replace
-        """
-    ) + textwrap.dedent(code)
+    script = kill_at_replace_prelude(kill_at) + textwrap.dedent(code)
     result = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=120)
     assert result.returncode == -9, result.stderr
 

@@ -117,6 +117,7 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
         temporal_conv_kernel_size: int = 3,
         image_cond_channels: int = 0,
         image_cond_mask: str = "pia",
+        clean_conditioning_frame: bool = False,
         dropout: float = 0.0,
     ):
         super().__init__()

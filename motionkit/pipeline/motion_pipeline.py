@@ -136,6 +136,12 @@ class _ImageConditioning:
     latent: torch.Tensor  # [B, C, h, w], x scaling_factor: what frame 0 must decode to
     unet_cond: torch.Tensor | None  # [2B or B, 5, F, h, w] for adapters with a conditioning branch
     anchor: bool  # substitute frame 0 with the (re-noised) latent at every step
+    # Adapters trained with ``clean_conditioning_frame``: frame 0 enters every step clean, at timestep 0
+    # (``model_latent``: the latent with its noise augmentation; ``guided``: whether the unconditional
+    # half gets it too, PIA's convention, or frame 0 re-noised as in training's image dropout, SVD's).
+    clean: bool = False
+    model_latent: torch.Tensor | None = None
+    guided: bool = True
 
 
 class MotionPipeline(
@@ -417,6 +423,14 @@ class MotionPipeline(
                 unet_cond = torch.cat([negative, unet_cond])
         elif motion_scale is not None:
             logger.warning("motion_scale only acts on adapters with an image-conditioning branch; ignored")
+        clean = bool(getattr(self.adapter.config, "clean_conditioning_frame", False))
+        if clean:
+            if anchor_first_frame is False:
+                logger.warning("this adapter reads frame 0 as the clean image: anchor_first_frame=False is ignored")
+            return _ImageConditioning(
+                latent=latent, unet_cond=unet_cond, anchor=True, clean=True, model_latent=augmented,
+                guided=image_guidance == "pia",
+            )
         anchor = (not trained) if anchor_first_frame is None else anchor_first_frame
         return _ImageConditioning(latent=latent, unet_cond=unet_cond, anchor=anchor)
 
@@ -753,9 +767,14 @@ class MotionPipeline(
         with self.progress_bar(total=len(timesteps)) as progress:
             for i, t in enumerate(timesteps):
                 if anchor:
-                    latents = self._with_first_frame(latents, self._noised(cond.latent, noise, t))
+                    first = cond.latent.unsqueeze(2) if cond.clean else self._noised(cond.latent, noise, t)
+                    latents = self._with_first_frame(latents, first)
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
+                clean_frame = None
+                if anchor and cond.clean:
+                    # The clean frame is unscaled: at timestep 0 every scheduler's input scale is 1.
+                    model_input, clean_frame = self._clean_first_frame(model_input, cond, noise, t, do_cfg)
 
                 def predict(frames: list[int]) -> torch.Tensor:
                     every = len(frames) == num_frames
@@ -771,7 +790,7 @@ class MotionPipeline(
                     )
                     out = self.motion_unet(
                         window_input,
-                        t,
+                        t if clean_frame is None else self._frame_timesteps(t, clean_frame, frames),
                         encoder_hidden_states=embeds,
                         added_cond_kwargs=unet_added,
                         cross_attention_kwargs=unet_cross,
@@ -805,6 +824,28 @@ class MotionPipeline(
         if anchor:
             latents = self._with_first_frame(latents, cond.latent.unsqueeze(2))
         return latents
+
+    def _clean_first_frame(
+        self, model_input: torch.Tensor, cond: _ImageConditioning, noise: torch.Tensor, t: torch.Tensor, do_cfg: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``model_input`` with frame 0 the clean conditioning latent, and which of its videos got it clean
+        (bool ``[batch]``: with SVD's convention the unconditional half keeps frame 0 re-noised)."""
+        first = cond.model_latent.unsqueeze(2)
+        clean = torch.ones(model_input.shape[0], dtype=torch.bool, device=model_input.device)
+        if do_cfg:
+            unconditional = first if cond.guided else self.scheduler.scale_model_input(self._noised(cond.latent, noise, t), t)
+            first = torch.cat([unconditional, first])
+            clean[: clean.shape[0] // 2] = cond.guided
+        return self._with_first_frame(model_input, first), clean
+
+    @staticmethod
+    def _frame_timesteps(t: torch.Tensor, clean: torch.Tensor, frames: list[int]) -> torch.Tensor:
+        """Per-frame timesteps ``[batch * len(frames)]`` (frame-major per video, as ``MotionUNet`` flattens):
+        ``t`` everywhere but 0 on frame 0 of the videos that see it clean."""
+        steps = t.reshape(1, 1).to(clean.device).expand(clean.shape[0], len(frames)).clone()
+        if 0 in frames:
+            steps[clean, frames.index(0)] = 0
+        return steps.reshape(-1)
 
     def _noised(self, latent: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The clean conditioning latent ``[B, C, h, w]`` at timestep ``t``'s noise level, as ``[B, C, 1, h, w]``."""

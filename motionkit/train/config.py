@@ -84,6 +84,10 @@ class ImageCondConfig:
     ``joint_dropout``: probability of dropping the caption and the image together, on top of the separate
     ``data.caption_dropout`` and ``cond_dropout``: the no-text, no-image input classifier-free guidance
     queries at every sampling step.
+    ``clean_frame``: the conditioning frame also enters the clip itself clean, at timestep 0, and is left
+    out of the loss (I2V-Adapter's and Wan's first-frame conditioning): the motion modules learn to carry
+    the image to the other frames. Recorded in the adapter (``clean_conditioning_frame``), so sampling
+    feeds the clean frame the same way.
     """
 
     enabled: bool = False
@@ -92,6 +96,7 @@ class ImageCondConfig:
     mask: str = "one_hot"
     first_frame_prob: float = 0.0
     joint_dropout: float = 0.0
+    clean_frame: bool = False
 
     def __post_init__(self) -> None:
         _check_noise_aug(self.noise_aug, "image_cond")

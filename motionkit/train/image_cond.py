@@ -71,3 +71,28 @@ def joint_dropout(prompts: list[str], generators: list[torch.Generator], probabi
         return list(prompts), [False] * len(prompts)
     dropped = [float(torch.rand((), generator=g)) < probability for g in generators]
     return ["" if drop else prompt for prompt, drop in zip(prompts, dropped)], dropped
+
+
+def clean_conditioning_frames(
+    noisy: torch.Tensor, timesteps: torch.Tensor, image_cond: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Put each clip's conditioning latent into the clip itself, clean, at timestep 0.
+
+    ``noisy`` ``[B, C, F, h, w]``, ``timesteps`` ``[B]`` and ``image_cond`` in the layout above (the
+    conditioning frame is where the mask peaks; an all-zero condition, dropped, changes nothing). Returns
+    the model's input, its per-frame timesteps ``[B*F]`` (frame-major within each clip, as ``MotionUNet``
+    flattens frames) and the per-frame loss mask ``[B, F]`` (0 on the clean frames, which have nothing to
+    denoise)."""
+    b, _, f = noisy.shape[:3]
+    mask = image_cond[:, 0, :, 0, 0]
+    present = image_cond.flatten(1).abs().amax(dim=1) > 0
+    index = mask.argmax(dim=1)
+    clips = torch.arange(b, device=noisy.device)[present]
+    frames = index[present]
+    noisy = noisy.clone()
+    noisy[clips, :, frames] = image_cond[clips, 1:, frames].to(noisy.dtype)
+    per_frame = timesteps.reshape(b, 1).expand(b, f).clone()
+    per_frame[clips, frames] = 0
+    loss_mask = torch.ones(b, f, device=noisy.device)
+    loss_mask[clips, frames] = 0.0
+    return noisy, per_frame.reshape(-1), loss_mask

@@ -103,8 +103,10 @@ def probe_image_use(
 
 def branch_predictor(motion_unet: torch.nn.Module, latents: torch.Tensor) -> Predictor:
     """An adapter's image branch: ``real`` feeds frame 0's latent in the layout sampling uses (the mask the
-    adapter was trained with), ``zero`` an all-zero condition."""
+    adapter was trained with; for a ``clean_conditioning_frame`` adapter also frame 0 itself clean, at
+    timestep 0), ``zero`` an all-zero condition (frame 0 noised like the rest)."""
     from motionkit.pipeline.conditioning import image_cond
+    from motionkit.train.image_cond import clean_conditioning_frames
 
     adapter = motion_unet.adapter
     if adapter.image_cond_conv is None:
@@ -113,8 +115,12 @@ def branch_predictor(motion_unet: torch.nn.Module, latents: torch.Tensor) -> Pre
     real = image_cond(latents[:, :, 0], latents.shape[2], mask=mask)
     dtype = next(motion_unet.unet.parameters()).dtype
 
+    clean = bool(getattr(adapter.config, "clean_conditioning_frame", False))
+
     def predict(noisy: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor, condition: str) -> torch.Tensor:
         cond = real if condition == "real" else torch.zeros_like(real)
+        if clean and condition == "real":
+            noisy, t, _ = clean_conditioning_frames(noisy, t, cond)
         return motion_unet(noisy.to(dtype), t, hidden.to(dtype), image_cond=cond.to(dtype), return_dict=False)[0]
 
     return predict

@@ -37,7 +37,7 @@ from motionkit.train.checkpoint import (
     serialized_rng,
 )
 from motionkit.train.config import TrainConfig
-from motionkit.train.image_cond import IMAGE_COND_CHANNELS, joint_dropout, training_image_cond
+from motionkit.train.image_cond import IMAGE_COND_CHANNELS, clean_conditioning_frames, joint_dropout, training_image_cond
 from motionkit.train.launch import check_launch
 from motionkit.train.losses import diffusion_loss, prediction_target
 from motionkit.train.sampler import ResumableBatchSampler, position_generator
@@ -245,14 +245,23 @@ class Trainer:
             add_trainable_lora(adapter, cfg.lora.rank, cfg.lora.alpha)
             return adapter
         cond = (
-            {"image_cond_channels": IMAGE_COND_CHANNELS, "image_cond_mask": cfg.image_cond.mask}
+            {
+                "image_cond_channels": IMAGE_COND_CHANNELS,
+                "image_cond_mask": cfg.image_cond.mask,
+                "clean_conditioning_frame": cfg.image_cond.clean_frame,
+            }
             if cfg.image_cond.enabled
             else {}
         )
         if cfg.adapter in PRESETS:
             adapter = MotionAdapter.from_unet(self.base.unet, cfg.adapter, **{**cfg.adapter_overrides, **cond})
         else:
-            adapter = _continue_adapter(cfg.adapter, cfg.image_cond.mask if cfg.image_cond.enabled else None, cfg.adapter_overrides)
+            adapter = _continue_adapter(
+                cfg.adapter,
+                cfg.image_cond.mask if cfg.image_cond.enabled else None,
+                cfg.adapter_overrides,
+                clean_frame=cfg.image_cond.clean_frame,
+            )
         return adapter.requires_grad_(True).train()
 
     def _frozen_modules(self) -> dict[str, nn.Module]:
@@ -425,17 +434,20 @@ class Trainer:
                 keep = torch.tensor([0.0 if d else 1.0 for d in dropped], device=device, dtype=image_cond.dtype)
                 image_cond = image_cond * keep.view(-1, 1, 1, 1, 1)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        model_timesteps, frame_mask = timesteps, None
+        if image_cond is not None and cfg.image_cond.clean_frame:
+            noisy, model_timesteps, frame_mask = clean_conditioning_frames(noisy, timesteps, image_cond)
         hidden, added = self._encode_prompts(prompts, latents)
         model = model if model is not None else self.model
         prediction = model(
             noisy.to(self.weight_dtype),
-            timesteps,
+            model_timesteps,
             hidden,
             added_cond_kwargs=added,
             image_cond=image_cond,
             return_dict=False,
         )[0]
-        return self._loss(prediction, latents, noise, timesteps)
+        return self._loss(prediction, latents, noise, timesteps, frame_mask)
 
     def _noise_and_timesteps(self, latents: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-clip noise and timestep, drawn in this order from each clip's generator."""
@@ -449,10 +461,17 @@ class Trainer:
         scale = 2 ** (len(self.base.vae.config.block_out_channels) - 1)
         return self.base.encode_prompts(prompts, latents.shape[-2] * scale, latents.shape[-1] * scale)
 
-    def _loss(self, prediction: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def _loss(
+        self,
+        prediction: torch.Tensor,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        frame_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         scheduler = self.noise_scheduler
         weights = loss_weights(self.config, scheduler.alphas_cumprod, timesteps, scheduler.config.prediction_type)
-        return diffusion_loss(prediction, prediction_target(scheduler, latents, noise, timesteps), weights)
+        return diffusion_loss(prediction, prediction_target(scheduler, latents, noise, timesteps), weights, frame_mask)
 
     @torch.no_grad()
     def evaluate(self, batches: list[dict[str, Any]]) -> float:
@@ -791,11 +810,13 @@ class Trainer:
             logger.info(message)
 
 
-def _continue_adapter(path: str, image_cond_mask: str | None, overrides: dict[str, Any]) -> nn.Module:
+def _continue_adapter(
+    path: str, image_cond_mask: str | None, overrides: dict[str, Any], clean_frame: bool = False
+) -> nn.Module:
     """Load an adapter to train further; give it a fresh (zero) image-conditioning branch if asked and absent.
 
-    ``image_cond_mask`` (None: no image conditioning) is recorded in the adapter's config, so sampling
-    feeds the mask the branch is trained with."""
+    ``image_cond_mask`` (None: no image conditioning) and ``clean_frame`` are recorded in the adapter's
+    config, so sampling feeds the mask and the clean frame as the branch is trained with."""
     from motionkit.adapter import MotionAdapter
     from motionkit.formats import load_adapter
     from motionkit.formats.motionkit_format import plain_config
@@ -805,13 +826,18 @@ def _continue_adapter(path: str, image_cond_mask: str | None, overrides: dict[st
         return adapter
     if adapter.image_cond_conv is None:
         grown = MotionAdapter(
-            **{**plain_config(adapter), "image_cond_channels": IMAGE_COND_CHANNELS, "image_cond_mask": image_cond_mask}
+            **{
+                **plain_config(adapter),
+                "image_cond_channels": IMAGE_COND_CHANNELS,
+                "image_cond_mask": image_cond_mask,
+                "clean_conditioning_frame": clean_frame,
+            }
         )
         missing, unexpected = grown.load_state_dict(adapter.state_dict(), strict=False)
         if unexpected or not all(k.startswith("image_cond_conv") for k in missing):
             raise MotionkitError(f"{path}: could not add an image-conditioning branch to this adapter")
         return grown
-    adapter.register_to_config(image_cond_mask=image_cond_mask)
+    adapter.register_to_config(image_cond_mask=image_cond_mask, clean_conditioning_frame=clean_frame)
     return adapter
 
 

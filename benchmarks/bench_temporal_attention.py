@@ -180,14 +180,16 @@ def _fused_input(layout: str, shape: Shape, device: str, dtype: torch.dtype, gen
     return torch.randn(dims, device=device, dtype=dtype, generator=gen)
 
 
-def run(args: argparse.Namespace, shapes: list[Shape] | None = None, on_row: Callable[[Row], None] | None = None) -> list[Row]:
+def run(args: argparse.Namespace, shapes: list[Shape] | None = None, layouts: list[str] | None = None,
+        on_row: Callable[[Row], None] | None = None) -> list[Row]:
     """Time every (shape, layout, impl, pass); ``on_row`` sees each row as it is measured."""
     device, dtype = args.device, DTYPES[args.dtype]
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but no CUDA device is visible")
     if shapes is None:
         shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
-    layouts = LAYOUT_CHOICES.get(args.layout, [args.layout])
+    if layouts is None:
+        layouts = LAYOUT_CHOICES.get(args.layout, [args.layout])
     impls = _available_impls(device)
     if args.impls:
         impls = {k: v for k, v in impls.items() if k in args.impls.split(",") or k == "sdpa"}

@@ -91,8 +91,8 @@ def _triton_fits(query: torch.Tensor, heads: int) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _device_name(index: int) -> str:
-    return torch.cuda.get_device_name(index)
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device)
 
 
 def resolve_backend(name: str, query: torch.Tensor, heads: int) -> str:
@@ -109,7 +109,7 @@ def resolve_backend(name: str, query: torch.Tensor, heads: int) -> str:
     sequences = query.numel() // (frames * channels)
     return auto_policy.choose(
         auto_policy.active_policy(),
-        _device_name(query.device.index if query.device.index is not None else torch.cuda.current_device()),
+        _device_name(query.device),
         query.dtype,
         frames=frames,
         head_dim=channels // heads,

@@ -145,8 +145,9 @@ class Context:
     def __init__(self, args: argparse.Namespace):
         self.dry_run: bool = args.dry_run
         self.device = "cpu" if args.dry_run else "cuda"
-        self.peak_gbps: float | None = args.peak_gbps
         self.copy_gbps: float | None = args.copy_gbps
+        # The device section passes its figure on; should it have failed, the data sheet still speaks.
+        self.peak_gbps: float | None = args.peak_gbps or (None if args.dry_run else spec_bandwidth_gbps(device_name()))
 
 
 def device_name() -> str:
@@ -239,7 +240,8 @@ def section_compile(rec: SectionRecord, ctx: Context) -> None:
                 rec.append("kernels", {**asdict(r), "occupancy": round(r.occupancy, 3), "ok": ok})
 
 
-def kernel_verdicts(rows: list[dict[str, Any]], shapes: list[Any], peak_gbps: float | None) -> list[dict[str, Any]]:
+def kernel_verdicts(rows: list[dict[str, Any]], shapes: list[Any], peak_gbps: float | None,
+                    copy_gbps: float | None = None) -> list[dict[str, Any]]:
     """Per (dtype, shape): kernel speedup over SDPA, fraction of the bandwidth limit, target verdict and the
     decision-table winner, from the module-layout rows (the layout the motion module calls attention with)."""
     import bench_temporal_attention as bta
@@ -254,9 +256,8 @@ def kernel_verdicts(rows: list[dict[str, Any]], shapes: list[Any], peak_gbps: fl
                 return round(base / ours, 3) if base and ours else None
 
             fwd_ms = ms.get((dtype, shape.name, "module", "triton", "fwd"))
-            fraction = None
-            if fwd_ms and peak_gbps:
-                fraction = round(bta._bytes_moved(shape, itemsize, False) / (fwd_ms / 1e3) / (peak_gbps * 1e9), 3)
+            achieved = bta._bytes_moved(shape, itemsize, False) / (fwd_ms / 1e3) / 1e9 if fwd_ms else None
+            fraction = round(achieved / peak_gbps, 3) if achieved and peak_gbps else None
             inference, training = speedup("module", "fwd"), speedup("module", "fwd+bwd")
             meets = inference is not None and fraction is not None and (
                 inference >= KERNEL_TARGET_SPEEDUP and fraction >= KERNEL_TARGET_BANDWIDTH)
@@ -265,7 +266,9 @@ def kernel_verdicts(rows: list[dict[str, Any]], shapes: list[Any], peak_gbps: fl
                 "pairs": shape.sequences * shape.heads,
                 "speedup_inference": inference, "speedup_training": training,
                 "speedup_inference_fib": speedup("fib", "fwd"), "speedup_training_fib": speedup("fib", "fwd+bwd"),
-                "bandwidth_fraction": fraction, "meets_target": meets,
+                "achieved_gbps": round(achieved, 1) if achieved else None, "bandwidth_fraction": fraction,
+                "bandwidth_fraction_of_copy": round(achieved / copy_gbps, 3) if achieved and copy_gbps else None,
+                "meets_target": meets,
                 "inference": auto_policy.winner(inference), "training": auto_policy.winner(training),
             })
     return verdicts
@@ -298,7 +301,7 @@ def section_kernel(rec: SectionRecord, ctx: Context) -> None:
             rec.append("rows", {**fields, "pass": row.pass_, "dtype": dtype, "ms": round(row.ms, 4)})
 
         bta.run(args, shapes=shapes, layouts=KERNEL_LAYOUTS, on_row=on_row)
-    verdicts = kernel_verdicts(rec.data.get("rows", []), shapes, ctx.peak_gbps)
+    verdicts = kernel_verdicts(rec.data.get("rows", []), shapes, ctx.peak_gbps, ctx.copy_gbps)
     rec.put("verdicts", verdicts)
     rec.put("policy_entries", [asdict(e) for e in policy_entries(verdicts)])
 
@@ -698,16 +701,18 @@ def markdown(report: dict[str, Any]) -> str:
                   f"Module layout; bandwidth = minimum bytes / time / peak; winner: triton where its speedup is "
                   f">= {auto_policy.WIN_MARGIN}x, else sdpa.", ""]
         lines += md_table(
-            ["dtype", "shape", "F", "d", "pairs", "fwd speedup", "fwd bandwidth", "fwd+bwd speedup", "target",
-             "auto (inference)", "auto (training)"],
+            ["dtype", "shape", "F", "d", "pairs", "fwd speedup", "fwd GB/s", "of peak", "of copy", "fwd+bwd speedup",
+             "target", "auto (inference)", "auto (training)"],
             [[v["dtype"], v["shape"], v["frames"], v["head_dim"], v["pairs"], _num(v["speedup_inference"], ".2f"),
-              _pct(v["bandwidth_fraction"]), _num(v["speedup_training"], ".2f"),
+              _num(v["achieved_gbps"], ".0f"), _pct(v["bandwidth_fraction"]), _pct(v["bandwidth_fraction_of_copy"]),
+              _num(v["speedup_training"], ".2f"),
               _verdict(v["meets_target"] if v["speedup_inference"] is not None else None, dry),
               v["inference"], v["training"]] for v in kernel["verdicts"]])
         policy = report["policy"]
         lines += [f"Decision table: {'written to ' + policy['written'] if policy['written'] else 'not written'}"
                   + (f" ({policy['note']})" if policy.get("note") else "")
-                  + ("" if policy["written"] else " -- rerun with --write-policy to commit it") + ".", ""]
+                  + ("" if policy["written"] else " -- rerun with --write-policy to commit it") + ". "
+                  "The sections after this one ran `auto` with this run's table.", ""]
 
     module = sections.get("module", {}).get("result", {}).get("rows", [])
     if module:

@@ -393,8 +393,7 @@ def section_memory(rec: SectionRecord, ctx: Context) -> None:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         row: dict[str, Any] = {"pipeline": pipeline, "decode_chunk": chunk}
         if done.returncode != 0:
-            lines = done.stderr.strip().splitlines() or ["(no output)"]
-            row["error"] = lines[-1]
+            row["error"] = last_error_line(done.stderr)
         else:
             row.update(json.loads(done.stdout.strip().splitlines()[-1]))
         rec.append("rows", row)
@@ -418,7 +417,7 @@ def run_child(args: argparse.Namespace) -> None:
     if args.policy_from is not None:
         auto_policy.set_active_policy(auto_policy.load_policy(args.policy_from))
     rec = SectionRecord(args.section_out)
-    rec.put("policy", str(args.policy_from) if args.policy_from else "shipped")
+    rec.put("policy", args.policy_from.name if args.policy_from else "shipped")
     SECTIONS[args.section](rec, Context(args))
 
 
@@ -441,10 +440,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _last_error_line(log: Path) -> str:
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.exists() else []
+def last_error_line(text: str) -> str:
+    """The exception line of a traceback (the last unindented line), with the checkout's path cut off."""
+    lines = [line for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if not line.startswith((" ", "\t", "Traceback"))]
-    return (errors or lines or ["(no output)"])[-1][:500]
+    return (errors or lines or ["(no output)"])[-1].replace(f"{ROOT}{os.sep}", "")[:500]
 
 
 def run_section(name: str, timeout_s: float, args: argparse.Namespace, work: Path, extra: list[str]) -> dict[str, Any]:
@@ -479,7 +479,7 @@ def run_section(name: str, timeout_s: float, args: argparse.Namespace, work: Pat
     if out.exists():
         record["result"] = json.loads(out.read_text())
     if status == "error":
-        record["error"] = _last_error_line(log)
+        record["error"] = last_error_line(log.read_text(errors="replace") if log.exists() else "")
     elif status == "timeout":
         record["error"] = f"ran past its {timeout_s:.0f} s budget; partial results kept"
     return record

@@ -118,3 +118,32 @@ def test_peak_bandwidth_table_names():
     assert gpu_suite.spec_bandwidth_gbps("NVIDIA GH200 480GB") == 4000
     assert gpu_suite.spec_bandwidth_gbps("NVIDIA A100-SXM4-80GB") == 2039
     assert gpu_suite.spec_bandwidth_gbps("Some Future GPU") is None
+
+
+def test_a_failing_section_records_its_error_line(tmp_path):
+    args = gpu_suite.parse_args(["--dry-run"])
+    record = gpu_suite.run_section("device", 120, args, tmp_path, ["--peak-gbps", "fast"])
+    assert record["status"] == "error" and "--peak-gbps" in record["error"]
+    assert (tmp_path / "device.log").exists()
+
+
+def test_the_run_goes_on_after_a_failed_section(tmp_path, monkeypatch):
+    ran = []
+
+    def fake(name, timeout_s, args, work, extra):
+        ran.append(name)
+        if name == "kernel":
+            return {"status": "error", "seconds": 1.0, "budget_s": timeout_s, "error": "RuntimeError: boom", "result": {}}
+        return {"status": "ok", "seconds": 1.0, "budget_s": timeout_s, "error": None, "result": {"name": "x"}}
+
+    monkeypatch.setattr(gpu_suite, "run_section", fake)
+    report = gpu_suite.orchestrate(gpu_suite.parse_args(["--dry-run", "--out-dir", str(tmp_path)]))
+    assert ran == list(gpu_suite.SECTIONS)
+    assert report["sections"]["kernel"]["error"] == "RuntimeError: boom"
+    assert "RuntimeError: boom" in (tmp_path / "gpu_suite_dry_run.md").read_text()
+
+
+def test_error_line_is_the_exception_without_the_checkout_path():
+    text = (f'Traceback (most recent call last):\n  File "{gpu_suite.ROOT}/benchmarks/x.py", line 1\n'
+            f"    boom()\ntorch.OutOfMemoryError: CUDA out of memory in {gpu_suite.ROOT}/benchmarks/x.py\n")
+    assert gpu_suite.last_error_line(text) == "torch.OutOfMemoryError: CUDA out of memory in benchmarks/x.py"

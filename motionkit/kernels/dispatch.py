@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from motionkit.errors import BackendUnavailableError, MotionkitError
+from motionkit.kernels import auto_policy
 
 BACKENDS = ("auto", "sdpa", "math", "xformers", "triton")
 
@@ -103,8 +104,6 @@ def resolve_backend(name: str, query: torch.Tensor, heads: int) -> str:
         return name
     if not _triton_fits(query, heads):
         return "sdpa"
-    from motionkit.kernels import auto_policy
-
     channels, frames = query.shape[-1], query.shape[-2]
     sequences = query.numel() // (frames * channels)
     return auto_policy.choose(

@@ -14,6 +14,8 @@ claim: run ``--unet sd15 --frames 16 --size 512 --dtype float16 --device cuda`` 
 
     python benchmarks/bench_memory.py                                   # medium-sd, 8 x 128 px, CPU, ~3 min
     python benchmarks/bench_memory.py --unet sd15 --frames 16 --size 512 --dtype float16 --device cuda
+    python benchmarks/bench_memory.py --unet sd15 --vae sd --frames 16 --size 512 --dtype float16 --device cuda \
+        --options offload_model                                         # with SD's full-size VAE
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ OPTIONS = ("none", "vae_slicing", "vae_tiling", "decode_chunk_1", "offload_model
 PIPELINES = ("motionkit", "diffusers")
 
 
-def build(pipeline: str, unet: str, device: str, dtype: torch.dtype) -> Any:
+def build(pipeline: str, unet: str, device: str, dtype: torch.dtype, vae: str = "tiny") -> Any:
+    """``vae="sd"`` swaps the tiny VAE for one in Stable Diffusion's layout (random weights)."""
     from diffusers import AnimateDiffPipeline
+
+    from common import sd_vae
 
     from motionkit import MotionAdapter
     from motionkit.formats.diffusers_format import to_diffusers_adapter
@@ -45,6 +50,8 @@ def build(pipeline: str, unet: str, device: str, dtype: torch.dtype) -> Any:
     from motionkit.tiny import randomize_, tiny_pipeline_components
 
     parts = tiny_pipeline_components(unet=unet)
+    if vae == "sd":
+        parts["vae"] = sd_vae()
     adapter = randomize_(MotionAdapter.from_unet(parts["unet"], preset="animatediff-v2", temporal_norm="across_frames"))
     scheduler = make_scheduler("ddim", parts["scheduler"].config)
     if pipeline == "motionkit":
@@ -72,8 +79,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    pipe = build(args.pipeline, args.unet, "cpu" if args.option.startswith("offload") else args.device, dtype)
-    chunk = 16
+    pipe = build(args.pipeline, args.unet, "cpu" if args.option.startswith("offload") else args.device, dtype,
+                 getattr(args, "vae", "tiny"))
+    chunk = getattr(args, "decode_chunk", 16)
     if args.option == "vae_slicing":
         pipe.vae.enable_slicing()
     elif args.option == "vae_tiling":
@@ -127,6 +135,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--vae", choices=["tiny", "sd"], default="tiny", help="sd: Stable Diffusion's VAE layout")
+    parser.add_argument("--decode-chunk", type=int, default=16, help="frames decoded at once (option decode_chunk_1: 1)")
     parser.add_argument("--options", nargs="*", default=list(OPTIONS), choices=OPTIONS)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--child", nargs=2, metavar=("PIPELINE", "OPTION"), help=argparse.SUPPRESS)
@@ -150,7 +160,8 @@ def main() -> None:
         for pipeline in PIPELINES:  # interleaved per option, so machine load hits both alike
             command = [sys.executable, __file__, "--child", pipeline, option, "--device", args.device, "--dtype",
                        args.dtype, "--unet", args.unet, "--frames", str(args.frames), "--size", str(args.size),
-                       "--steps", str(args.steps), "--threads", str(args.threads)]
+                       "--steps", str(args.steps), "--threads", str(args.threads), "--vae", args.vae,
+                       "--decode-chunk", str(args.decode_chunk)]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise SystemExit(f"{pipeline} / {option} failed: {done.stderr.strip().splitlines()[-1]}")

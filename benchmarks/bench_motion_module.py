@@ -53,7 +53,7 @@ def bench_level(channels: int, latent: int, args: argparse.Namespace) -> list[di
     dtype, device, frames = DTYPES[args.dtype], args.device, args.frames
     ours, theirs = twins(channels, dtype, device)
     x = torch.randn(args.batch * frames, channels, latent, latent, device=device, dtype=dtype)
-    backends = ["sdpa", "triton"] if device == "cuda" else ["sdpa"]
+    backends = getattr(args, "backends", None) or (["sdpa", "triton"] if device == "cuda" else ["sdpa"])
     rows = []
     for mode in ("forward", "forward+backward"):
         train = mode != "forward"

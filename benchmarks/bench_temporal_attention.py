@@ -5,6 +5,8 @@ xformers (if installed) and eager math (head_to_batch_dim copies + baddbmm/softm
 and forward+backward, and reports each against SDPA and against the memory-bandwidth limit.
 
 Layouts:
+  module  q/k/v are three [N, F, C] tensors, as the motion module's to_q/to_k/to_v give them; the
+          result is [N, F, C] for to_out (the head split and merge are part of the timed call).
   packed  q/k/v are slices of a fused [N, F, 3C] projection output (sequences over frames).
   fib     q/k/v come from a frames-in-batch [B, F, S, 3C] projection; the baselines pay the
           rearrange to [B*S, F, C] and back, the Triton kernel reads the views in place and
@@ -52,13 +54,16 @@ class Shape:
 
 
 FULL_SHAPES = [
-    # SD1.5 at 512 px with guidance: N = 2 * 64 * 64 sequences; 8 heads -> d = 40 / 80 / 160.
+    # Every motion-module level with classifier-free guidance (B = 2), 16 frames, AnimateDiff's 8 heads.
+    # SD1.5 at 512 px: latent 64 x 64, levels at 64/32/16/8 positions a side -> d = 40 / 80 / 160 / 160.
     Shape("sd15-512-c320", 2, 64 * 64, 16, 320, 8),
-    Shape("sd15-512-c640", 2, 64 * 64, 16, 640, 8),
-    Shape("sd15-512-c1280", 2, 64 * 64, 16, 1280, 8),
-    # SDXL at 1024 px: N = 2 * 128 * 128 sequences, d = 64.
-    Shape("sdxl-1024-c640", 2, 128 * 128, 16, 640, 10),
-    Shape("sdxl-1024-c1280", 2, 128 * 128, 16, 1280, 20),
+    Shape("sd15-512-c640", 2, 32 * 32, 16, 640, 8),
+    Shape("sd15-512-c1280", 2, 16 * 16, 16, 1280, 8),
+    Shape("sd15-512-c1280-8x8", 2, 8 * 8, 16, 1280, 8),
+    # SDXL at 1024 px: latent 128 x 128, three levels at 128/64/32 a side.
+    Shape("sdxl-1024-c320", 2, 128 * 128, 16, 320, 8),
+    Shape("sdxl-1024-c640", 2, 64 * 64, 16, 640, 8),
+    Shape("sdxl-1024-c1280", 2, 32 * 32, 16, 1280, 8),
 ]
 QUICK_SHAPES = [Shape("tiny-d40", 1, 8, 16, 80, 2)]
 
@@ -112,6 +117,9 @@ def _make_call(impl: str, fn: Callable, layout: str, shape: Shape, fused: torch.
     """A closure computing attention from the fused projection output, returning [N, F, C]-ordered
     results (packed) or frames-in-batch [B, F, S, C] results (fib)."""
     c, heads = shape.channels, shape.heads
+    if layout == "module":
+        q, k, v = fused.unbind(0)
+        return lambda: fn(q, k, v, heads)
     if layout == "packed":
         q, k, v = fused.split(c, dim=-1)
         return lambda: fn(q, k, v, heads)
@@ -159,12 +167,29 @@ def _bytes_moved(shape: Shape, itemsize: int, backward: bool) -> int:
     return tensor * (4 + 7 if backward else 4)
 
 
-def run(args: argparse.Namespace) -> list[Row]:
+LAYOUT_CHOICES = {"both": ["packed", "fib"], "all": ["module", "packed", "fib"]}
+
+
+def _fused_input(layout: str, shape: Shape, device: str, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
+    if layout == "module":
+        dims = (3, shape.sequences, shape.frames, shape.channels)
+    elif layout == "packed":
+        dims = (shape.sequences, shape.frames, 3 * shape.channels)
+    else:
+        dims = (shape.videos, shape.frames, shape.positions, 3 * shape.channels)
+    return torch.randn(dims, device=device, dtype=dtype, generator=gen)
+
+
+def run(args: argparse.Namespace, shapes: list[Shape] | None = None, layouts: list[str] | None = None,
+        on_row: Callable[[Row], None] | None = None) -> list[Row]:
+    """Time every (shape, layout, impl, pass); ``on_row`` sees each row as it is measured."""
     device, dtype = args.device, DTYPES[args.dtype]
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but no CUDA device is visible")
-    shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
-    layouts = ["packed", "fib"] if args.layout == "both" else [args.layout]
+    if shapes is None:
+        shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    if layouts is None:
+        layouts = LAYOUT_CHOICES.get(args.layout, [args.layout])
     impls = _available_impls(device)
     if args.impls:
         impls = {k: v for k, v in impls.items() if k in args.impls.split(",") or k == "sdpa"}
@@ -173,11 +198,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     gen = torch.Generator(device=device).manual_seed(0)
     for shape in shapes:
         for layout in layouts:
-            if layout == "packed":
-                fused = torch.randn(shape.sequences, shape.frames, 3 * shape.channels, device=device, dtype=dtype, generator=gen)
-            else:
-                fused = torch.randn(shape.videos, shape.frames, shape.positions, 3 * shape.channels, device=device,
-                                    dtype=dtype, generator=gen)
+            fused = _fused_input(layout, shape, device, dtype, gen)
             grad = None
             reference = None
             base_ms: dict[str, float] = {}
@@ -220,6 +241,8 @@ def run(args: argparse.Namespace) -> list[Row]:
                         bandwidth_fraction=ideal_ms / ms if device == "cuda" else None,
                         max_err_vs_sdpa=err,
                     ))
+                    if on_row is not None:
+                        on_row(rows[-1])
                     del out
             del fused
             if device == "cuda":
@@ -247,7 +270,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on cuda, fp32 on cpu")
-    p.add_argument("--layout", choices=["packed", "fib", "both"], default="both")
+    p.add_argument("--layout", choices=["module", "packed", "fib", "both", "all"], default="all",
+                   help="both = packed and fib; all = module, packed and fib")
     p.add_argument("--impls", default="", help="comma list to restrict (sdpa is always kept as the baseline)")
     p.add_argument("--quick", action="store_true", help="tiny shapes only (CPU smoke runs)")
     p.add_argument("--forward-only", action="store_true")

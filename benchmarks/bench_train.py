@@ -9,12 +9,14 @@ gradient checkpointing trades for time) and, on CUDA, ``max_memory_allocated`` p
     python benchmarks/bench_train.py                                  # CPU: tiny-sd and medium-sd, 8 frames
     python benchmarks/bench_train.py --gradient-checkpointing         # both sides checkpointed
     python benchmarks/bench_train.py --device cuda --unets medium-sd --frames 16 --batch 4
+    python benchmarks/bench_train.py --device cuda --unets sd15 --frames 16 --batch 1 --autocast bf16
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import contextlib
 import statistics
 import tempfile
 import time
@@ -72,15 +74,23 @@ def build(unet_name: str, device: str, checkpointing: bool):
     return motion_unet, theirs, opt_ours, opt_theirs, (n_ours, n_theirs)
 
 
-def step_fn(model, optimizer, inputs: dict, target: torch.Tensor, repeat_text: int, counter: list[int]) -> Callable[[], None]:
+AUTOCAST = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def step_fn(model, optimizer, inputs: dict, target: torch.Tensor, repeat_text: int, counter: list[int],
+            autocast: torch.dtype | None = None) -> Callable[[], None]:
+    """One step; with ``autocast`` the forward runs in that dtype over fp32 weights (mixed precision; the
+    loss is not scaled: this times the step, it does not train)."""
     ehs = inputs["encoder_hidden_states"]
     if repeat_text > 1:  # UNetMotionModel takes per-frame text states; motionkit repeats them itself
         ehs = ehs.repeat_interleave(repeat_text, dim=0)
+    device_type = inputs["sample"].device.type
 
     def run() -> None:
         optimizer.zero_grad(set_to_none=True)
         counter[0] = 0
-        with saved_bytes(counter):
+        mixed = torch.autocast(device_type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+        with saved_bytes(counter), mixed:
             out = model(inputs["sample"], inputs["timestep"], ehs).sample
             loss = F.mse_loss(out.float(), target)
         loss.backward()
@@ -113,8 +123,9 @@ def bench(unet_name: str, args: argparse.Namespace) -> dict:
         diff = (ours(**inputs).sample - theirs(inputs["sample"], inputs["timestep"], ehs.repeat_interleave(args.frames, 0)).sample)
         max_diff = float(diff.abs().max())
     c_ours, c_theirs = [0], [0]
-    run_ours = step_fn(ours, opt_ours, inputs, target, 1, c_ours)
-    run_theirs = step_fn(theirs, opt_theirs, inputs, target, args.frames, c_theirs)
+    autocast = AUTOCAST[getattr(args, "autocast", "none")]
+    run_ours = step_fn(ours, opt_ours, inputs, target, 1, c_ours, autocast)
+    run_theirs = step_fn(theirs, opt_theirs, inputs, target, args.frames, c_theirs, autocast)
     for _ in range(args.warmup):
         run_ours()
         run_theirs()
@@ -133,6 +144,7 @@ def bench(unet_name: str, args: argparse.Namespace) -> dict:
         "batch": args.batch,
         "latent": int(inputs["sample"].shape[-1]),
         "checkpointing": args.gradient_checkpointing,
+        "autocast": getattr(args, "autocast", "none"),
         "trainable_params": {"motionkit": params[0], "diffusers": params[1]},
         "step_s": {"motionkit": round(a, 4), "diffusers": round(b, 4)},
         "time_ratio": round(a / b, 3),
@@ -153,6 +165,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--gradient-checkpointing", action="store_true", help="checkpoint both sides")
+    parser.add_argument("--autocast", choices=sorted(AUTOCAST), default="none", help="mixed-precision forward")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()

@@ -9,6 +9,28 @@ from typing import Any, Callable
 
 import torch
 
+# Stable Diffusion's VAE layout (diffusers' AutoencoderKL with SD's widths), for GPU-scale memory
+# figures: decoding 16 frames at 512 px is a large share of the peak, which motionkit.tiny's toy VAE hides.
+SD_VAE_CONFIG: dict[str, Any] = dict(
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    sample_size=512,
+)
+
+
+def sd_vae(seed: int = 0) -> Any:
+    """An AutoencoderKL in SD's layout with random weights (no download)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(**SD_VAE_CONFIG).eval()
+
 
 def time_once(fn: Callable[[], Any], device: str) -> float:
     """Seconds for one call; on CUDA the queue is drained before and after."""

@@ -6,6 +6,7 @@ C, any strides: views of a fused QKV projection are fine) and returns ``[N, F, C
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from motionkit.errors import BackendUnavailableError, MotionkitError
+from motionkit.kernels import auto_policy
 
 BACKENDS = ("auto", "sdpa", "math", "xformers", "triton")
 
@@ -89,11 +91,30 @@ def _triton_fits(query: torch.Tensor, heads: int) -> bool:
     return kernel.supports(query, heads)
 
 
+@functools.lru_cache(maxsize=None)
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device)
+
+
 def resolve_backend(name: str, query: torch.Tensor, heads: int) -> str:
-    """The concrete backend for this call: ``auto`` picks Triton on CUDA where the shape fits, else SDPA."""
+    """The concrete backend for this call. ``auto`` picks Triton only on CUDA, where the shape fits and
+    the measured decision table (``motionkit/kernels/auto_policy.json``) says the kernel beats SDPA on
+    this GPU for this dtype, frame count, head dim and size; everywhere else SDPA."""
     if name != "auto":
         return name
-    return "triton" if _triton_fits(query, heads) else "sdpa"
+    if not _triton_fits(query, heads):
+        return "sdpa"
+    channels, frames = query.shape[-1], query.shape[-2]
+    sequences = query.numel() // (frames * channels)
+    return auto_policy.choose(
+        auto_policy.active_policy(),
+        _device_name(query.device),
+        query.dtype,
+        frames=frames,
+        head_dim=channels // heads,
+        pairs=sequences * heads,
+        training=torch.is_grad_enabled() and query.requires_grad,
+    )
 
 
 _IMPLEMENTATIONS = {

@@ -325,3 +325,24 @@ def test_motion_lora_trains_on_the_captioned_subset(tmp_path):
         s.caption for s in trainer.dataset.sources
     }
     assert result.steps == 2 and Path(result.exported["motion_lora"]).is_file()
+
+
+# -- the tiny family's configs ------------------------------------------------------------------------
+
+
+def test_tiny_family_controlnet_and_zoom_lora_configs():
+    root = Path(__file__).resolve().parent.parent
+    folder = root / "examples" / "tiny_family"
+    work = root / "motionkit-out" / "tiny-family"
+    controlnet = TrainConfig.from_yaml(folder / "controlnet.yaml")
+    assert controlnet.encoder.enabled and controlnet.encoder.kind == "controlnet"
+    assert Path(controlnet.encoder.control_dir).resolve() == work / "data" / "natural" / "maps" / "depth"
+    assert Path(controlnet.output_dir).resolve() == work / "controlnet"
+    assert len(controlnet.encoder.conditioning_embedding_out_channels) == 4  # the tiny VAE's factor 8
+    encoder = TrainConfig.from_yaml(folder / "encoder.yaml")
+    assert (controlnet.max_steps, controlnet.batch_size, controlnet.data) == (encoder.max_steps, encoder.batch_size, encoder.data)
+    zoom = TrainConfig.from_yaml(folder / "motion_lora_zoom.yaml")
+    assert zoom.lora.enabled and zoom.data.caption_contains == "camera zooming in"
+    assert (zoom.max_steps, zoom.batch_size) == (300, 4)
+    assert Path(zoom.output_dir).resolve() == work / "motion_lora_zoom"
+    assert Path(zoom.lora.base_adapter).resolve() == work / "motion" / "adapter"

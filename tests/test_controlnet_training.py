@@ -160,26 +160,31 @@ def test_cli_refuses_a_controlnet_config_without_control_dir(tmp_path, capsys):
 # -- the model --------------------------------------------------------------------------------------
 
 
-def test_training_call_is_the_sampling_pipelines_call():
+@pytest.mark.parametrize("family", ["tiny-sd", "tiny-sdxl"])
+def test_training_call_is_the_sampling_pipelines_call(family):
     """``controlnet_residuals`` (training) and ``ControlNetVideos.residuals`` (MotionPipeline) give the same
-    residuals for the same latents, text and maps."""
+    residuals for the same latents, text (and SDXL's added conditioning) and maps."""
     from diffusers import ControlNetModel
 
     from motionkit.pipeline.control import ControlNetVideos
-    from motionkit.tiny import randomize_
+    from motionkit.tiny import randomize_, tiny_unet
     from motionkit.train.controlnet import controlnet_residuals
 
-    unet = tiny_base()["unet"]
+    unet = tiny_unet(family)
     net = randomize_(ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=EMBEDDING), seed=1, std=0.05)
     generator = torch.Generator().manual_seed(0)
     sample = torch.randn(1, 4, FRAMES, 4, 4, generator=generator)
     hidden = torch.randn(1, 77, unet.config.cross_attention_dim, generator=generator)
     control = torch.rand(FRAMES, 3, SIZE, SIZE, generator=generator)
+    added = None
+    if family == "tiny-sdxl":
+        text = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        added = {"text_embeds": torch.randn(1, text, generator=generator), "time_ids": torch.rand(1, 6, generator=generator)}
     t = torch.tensor([321])
     with torch.no_grad():
-        ours = controlnet_residuals(net, sample, t, hidden, control[None], conditioning_scale=0.7)
+        ours = controlnet_residuals(net, sample, t, hidden, control[None], conditioning_scale=0.7, added_cond_kwargs=added)
         theirs = ControlNetVideos(net, [control], [0.7], [0.0], [1.0], False).residuals(
-            0, 1, sample, t, list(range(FRAMES)), hidden, None, False
+            0, 1, sample, t, list(range(FRAMES)), hidden, added, False
         )
     assert len(ours["down_block_additional_residuals"]) == len(theirs["down_block_additional_residuals"])
     for a, b in zip(ours["down_block_additional_residuals"], theirs["down_block_additional_residuals"]):

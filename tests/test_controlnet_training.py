@@ -193,6 +193,30 @@ def test_training_call_is_the_sampling_pipelines_call(family):
     assert ours["mid_block_additional_residual"].abs().sum() > 0
 
 
+@pytest.mark.parametrize("zero_map", [True, False])
+def test_fresh_controlnet_is_a_no_op_and_the_map_init_decides_what_reaches_it(world, tmp_path, zero_map):
+    reset_accelerate()
+    cfg = controlnet_config(world, tmp_path)
+    cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, zero_map_embedding=zero_map))
+    trainer = EncoderTrainer(cfg, base=tiny_base()).setup()
+    conv_out = trainer.encoder.controlnet_cond_embedding.conv_out.weight
+    assert bool((conv_out == 0).all()) is zero_map
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, 4, FRAMES, 4, 4, generator=generator)
+    control = torch.rand(2, FRAMES, 3, SIZE, SIZE, generator=generator)
+    t = torch.tensor([10, 900])
+    hidden, _ = trainer.base.encode_prompts(["a ball", "a square"], SIZE, SIZE)
+    with torch.no_grad():
+        alone = trainer.motion_unet(latents, t, hidden, return_dict=False)[0]
+        assert torch.equal(trainer.denoiser(latents, t, hidden, control), alone)  # zero output convs: no effect yet
+        for block in [*trainer.encoder.controlnet_down_blocks, trainer.encoder.controlnet_mid_block]:
+            block.weight.normal_(std=0.1)
+        real = trainer.denoiser(latents, t, hidden, control)
+        black = trainer.denoiser(latents, t, hidden, control * 0)
+    assert not torch.allclose(real, alone)
+    assert torch.equal(real, black) is zero_map  # the zero map embedding hides the map until it has trained
+
+
 # -- training ---------------------------------------------------------------------------------------
 
 

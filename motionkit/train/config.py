@@ -134,7 +134,9 @@ class EncoderConfig:
       ``control_dir/clip_00001.mp4``), cut, resized and flipped exactly as the clip is.
       ``conditioning_embedding_out_channels``: the widths of the convolutions that bring the map down to
       latent size; one stride-2 step between each pair, so their count is log2(VAE factor) + 1 (4 for
-      SD's factor 8).
+      SD's factor 8). ``zero_map_embedding``: the map encoder's last convolution starts at zero (the
+      ControlNet paper's and diffusers' init); false starts it random, so the map reaches the blocks from
+      the first step (the zero output convolutions alone keep step 0 a no-op): short runs learn to use it.
 
     Both kinds start their down and mid blocks as copies of the UNet's (``init_from_unet``) and their
     output convolutions at zero (no effect at step 0). ``cond_dropout``: no condition (no keyframes; a
@@ -154,6 +156,7 @@ class EncoderConfig:
     # controlnet: where the control maps are, and the size of the map encoder
     control_dir: str | None = None
     conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 96, 256)
+    zero_map_embedding: bool = True
     # both
     cond_dropout: float = 0.1
     joint_dropout: float = 0.1

@@ -23,7 +23,8 @@ from motionkit.train.config import EncoderConfig
 def controlnet_from_unet(unet: nn.Module, config: EncoderConfig, vae_scale_factor: int) -> Any:
     """A ``ControlNetModel`` shaped like ``unet`` (diffusers' ``ControlNetModel.from_unet``: its down and mid
     blocks copied from the UNet when ``config.init_from_unet``), its map encoder of
-    ``config.conditioning_embedding_out_channels`` bringing ``[3, H, W]`` maps down by ``vae_scale_factor``."""
+    ``config.conditioning_embedding_out_channels`` bringing ``[3, H, W]`` maps down by ``vae_scale_factor``
+    (its last convolution at zero unless ``config.zero_map_embedding`` is false)."""
     from diffusers import ControlNetModel
 
     widths = tuple(config.conditioning_embedding_out_channels)
@@ -34,9 +35,13 @@ def controlnet_from_unet(unet: nn.Module, config: EncoderConfig, vae_scale_facto
             f"{2 ** (len(widths) - 1)}x but the VAE shrinks images {vae_scale_factor}x: give {steps + 1} widths "
             f"(one stride-2 step between each pair), e.g. {[16 * 2 ** min(i, 1) for i in range(steps + 1)]}"
         )
-    return ControlNetModel.from_unet(
+    net = ControlNetModel.from_unet(
         unet, conditioning_embedding_out_channels=widths, load_weights_from_unet=config.init_from_unet
     )
+    if not config.zero_map_embedding:
+        # PyTorch's default init, from the global RNG the trainer seeds: the same on every process.
+        net.controlnet_cond_embedding.conv_out.reset_parameters()
+    return net
 
 
 def training_control(

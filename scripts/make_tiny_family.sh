@@ -3,7 +3,8 @@
 # Every step is a motionkit command with a committed config (examples/tiny_family/) and a fixed seed;
 # MODEL_CARD.md in the family folder records what this produced and how long it took.
 #
-#   scripts/make_tiny_family.sh            # everything: data, VAE, base, personalized, motion adapter, encoder, ship, eval
+#   scripts/make_tiny_family.sh            # everything: data, VAE, base, personalized, motion adapter, encoder,
+#                                          # ControlNet, zoom-in MotionLoRA, ship, eval
 #   STAGES="motion ship eval" scripts/make_tiny_family.sh   # only some stages (each reads the previous outputs)
 #
 # Work files go to motionkit-out/tiny-family/ (git-ignored). Torch uses at most 2 threads.
@@ -15,7 +16,7 @@ MK="$PY -m motionkit"
 WORK=motionkit-out/tiny-family
 FAMILY=motionkit/assets/tiny-family
 CONFIGS=examples/tiny_family
-STAGES=${STAGES:-"data vae base personalized motion encoder ship eval"}
+STAGES=${STAGES:-"data vae base personalized motion encoder controlnet motion_lora_zoom ship eval"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 wants() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -39,6 +40,10 @@ wants personalized && train_stage personalized train-image pipeline
 wants motion && train_stage motion train summary.json
 # The SparseCtrl RGB encoder, trained against the frozen base and the frozen motion adapter of stage "motion".
 wants encoder && train_stage encoder train summary.json
+# A depth ControlNet (per frame, on data/natural/maps/depth/), against the same frozen base and motion adapter.
+wants controlnet && train_stage controlnet train summary.json
+# A MotionLoRA for one camera move, on the clips captioned "camera zooming in" only.
+wants motion_lora_zoom && train_stage motion_lora_zoom train summary.json
 
 if wants ship; then
   rm -rf "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders"

@@ -11,7 +11,7 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a motion adapter (or a MotionLoRA, or a SparseCtrl encoder) on video clips",
+        help="train a motion adapter (or a MotionLoRA, a SparseCtrl encoder or a ControlNet) on video clips",
         description="Train a motion adapter against a frozen image model. Settings come from a YAML config "
         "(see examples/train/); key=value arguments override them (dotted keys for sections, e.g. data.size=512). "
         "For several GPUs or nodes run it through 'accelerate launch -m motionkit train ...'.",

@@ -30,7 +30,7 @@ from motionkit.errors import FormatError, MotionkitError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClipPlan", "ClipSource", "LatentCacheDataset", "VideoClipDataset", "cache_key", "plan_clip"]
+__all__ = ["ClipPlan", "ClipSource", "LatentCacheDataset", "VideoClipDataset", "cache_key", "captioned", "plan_clip"]
 
 T = TypeVar("T")
 
@@ -98,6 +98,19 @@ def plan_clip(source: ClipSource, generator: torch.Generator | None, sampling: A
     return ClipPlan(source.path, tuple(indices), size, flip, "" if drop else source.caption)
 
 
+def captioned(sources: Sequence[ClipSource], text: str) -> list[ClipSource]:
+    """The sources whose caption holds ``text`` (any case), in their order; refuses to return none."""
+    needle = text.casefold()
+    kept = [s for s in sources if needle in s.caption.casefold()]
+    if not kept:
+        raise MotionkitError(
+            f"no caption of the {len(sources)} clips contains {text!r}: check data.caption_contains "
+            "against the captions (sidecar .txt files, manifest or CSV)"
+        )
+    logger.info("%d of %d clips have %r in their caption", len(kept), len(sources), text)
+    return kept
+
+
 class VideoClipDataset(Dataset):
     """Video clips for motion training; see the module docstring for the sampling rules.
 
@@ -105,7 +118,8 @@ class VideoClipDataset(Dataset):
     ``.txt`` caption sidecars) or :meth:`from_csv` (WebVid-style CSV plus a video folder).
 
     Unreadable videos are skipped with a logged warning and replaced by the next item; ``skipped``
-    counts them (per process: each DataLoader worker keeps its own count).
+    counts them (per process: each DataLoader worker keeps its own count). ``caption_contains`` keeps only
+    the clips whose caption holds that text (any case).
     """
 
     def __init__(
@@ -122,9 +136,12 @@ class VideoClipDataset(Dataset):
         random_start: bool = True,
         seed: int | None = None,
         max_skips: int = 20,
+        caption_contains: str | None = None,
     ) -> None:
         if not sources:
             raise MotionkitError("the dataset has no clips; check the manifest, folder or CSV it was built from")
+        if caption_contains is not None:
+            sources = captioned(sources, caption_contains)
         if n_frames < 1:
             raise MotionkitError(f"n_frames must be >= 1, got {n_frames}")
         if fps is None and (stride is None or stride < 1):

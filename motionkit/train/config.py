@@ -25,6 +25,7 @@ EXPORT_FORMATS = ("motionkit", "diffusers", "animatediff")
 TRACKERS = ("tensorboard", "wandb")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal", "mixed")
 LOSS_WEIGHTING = ("none", "min_snr", "v")
+ENCODER_KINDS = ("sparsectrl_rgb", "controlnet")
 
 
 def require(ok: bool, message: str) -> None:
@@ -53,6 +54,7 @@ class DataConfig:
     latent_cache: str | None = None  # folder of pre-encoded VAE latents (see LatentCacheDataset)
     num_workers: int = 0
     shuffle: bool = True
+    caption_contains: str | None = None  # keep only clips whose caption holds this text (any case)
 
     def __post_init__(self) -> None:
         sources = [s for s in (self.manifest, self.folder, self.csv, self.shards) if s]
@@ -64,6 +66,15 @@ class DataConfig:
         require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
         _probability(self.flip_prob, "data.flip_prob")
         _probability(self.caption_dropout, "data.caption_dropout")
+        require(
+            self.caption_contains is None or bool(self.caption_contains.strip()),
+            "data.caption_contains is empty: give the text the kept clips' captions hold, or remove the key",
+        )
+        require(
+            not (self.caption_contains and self.shards),
+            "data.caption_contains filters manifest, folder and csv sources; shards are filtered when written "
+            "(motionkit shard)",
+        )
 
     @property
     def has_source(self) -> bool:
@@ -114,25 +125,44 @@ def _check_noise_aug(noise_aug: tuple[float, ...], section: str) -> None:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Train a condition encoder (diffusers' ``SparseControlNetModel``, AnimateDiff v3 SparseCtrl, RGB
-    variant) with the base UNet and the motion adapter ``motion_adapter`` frozen.
+    """Train a condition encoder with the base UNet and the motion adapter ``motion_adapter`` frozen.
 
-    The encoder reads VAE latents of sparse keyframes plus a mask channel (1 on keyframes), runs its own
-    copy of the UNet's down and mid blocks (initialised from the UNet when ``init_from_unet``) and adds
-    zero-initialised residuals to the frozen UNet's down and mid blocks. Per clip the keyframes are frame 0
-    alone with probability ``first_frame_prob``, frame 0 and the last frame with ``first_last_prob``, else
-    a random subset of 1..``max_keyframes`` frames. ``cond_dropout``: no keyframes (zero condition, zero
-    mask); ``joint_dropout``: no keyframes and no caption; ``noise_aug``: as in ``image_cond``.
+    ``kind``:
+    - ``sparsectrl_rgb`` (default): diffusers' ``SparseControlNetModel`` (AnimateDiff v3 SparseCtrl, RGB
+      variant). It reads VAE latents of sparse keyframes plus a mask channel (1 on keyframes) and adds
+      residuals to the frozen UNet's down and mid blocks. Per clip the keyframes are frame 0 alone with
+      probability ``first_frame_prob``, frame 0 and the last frame with ``first_last_prob``, else a random
+      subset of 1..``max_keyframes`` frames; ``noise_aug``: as in ``image_cond``.
+    - ``controlnet``: diffusers' ``ControlNetModel`` run on every frame (frames flattened to ``B*F``), its
+      condition a per-frame control map in pixels (depth, edges, ...) read from ``control_dir``: one video
+      per clip with the clip's file stem and frame count (``videos/clip_00001.mp4`` pairs with
+      ``control_dir/clip_00001.mp4``), cut, resized and flipped exactly as the clip is.
+      ``conditioning_embedding_out_channels``: the widths of the convolutions that bring the map down to
+      latent size; one stride-2 step between each pair, so their count is log2(VAE factor) + 1 (4 for
+      SD's factor 8). ``zero_map_embedding``: the map encoder's last convolution starts at zero (the
+      ControlNet paper's and diffusers' init); false starts it random, so the map reaches the blocks from
+      the first step (the zero output convolutions alone keep step 0 a no-op): short runs learn to use it.
+
+    Both kinds start their down and mid blocks as copies of the UNet's (``init_from_unet``) and their
+    output convolutions at zero (no effect at step 0). ``cond_dropout``: no condition (no keyframes; a
+    black control map); ``joint_dropout``: no condition and no caption together.
     ``conditioning_scale``: the residuals' scale, as ``controlnet_conditioning_scale`` feeds at sampling.
     """
 
     enabled: bool = False
+    kind: str = "sparsectrl_rgb"
     motion_adapter: str | None = None
     init_from_unet: bool = True
+    # sparsectrl_rgb: which frames condition
     first_frame_prob: float = 0.7
     first_last_prob: float = 0.15
     max_keyframes: int = 3
     noise_aug: tuple[float, float] = (0.0, 0.05)
+    # controlnet: where the control maps are, and the size of the map encoder
+    control_dir: str | None = None
+    conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 96, 256)
+    zero_map_embedding: bool = True
+    # both
     cond_dropout: float = 0.1
     joint_dropout: float = 0.1
     conditioning_scale: float = 1.0
@@ -153,6 +183,25 @@ class EncoderConfig:
         _probability(self.cond_dropout, "encoder.cond_dropout")
         _probability(self.joint_dropout, "encoder.joint_dropout")
         require(self.conditioning_scale > 0, f"encoder.conditioning_scale must be > 0, got {self.conditioning_scale}")
+        require(
+            self.kind in ENCODER_KINDS, f"encoder.kind {self.kind!r} is not one of {', '.join(ENCODER_KINDS)}"
+        )
+        if self.kind == "controlnet":
+            require(
+                not self.enabled or bool(self.control_dir),
+                "encoder.kind controlnet needs encoder.control_dir: the folder of control map videos "
+                "(one per clip, same file stem)",
+            )
+        else:
+            require(
+                self.control_dir is None,
+                "encoder.control_dir is read by encoder.kind controlnet only: set kind: controlnet or remove it",
+            )
+        widths = self.conditioning_embedding_out_channels
+        require(
+            len(widths) >= 1 and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths),
+            f"encoder.conditioning_embedding_out_channels must be a list of positive integers, got {list(widths)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -294,6 +343,16 @@ class TrainConfig:
                 "encoder training keeps the motion adapter frozen: turn off image_cond and lora, or train them "
                 "in a run of their own first"
             )
+        if self.encoder.enabled and self.encoder.kind == "controlnet":
+            require(
+                not self.data.shards,
+                "encoder.kind controlnet pairs clips with control maps by file name: use data.folder, manifest or "
+                "csv, not data.shards",
+            )
+            require(
+                not self.data.latent_cache,
+                "encoder.kind controlnet decodes each clip with its control map: remove data.latent_cache",
+            )
 
     # -- construction -------------------------------------------------------------------------------
 
@@ -349,7 +408,7 @@ class TrainConfig:
 
 _PATH_KEYS = {
     ("base",), ("base_config",), ("adapter",), ("output_dir",), ("resume_from",), ("lora", "base_adapter"),
-    ("encoder", "motion_adapter"),
+    ("encoder", "motion_adapter"), ("encoder", "control_dir"),
 } | {
     ("data", k) for k in ("manifest", "folder", "csv", "video_dir", "latent_cache", "shards")
 }

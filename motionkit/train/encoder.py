@@ -12,6 +12,7 @@ they are added inside the frozen UNet (``down_block_additional_residuals`` / ``m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -154,30 +155,42 @@ def encoder_residuals(
 
 
 class EncoderDenoiser(nn.Module):
-    """The encoder and the frozen motion UNet as one module: what the trainer wraps and steps."""
+    """A condition encoder and the frozen motion UNet as one module: what the trainer wraps and steps.
 
-    def __init__(self, encoder: nn.Module, motion_unet: nn.Module, conditioning_scale: float = 1.0) -> None:
+    ``residuals``: how the encoder runs, ``residuals(encoder, sample, timesteps, encoder_hidden_states,
+    *condition, conditioning_scale=...)`` -> the UNet's residual keyword arguments (``encoder_residuals``
+    for SparseCtrl, ``motionkit.train.controlnet.controlnet_residuals`` for a per-frame ControlNet)."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        motion_unet: nn.Module,
+        conditioning_scale: float = 1.0,
+        residuals: Callable[..., dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.motion_unet = motion_unet
         self.conditioning_scale = conditioning_scale
+        self.residuals = residuals or encoder_residuals
 
     def forward(
         self,
         sample: torch.Tensor,
         timesteps: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
-        controlnet_cond: torch.Tensor | None,
-        conditioning_mask: torch.Tensor | None,
+        *condition: torch.Tensor | None,
         added_cond_kwargs: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``[B, C, F, h, w]`` noisy latents -> the frozen UNet's prediction with the encoder's residuals
-        (``controlnet_cond`` None: no encoder at all, the motion UNet alone)."""
+        """``[B, C, F, h, w]`` noisy latents -> the frozen UNet's prediction with the encoder's residuals.
+        ``condition``: the encoder's inputs (SparseCtrl: ``controlnet_cond, conditioning_mask``; ControlNet:
+        ``control`` maps); none, or a first one of None: no encoder at all, the motion UNet alone."""
         extra: dict[str, Any] = {}
-        if controlnet_cond is not None:
-            extra = encoder_residuals(
-                self.encoder, sample, timesteps, encoder_hidden_states, controlnet_cond, conditioning_mask,
-                self.conditioning_scale,
+        if condition and condition[0] is not None:
+            more = {"added_cond_kwargs": added_cond_kwargs} if added_cond_kwargs is not None else {}
+            extra = self.residuals(
+                self.encoder, sample, timesteps, encoder_hidden_states, *condition,
+                conditioning_scale=self.conditioning_scale, **more,
             )
         return self.motion_unet(
             sample, timesteps, encoder_hidden_states, added_cond_kwargs=added_cond_kwargs, return_dict=False, **extra

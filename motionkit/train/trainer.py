@@ -70,7 +70,7 @@ class TrainResult:
 
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     batch: dict[str, Any] = {"prompt": [item["prompt"] for item in items]}
-    for key in ("pixel_values", "latents"):
+    for key in ("pixel_values", "latents", "control"):
         if key in items[0]:
             batch[key] = torch.stack([item[key] for item in items])
     return batch
@@ -320,6 +320,7 @@ class Trainer:
             flip_prob=data.flip_prob,
             caption_dropout=data.caption_dropout,
             seed=self.config.seed,
+            caption_contains=data.caption_contains,
         )
         if data.manifest:
             dataset = VideoClipDataset.from_manifest(data.manifest, **options)

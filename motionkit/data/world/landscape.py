@@ -1,0 +1,656 @@
+"""Landscape scenes: a sky by time of day, the sun or the moon, a sea with moving waves or a lawn (before
+hills), drifting clouds, rain or snow, swaying trees, balls, boats and flying things, and a camera.
+
+Geometry: the ground is a flat plane seen by a pinhole camera, so a row's nearness (inverse distance) grows
+linearly from the horizon down; a thing standing on the ground takes the nearness of the row it stands on,
+and its size and its parallax scale with it. A pan slides the camera sideways (a layer moves by the pan
+times its nearness: the lawn under the camera moves most, the sun hardly at all); a zoom magnifies the
+whole view about its centre. Sky things (sun, clouds, hills, fliers) sit at fixed nearness, far to near.
+The depth map is that nearness; the edges are the boundaries between what owns each pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from motionkit.data.world.common import COLOURS, Camera, Layers, camera_for, camera_words, neon_colour, posterize
+
+TIMES = ("day", "dusk", "night")
+GROUNDS = ("sea", "lawn", "hills")
+WEATHERS = ("clear", "rain", "snow")
+FLIERS = ("bird", "plane", "balloon")
+LANDSCAPE_MOVES = ("static", "pan left", "pan right", "zoom in", "zoom out")
+
+# Nearness (0 = infinitely far, 1 = the bottom row of the ground): the depth map's values.
+_SUN, _CLOUD, _HILLS, _FLIER, _GROUND_FAR = 0.04, 0.1, (0.14, 0.17), 0.19, 0.2
+_TREE_PERIOD, _WING_PERIOD, _BOB_PERIOD = 12.0, 5.0, 8.0  # frames per sway, wing beat, boat bob
+_CLOUD_SPAN = (-0.4, 1.4)  # clouds wrap around this screen interval, off screen either side
+_COUNTS = {1: "a", 2: "two", 3: "three"}
+
+_SKIES = {  # (top, horizon) RGB
+    "day": ((70, 130, 215), (175, 210, 240)),
+    "dusk": ((60, 50, 120), (250, 150, 80)),
+    "night": ((8, 12, 35), (35, 45, 90)),
+}
+_TINTS = {"day": (1.0, 1.0, 1.0), "dusk": (0.95, 0.72, 0.62), "night": (0.35, 0.4, 0.62)}  # light on the ground
+_LIGHTS = {("sun", "day"): (255, 240, 170), ("sun", "dusk"): (255, 150, 60)}
+_MOON = (235, 235, 215)
+_CLOUDS = {"day": (245, 245, 250), "dusk": (235, 160, 150), "night": (75, 80, 100)}
+_GREY = np.float32([150, 152, 160])  # an overcast sky (rain, snow)
+_SEA = ((70, 130, 190), (25, 75, 150))  # far, near
+_LAWN = ((95, 160, 85), (55, 150, 50))
+_HILL_COLOURS = ((80, 135, 105), (60, 140, 70))  # far, near
+_TRUNK, _CROWN, _PINE, _HULL = (110, 75, 40), (40, 125, 50), (30, 100, 60), (90, 55, 35)
+
+
+@dataclass(frozen=True)
+class Light:
+    """The sun or the moon: centre (x, y) at frame 0 and radius, fractions of the frame; ``sink`` is its
+    downward speed per frame (negative: rising)."""
+
+    kind: str
+    position: tuple[float, float]
+    size: float
+    sink: float = 0.0
+
+
+@dataclass(frozen=True)
+class Cloud:
+    position: tuple[float, float]
+    size: float
+    puff_seed: int = 0  # the layout of its puffs
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A tree standing at screen ``x`` (frame 0) on the ground row of ``nearness``; ``sway``: crown swing."""
+
+    x: float
+    nearness: float
+    height: float  # at nearness 1, fraction of the frame
+    kind: str = "round"  # or "pine"
+    sway: float = 0.0
+    phase: float = 0.0
+
+
+@dataclass(frozen=True)
+class Ball:
+    """A ball on the ground: ``velocity`` along it (screen fractions per frame at rest camera), ``hop`` the
+    bounce height at nearness 1 (0: it rolls), ``period`` frames per bounce."""
+
+    colour: str
+    x: float
+    nearness: float
+    size: float
+    velocity: float = 0.0
+    hop: float = 0.0
+    period: float = 8.0
+    phase: float = 0.0
+
+
+@dataclass(frozen=True)
+class Boat:
+    colour: str  # the sail
+    x: float
+    nearness: float
+    velocity: float = 0.0
+
+
+@dataclass(frozen=True)
+class Flier:
+    """A bird (``count`` of them in a flock), plane or balloon in the sky."""
+
+    kind: str
+    colour: str
+    position: tuple[float, float]
+    velocity: tuple[float, float]
+    count: int = 1
+    phase: float = 0.0
+
+
+@dataclass(frozen=True)
+class LandscapeSpec:
+    time: str
+    ground: str
+    horizon: float  # row of the horizon, fraction of the frame from the top
+    light: Light | None = None
+    clouds: tuple[Cloud, ...] = ()
+    cloud_drift: float = 0.0
+    rough: bool = False  # the sea's waves
+    weather: str = "clear"
+    weather_seed: int = 0
+    hill_seed: int = 0
+    trees: tuple[Tree, ...] = ()
+    balls: tuple[Ball, ...] = ()
+    boats: tuple[Boat, ...] = ()
+    fliers: tuple[Flier, ...] = ()
+    camera: Camera = field(default_factory=Camera)
+    frames: int = 16
+    size: int = 64
+    style: str = "natural"
+
+
+# -- drawing the spec -------------------------------------------------------------------------------
+
+
+def _ground_row(spec: LandscapeSpec, nearness: float) -> float:
+    """The screen row (fraction of the frame) of the ground at ``nearness``."""
+    return spec.horizon + (nearness - _GROUND_FAR) / (1 - _GROUND_FAR) * (1 - spec.horizon)
+
+
+def random_landscape_spec(
+    rng: np.random.Generator, *, style: str = "natural", frames: int = 16, size: int = 64
+) -> LandscapeSpec:
+    """A random landscape; every one moves (waves, clouds, weather, things, or else the camera). The draws do
+    not depend on ``frames`` or ``size``: frame 0 of a seed is the same at any length."""
+    time = str(rng.choice(TIMES, p=[0.45, 0.35, 0.2]))
+    ground = str(rng.choice(GROUNDS))
+    horizon = float(rng.uniform(0.45, 0.62))
+    weather = str(rng.choice(WEATHERS, p=[0.76, 0.12, 0.12]))
+    move = str(rng.choice(LANDSCAPE_MOVES, p=[0.4, 0.15, 0.15, 0.15, 0.15]))
+    camera = camera_for(move, float(rng.uniform(0.02, 0.04) if move.startswith("pan") else rng.uniform(0.03, 0.05)))
+    pan = camera.pan[0]
+
+    light = None
+    if weather == "clear" and rng.random() < {"day": 0.7, "dusk": 0.9, "night": 0.85}[time]:
+        kind = "moon" if time == "night" else "sun"
+        radius = float(rng.uniform(0.06, 0.09) if kind == "sun" else rng.uniform(0.045, 0.065))
+        motion = str(rng.choice(["still", "sinking", "rising"], p={"dusk": [0.25, 0.6, 0.15]}.get(time, [0.5, 0.25, 0.25])))
+        speed = float(rng.uniform(0.018, 0.03))
+        if motion == "rising":  # from just below the horizon
+            y = horizon + radius * 0.3
+        elif time == "dusk" or motion == "sinking":
+            y = float(rng.uniform(horizon - 0.25, horizon - 0.1))
+        else:
+            y = float(rng.uniform(0.12, horizon - 0.18))
+        sink = {"still": 0.0, "sinking": speed, "rising": -speed}[motion]
+        light = Light(kind, (float(rng.uniform(0.2, 0.8)), y), radius, sink)
+
+    n_clouds = int(rng.integers(3, 6)) if weather != "clear" else int(rng.choice([0, 1, 2, 3], p=[0.25, 0.25, 0.3, 0.2]))
+    clouds = tuple(
+        Cloud((float(rng.uniform(0.0, 1.0)), float(rng.uniform(0.08, horizon - 0.15))), float(rng.uniform(0.07, 0.12)),
+              int(rng.integers(0, 2**31)))
+        for _ in range(n_clouds)
+    )
+    drift = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.015, 0.03)) if clouds else 0.0
+
+    trees: list[Tree] = []
+    balls: list[Ball] = []
+    boats: list[Boat] = []
+    if ground == "sea":
+        if rng.random() < 0.45:
+            v = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.015, 0.03))
+            boats.append(Boat(str(rng.choice(["white", "red", "yellow", "orange"])), _start_x(rng, v - pan * 0.45), 0.45 + 0.2 * float(rng.random()), v))
+    else:
+        wind = rng.random() < 0.75
+        for _ in range(int(rng.choice([0, 1, 2, 3], p=[0.4, 0.25, 0.2, 0.15]))):
+            trees.append(Tree(
+                float(rng.uniform(0.05, 0.95)), float(rng.uniform(0.3, 0.6)), float(rng.uniform(0.5, 0.75)),
+                str(rng.choice(["round", "pine"])), float(rng.uniform(0.06, 0.1)) if wind else 0.0,
+                float(rng.uniform(0, 2 * math.pi)),
+            ))
+        n_balls = int(rng.choice([0, 1, 2], p=[0.3, 0.55, 0.15] if ground == "lawn" else [0.6, 0.35, 0.05]))
+        colours = [c for c in COLOURS if c != "green" and not (c == "black" and time == "night")]  # it would vanish
+        for _ in range(n_balls):
+            motion = str(rng.choice(["bouncing", "bouncing along", "rolling"], p=[0.35, 0.3, 0.35]))
+            nearness = float(rng.uniform(0.55, 0.95))
+            v = 0.0 if motion == "bouncing" else float(rng.choice([-1.0, 1.0]) * rng.uniform(0.02, 0.045))
+            hop = 0.0 if motion == "rolling" else float(rng.uniform(0.18, 0.3))
+            balls.append(Ball(
+                str(rng.choice(colours)), _start_x(rng, v - pan * nearness), nearness, float(rng.uniform(0.08, 0.11)),
+                v, hop, float(rng.uniform(6.0, 10.0)), float(rng.uniform(0, 1)),
+            ))
+
+    fliers: list[Flier] = []
+    for _ in range(int(rng.choice([0, 1, 2], p=[0.5, 0.4, 0.1]))):
+        kind = str(rng.choice(["plane", "balloon"] if time == "night" else FLIERS))
+        y = float(rng.uniform(0.1, horizon - 0.12))
+        if kind == "balloon":
+            colour = str(rng.choice(["red", "orange", "yellow", "blue", "purple"]))
+            velocity = (float(rng.uniform(-0.01, 0.01)), -float(rng.uniform(0.015, 0.03)))
+            y = float(rng.uniform(horizon - 0.15, horizon - 0.05))
+        else:
+            colour = "black" if kind == "bird" else str(rng.choice(["white", "red"]))
+            velocity = (float(rng.choice([-1.0, 1.0]) * rng.uniform(0.03, 0.055)), float(rng.uniform(-0.005, 0.005)))
+        x = _start_x(rng, velocity[0] - pan * _FLIER)
+        fliers.append(Flier(kind, colour, (x, y), velocity, int(rng.integers(1, 4)) if kind == "bird" else 1,
+                            float(rng.uniform(0, 2 * math.pi))))
+
+    spec = LandscapeSpec(
+        time, ground, horizon, light, clouds, drift, bool(rng.random() < 0.4), weather, int(rng.integers(0, 2**31)),
+        int(rng.integers(0, 2**31)), tuple(trees), tuple(balls), tuple(boats), tuple(fliers), camera, frames, size, style,
+    )
+    if camera.move == "static" and not _moves_by_itself(spec):
+        # Nothing would move: the camera does, so every clip teaches motion.
+        move = str(rng.choice(LANDSCAPE_MOVES[1:]))
+        spec = _replace_camera(spec, camera_for(move, 0.03 if move.startswith("pan") else 0.04))
+    return spec
+
+
+def _start_x(rng: np.random.Generator, screen_velocity: float) -> float:
+    """A start that keeps a thing moving at ``screen_velocity`` on screen for about 16 frames."""
+    if abs(screen_velocity) < 1e-9:
+        return float(rng.uniform(0.2, 0.8))
+    return 0.5 - math.copysign(min(0.35, abs(screen_velocity) * 7.5), screen_velocity) + float(rng.uniform(-0.05, 0.05))
+
+
+def _moves_by_itself(spec: LandscapeSpec) -> bool:
+    return bool(
+        spec.ground == "sea" or spec.clouds or spec.weather != "clear" or spec.balls or spec.fliers or spec.boats
+        or (spec.light and spec.light.sink)
+    )  # swaying trees alone are too little: the far ones move a pixel
+
+
+def _replace_camera(spec: LandscapeSpec, camera: Camera) -> LandscapeSpec:
+    from dataclasses import replace
+
+    return replace(spec, camera=camera)
+
+
+# -- words -----------------------------------------------------------------------------------------
+
+
+def _side(velocity: float) -> str:
+    return "left" if velocity < 0 else "right"
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _subjects(spec: LandscapeSpec) -> list[tuple[str, str]]:
+    """(phrase, the preposition that ties it to the ground) for every thing that acts, main one first."""
+    out = []
+    for ball in spec.balls:
+        if ball.hop:
+            action = f"bouncing {_side(ball.velocity)}" if ball.velocity else "bouncing"
+        else:
+            action = f"rolling {_side(ball.velocity)}"
+        out.append((f"{_article(ball.colour)} {ball.colour} ball {action}", "on"))
+    for boat in spec.boats:
+        out.append((f"{_article(boat.colour)} {boat.colour} boat sailing {_side(boat.velocity)}", "on"))
+    for flier in spec.fliers:
+        if flier.kind == "bird":
+            noun = "bird" if flier.count == 1 else "birds"
+            out.append((f"{_COUNTS[flier.count]} {noun} flying {_side(flier.velocity[0])}", "over"))
+        elif flier.kind == "plane":
+            out.append((f"{_article(flier.colour)} {flier.colour} plane flying {_side(flier.velocity[0])}", "over"))
+        else:
+            out.append((f"{_article(flier.colour)} {flier.colour} balloon rising", "over"))
+    light = spec.light
+    if light is not None:
+        if light.sink > 0:
+            out.append((f"the {light.kind} sinking", "into" if spec.ground == "sea" else "behind"))
+        elif light.sink < 0:
+            out.append((f"the {light.kind} rising", "over"))
+        elif out:
+            out.append((f"the {light.kind} shining", "above"))
+        else:
+            out.append((f"the {light.kind}", "above"))
+    return out
+
+
+def landscape_caption(spec: LandscapeSpec) -> str:
+    """E.g. ``"the sun sinking into a calm sea at dusk, gentle waves, warm light, clouds drifting right, static camera"``."""
+    place = {"sea": f"a {'rough' if spec.rough else 'calm'} sea", "lawn": "a green lawn", "hills": "green hills"}[spec.ground]
+    if spec.time == "day":
+        when = "under a grey sky" if spec.weather != "clear" else "on a sunny day" if spec.light else "under a blue sky"
+    else:
+        when = f"at {spec.time}"
+    subjects = _subjects(spec)
+    main = f"{subjects[0][0]} {subjects[0][1]} {place} {when}" if subjects else f"{place} {when}"
+    parts = [main, *(phrase for phrase, _ in subjects[1:])]
+    if spec.ground == "sea":
+        parts.append("rolling waves" if spec.rough else "gentle waves")
+    if spec.time == "dusk" and spec.light is not None:
+        parts.append("warm light")
+    if spec.clouds:
+        parts.append(f"{'clouds' if len(spec.clouds) > 1 else 'a cloud'} drifting {_side(spec.cloud_drift)}")
+    if spec.trees:
+        trees = f"{_COUNTS[len(spec.trees)]} {'tree' if len(spec.trees) == 1 else 'trees'}"
+        parts.append(f"{trees} swaying" if spec.trees[0].sway else trees)
+    if spec.weather != "clear":
+        parts.append(f"{spec.weather} falling")
+    parts.append(camera_words(spec.camera))
+    return ", ".join(parts)
+
+
+# -- pixels ----------------------------------------------------------------------------------------
+
+
+class _View:
+    """One frame's camera: maps frame pixels to screen coordinates (fractions of the unzoomed view) and
+    draws anti-aliased shapes given in screen coordinates."""
+
+    _SHIFT = 4
+
+    def __init__(self, spec: LandscapeSpec, t: int) -> None:
+        self.size = spec.size
+        self.zoom = spec.camera.zoom**t
+        self.pan = spec.camera.pan[0] * t  # how far the camera has slid, in frame widths at nearness 1
+        centres = (np.arange(self.size, dtype=np.float32) + 0.5) / self.size
+        self.coords = 0.5 + (centres - 0.5) / self.zoom  # screen x of each column, y of each row
+
+    def px(self, x: float, y: float) -> tuple[int, int]:
+        one = 1 << self._SHIFT
+        s = self.size
+        return int(round(((x - 0.5) * self.zoom + 0.5) * s * one)), int(round(((y - 0.5) * self.zoom + 0.5) * s * one))
+
+    def length(self, r: float) -> int:
+        return max(1, int(round(r * self.zoom * self.size * (1 << self._SHIFT))))
+
+    def _mask(self) -> np.ndarray:
+        return np.zeros((self.size, self.size), np.uint8)
+
+    def circle(self, x: float, y: float, r: float) -> np.ndarray:
+        import cv2
+
+        mask = self._mask()
+        cv2.circle(mask, self.px(x, y), self.length(r), 255, -1, cv2.LINE_AA, self._SHIFT)
+        return mask.astype(np.float32) / 255.0
+
+    def ellipses(self, shapes: list[tuple[float, float, float, float]]) -> np.ndarray:
+        """The union of ellipses ``(x, y, half width, half height)``."""
+        import cv2
+
+        mask = self._mask()
+        for x, y, ax, ay in shapes:
+            cv2.ellipse(mask, self.px(x, y), (self.length(ax), self.length(ay)), 0, 0, 360, 255, -1, cv2.LINE_AA, self._SHIFT)
+        return mask.astype(np.float32) / 255.0
+
+    def polygon(self, points: list[tuple[float, float]]) -> np.ndarray:
+        import cv2
+
+        mask = self._mask()
+        cv2.fillPoly(mask, [np.array([self.px(x, y) for x, y in points], np.int32)], 255, cv2.LINE_AA, self._SHIFT)
+        return mask.astype(np.float32) / 255.0
+
+    def lines(self, strokes: list[list[tuple[float, float]]], thickness: float) -> np.ndarray:
+        import cv2
+
+        mask = self._mask()
+        width = max(1, int(round(thickness * self.zoom * self.size)))
+        pts = [np.array([self.px(x, y) for x, y in stroke], np.int32) for stroke in strokes]
+        cv2.polylines(mask, pts, False, 255, width, cv2.LINE_AA, self._SHIFT)
+        return mask.astype(np.float32) / 255.0
+
+
+class _Look:
+    """How a style paints a layer: the backdrop (sky, sea, ground, hills) and things (everything standing or
+    flying in it). Neon dims the backdrop, keeps its texture's crests as glowing lines, and makes things glow."""
+
+    def __init__(self, style: str, time: str) -> None:
+        self.style = style
+        self.tint = np.float32(_TINTS[time])
+
+    def backdrop(self, colour: np.ndarray, wave: np.ndarray | float = 0.0, amount: float = 0.0) -> np.ndarray:
+        """``colour`` (any shape ending in 3) modulated by a texture ``wave`` in [-1, 1] of strength ``amount``."""
+        colour = np.asarray(colour, np.float32)
+        wave = np.asarray(wave, np.float32)[..., None]
+        if self.style == "neon":
+            crest = np.clip(wave, 0, 1) ** 6 * (amount > 0)
+            return colour * 0.12 + _neon_array(colour) * 0.8 * crest
+        return colour * (1 + amount * wave)
+
+    def hill(self, rgb: tuple[int, int, int]) -> np.ndarray:
+        """A hill: a flat lit colour, in neon a dim glow of it."""
+        colour = np.float32(rgb) * self.tint
+        return neon_colour(colour) * 0.35 if self.style == "neon" else colour
+
+    def thing(self, rgb: tuple[int, int, int] | np.ndarray, lit: bool = True) -> np.ndarray:
+        colour = np.asarray(rgb, np.float32) * (self.tint if lit else 1.0)
+        return neon_colour(colour) if self.style == "neon" else colour
+
+
+def _neon_array(colour: np.ndarray) -> np.ndarray:
+    """``neon_colour`` of every colour in an array ending in 3."""
+    low, high = colour.min(-1, keepdims=True), colour.max(-1, keepdims=True)
+    spread = np.maximum(high - low, 1.0)
+    return np.where(high - low > 30, np.clip((colour - low) / spread * 255.0, 0, 255), colour)
+
+
+def _sky(spec: LandscapeSpec, view: _View, look: _Look) -> np.ndarray:
+    """``[S, 1, 3]`` sky colour per row: a gradient from the top down to the horizon (grey under rain or snow)."""
+    top, bottom = (np.float32(c) for c in _SKIES[spec.time])
+    if spec.weather != "clear":
+        top, bottom = 0.4 * top + 0.6 * _GREY * look.tint, 0.4 * bottom + 0.6 * _GREY * look.tint
+    h = np.clip(view.coords / spec.horizon, 0, 1)[:, None, None] ** 1.5
+    return look.backdrop(top * (1 - h) + bottom * h)
+
+
+def _light_position(light: Light, view: _View, t: int) -> tuple[float, float]:
+    return light.position[0] - view.pan * _SUN, light.position[1] + light.sink * t
+
+
+def _cloud_puffs(cloud: Cloud) -> list[tuple[float, float, float, float]]:
+    """Ellipses ``(dx, dy, ax, ay)`` relative to the cloud's centre, in units of its size."""
+    rng = np.random.default_rng(cloud.puff_seed)
+    puffs = [(0.0, 0.15, 1.3, 0.42)]  # the flat base
+    for i in range(4):
+        dx = -0.8 + 1.6 * i / 3 + float(rng.uniform(-0.15, 0.15))
+        r = float(rng.uniform(0.45, 0.7)) * (1.0 - 0.35 * abs(dx))
+        puffs.append((dx, -0.1 - 0.4 * r + float(rng.uniform(-0.08, 0.08)), r, r * 0.9))
+    return puffs
+
+
+def _hill_tops(spec: LandscapeSpec, view: _View) -> list[np.ndarray]:
+    """Per hill (far, near): the screen row of its top over each column."""
+    rng = np.random.default_rng(spec.hill_seed)
+    tops = []
+    for k, nearness in enumerate(_HILLS):
+        height = float(rng.uniform(0.07, 0.12)) + 0.03 * k
+        f1, p1, p2 = float(rng.uniform(0.8, 1.6)), float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0, 2 * math.pi))
+        x = view.coords + view.pan * nearness
+        shape = 0.6 + 0.28 * np.sin(2 * math.pi * f1 * x + p1) + 0.12 * np.sin(2 * math.pi * 2.7 * x + p2)
+        tops.append(spec.horizon - height * shape)
+    return tops
+
+
+def _ground(spec: LandscapeSpec, view: _View, look: _Look, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ground plane: coverage ``[S, S]``, colour ``[S, S, 3]`` and nearness ``[S, 1]`` of every pixel."""
+    s = view.size
+    ys = view.coords[:, None]
+    xs = view.coords[None, :]
+    coverage = np.clip((ys - spec.horizon) * s * view.zoom + 0.5, 0, 1) * np.ones((1, s), np.float32)
+    nearness = _GROUND_FAR + (1 - _GROUND_FAR) * np.clip(ys - spec.horizon, 0, None) / (1 - spec.horizon)
+    near = np.clip((nearness - _GROUND_FAR) / (1 - _GROUND_FAR), 0, 1)[..., None]  # 0 at the horizon, 1 at the bottom
+    lateral = (xs - 0.5) / nearness + view.pan  # the plane's own x under each pixel
+    far_colour, near_colour = (np.float32(c) * look.tint for c in (_SEA if spec.ground == "sea" else _LAWN))
+    base = far_colour * (1 - near) + near_colour * near
+    # Texture fades where its period on screen would fall under about four pixels (no shimmer).
+    rows_per_unit = (1 - _GROUND_FAR) / (1 - spec.horizon) / nearness**2  # d(distance)/d(screen row)
+    if spec.ground == "sea":
+        wavelength, speed = (0.3, 0.08) if spec.rough else (0.35, 0.05)
+        distance = 1.0 / nearness
+        cycles_per_px = rows_per_unit / (wavelength * s * view.zoom)
+        fade = np.clip((0.28 - cycles_per_px) / 0.12, 0, 1)
+        wave = np.sin(2 * math.pi * (distance + speed * t) / wavelength + 0.9 * np.sin(2 * math.pi * lateral / 1.7))
+        colour = look.backdrop(base, wave * fade, 0.22 if spec.rough else 0.12)
+        if spec.light is not None:
+            colour = colour + _glitter(spec, view, look, t, xs, ys, wave)
+    else:
+        stripe = np.sin(2 * math.pi * lateral / 0.3)
+        fade = np.clip((0.28 - 1.0 / (0.3 * nearness * s * view.zoom)) / 0.12, 0, 1)
+        colour = look.backdrop(base, stripe * fade, 0.12)
+    return coverage, colour, nearness
+
+
+def _glitter(spec, view: _View, look: _Look, t: int, xs: np.ndarray, ys: np.ndarray, wave: np.ndarray) -> np.ndarray:
+    """The light's reflection: a shimmering column on the sea under it, while it is above the horizon."""
+    x, y = _light_position(spec.light, view, t)
+    up = np.clip((spec.horizon - y) / spec.light.size + 1, 0, 1)
+    width = 0.04 + 0.12 * (ys - spec.horizon)
+    column = np.exp(-(((xs - x) / width) ** 2)) * (0.45 + 0.55 * np.clip(wave, 0, 1))
+    rgb = _MOON if spec.light.kind == "moon" else _LIGHTS[("sun", spec.time)]
+    return look.thing(rgb, lit=False) * (0.45 * up * column)[..., None]
+
+
+def _draw_tree(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, tree: Tree, t: int, glow: list) -> None:
+    n = tree.nearness
+    x = tree.x - view.pan * n
+    y = _ground_row(spec, n)
+    height = tree.height * n
+    swing = tree.sway * n * math.sin(2 * math.pi * t / _TREE_PERIOD + tree.phase)
+    half = 0.09 * height
+    trunk_top = y - 0.5 * height
+    trunk = view.polygon([(x - half, y), (x + half, y), (x + half + 0.4 * swing, trunk_top), (x - half + 0.4 * swing, trunk_top)])
+    glow.append(layers.paint(trunk, look.thing(_TRUNK), n))
+    if tree.kind == "pine":
+        crown = view.polygon([(x - 0.32 * height + 0.4 * swing, y - 0.3 * height), (x + 0.32 * height + 0.4 * swing, y - 0.3 * height),
+                              (x + swing, y - height)])
+        glow.append(layers.paint(crown, look.thing(_PINE), n))
+    else:
+        r = 0.3 * height
+        crown = view.ellipses([(x + 0.8 * swing, y - height + r, r, r * 1.05), (x + 0.6 * swing - 0.5 * r, y - height + 1.5 * r, 0.7 * r, 0.6 * r),
+                               (x + 0.6 * swing + 0.5 * r, y - height + 1.5 * r, 0.7 * r, 0.6 * r)])
+        glow.append(layers.paint(crown, look.thing(_CROWN), n))
+
+
+def _draw_ball(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, ball: Ball, t: int, glow: list) -> None:
+    n = ball.nearness
+    r = ball.size * n
+    x = ball.x + ball.velocity * t - view.pan * n
+    y = _ground_row(spec, n)
+    lift = ball.hop * n * abs(math.sin(math.pi * (t / ball.period + ball.phase))) if ball.hop else 0.0
+    # Its shadow on the ground, smaller and fainter the higher it is.
+    fade = 1.0 - 0.5 * lift / max(ball.hop * n, 1e-6) if ball.hop else 1.0
+    shadow = view.ellipses([(x, y, 1.05 * r * fade, 0.3 * r * fade)])
+    layers.image = layers.image * (1 - 0.35 * fade * shadow[..., None])
+    colour = look.thing(COLOURS[ball.colour])
+    cy = y - r - lift
+    if spec.style == "natural":
+        # Lit from the top left, as the pattern scenes' objects are.
+        ys, xs = view.coords[:, None], view.coords[None, :]
+        colour = colour * np.clip(1.15 - 0.18 * (ys - cy + r) / r - 0.1 * (xs - x + r) / r, 0.75, 1.15)[..., None]
+    glow.append(layers.paint(view.circle(x, cy, r), colour, n))
+
+
+def _draw_boat(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, boat: Boat, t: int, glow: list) -> None:
+    n = boat.nearness
+    size = 0.2 * n
+    x = boat.x + boat.velocity * t - view.pan * n
+    y = _ground_row(spec, n) + 0.012 * math.sin(2 * math.pi * t / _BOB_PERIOD)
+    d = 1.0 if boat.velocity >= 0 else -1.0  # the bow leads
+    hull = view.polygon([(x - size, y - 0.3 * size), (x + size, y - 0.3 * size), (x + 0.65 * size, y + 0.05 * size), (x - 0.75 * size, y + 0.05 * size)])
+    glow.append(layers.paint(hull, look.thing(_HULL), n))
+    sail = view.polygon([(x - 0.05 * d * size, y - 0.4 * size), (x - 0.05 * d * size, y - 1.5 * size), (x + 0.75 * d * size, y - 0.4 * size)])
+    glow.append(layers.paint(sail, look.thing(COLOURS[boat.colour]), n))
+
+
+def _draw_flier(layers: Layers, view: _View, look: _Look, flier: Flier, t: int, glow: list) -> None:
+    x = flier.position[0] + flier.velocity[0] * t - view.pan * _FLIER
+    y = flier.position[1] + flier.velocity[1] * t
+    d = 1.0 if flier.velocity[0] >= 0 else -1.0
+    colour = look.thing(COLOURS[flier.colour], lit=flier.kind != "plane")
+    if flier.kind == "bird":
+        span = 0.055
+        strokes = []
+        for k, (dx, dy) in enumerate([(0.0, 0.0), (-0.1, 0.06), (-0.09, -0.06)][: flier.count]):
+            flap = 0.6 * span * math.sin(2 * math.pi * t / _WING_PERIOD + flier.phase + 1.3 * k)
+            bx, by = x + d * dx, y + dy
+            strokes.append([(bx - span, by + flap), (bx, by + 0.2 * span), (bx + span, by + flap)])
+        glow.append(layers.paint(view.lines(strokes, 1.6 / 64), colour, _FLIER))
+    elif flier.kind == "plane":
+        length = 0.085
+        body = view.ellipses([(x, y, length, 0.2 * length)])
+        wing = view.polygon([(x + 0.15 * d * length, y), (x - 0.35 * d * length, y + 0.55 * length), (x - 0.55 * d * length, y + 0.55 * length), (x - 0.3 * d * length, y)])
+        tail = view.polygon([(x - 0.65 * d * length, y), (x - 1.0 * d * length, y - 0.5 * length), (x - 0.95 * d * length, y)])
+        glow.append(layers.paint(np.maximum(np.maximum(body, wing), tail), colour, _FLIER))
+    else:
+        r = 0.055
+        basket = view.polygon([(x - 0.28 * r, y + 1.35 * r), (x + 0.28 * r, y + 1.35 * r), (x + 0.28 * r, y + 1.75 * r), (x - 0.28 * r, y + 1.75 * r)])
+        glow.append(layers.paint(basket, look.thing(_HULL), _FLIER))
+        envelope = view.ellipses([(x, y, r, 1.1 * r), (x, y + 0.75 * r, 0.45 * r, 0.45 * r)])
+        glow.append(layers.paint(envelope, colour, _FLIER))
+
+
+def _weather(spec: LandscapeSpec, view: _View, t: int) -> tuple[np.ndarray, np.float32] | None:
+    """Rain streaks or snow flakes (screen space, near the lens: not in the maps) and their colour."""
+    if spec.weather == "clear":
+        return None
+    rng = np.random.default_rng(spec.weather_seed)
+    if spec.weather == "rain":
+        n = 36
+        x0, y0, v = rng.uniform(0, 1, n), rng.uniform(0, 1, n), rng.uniform(0.08, 0.11, n)
+        y = np.mod(y0 + v * t, 1.2) - 0.1
+        x = np.mod(x0 - 0.25 * v * t, 1.0)
+        strokes = [[(float(a), float(b)), (float(a) + 0.015, float(b) - 0.06)] for a, b in zip(x, y)]
+        return view.lines(strokes, 1.0 / 64) * 0.55, np.float32([200, 210, 230])
+    n = 40
+    x0, y0, v, phase = rng.uniform(0, 1, n), rng.uniform(0, 1, n), rng.uniform(0.01, 0.02, n), rng.uniform(0, 2 * math.pi, n)
+    y = np.mod(y0 + v * t, 1.1) - 0.05
+    x = x0 + 0.02 * np.sin(2 * math.pi * t / 10 + phase)
+    return view.ellipses([(float(a), float(b), 0.011, 0.011) for a, b in zip(x, y)]) * 0.9, np.float32([245, 245, 250])
+
+
+def _stars(spec: LandscapeSpec, view: _View) -> np.ndarray:
+    rng = np.random.default_rng(spec.weather_seed)
+    points = [(float(rng.uniform(0, 1)), float(rng.uniform(0, spec.horizon - 0.1))) for _ in range(14)]
+    import cv2
+
+    mask = np.zeros((view.size, view.size), np.uint8)
+    for x, y in points:
+        cv2.circle(mask, view.px(x, y), view.length(0.5 / 64), 255, -1, cv2.LINE_AA, view._SHIFT)
+    return mask.astype(np.float32) / 255.0
+
+
+def render_landscape(spec: LandscapeSpec, maps: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """uint8 RGB ``[F, H, W, 3]`` of ``spec`` and, with ``maps``, its uint8 depth and edges ``[F, H, W]``."""
+    import cv2
+
+    s = spec.size
+    look = _Look(spec.style, spec.time)
+    frames = np.empty((spec.frames, s, s, 3), np.uint8)
+    depth = np.empty((spec.frames, s, s), np.uint8) if maps else None
+    edges = np.empty((spec.frames, s, s), np.uint8) if maps else None
+    ground_things = sorted([*spec.trees, *spec.balls, *spec.boats], key=lambda thing: thing.nearness)
+    draw = {Tree: _draw_tree, Ball: _draw_ball, Boat: _draw_boat}
+    for t in range(spec.frames):
+        view = _View(spec, t)
+        glow: list[np.ndarray] = []
+        layers = Layers(np.broadcast_to(_sky(spec, view, look), (s, s, 3)), 0.0, maps=maps)
+        if spec.time == "night" and spec.weather == "clear":
+            layers.image = layers.image + _stars(spec, view)[..., None] * look.thing((150, 150, 140), lit=False) * 0.8
+        light = spec.light
+        if light is not None:
+            x, y = _light_position(light, view, t)
+            rgb = look.thing(_MOON if light.kind == "moon" else _LIGHTS[("sun", spec.time)], lit=False)
+            ys, xs = view.coords[:, None], view.coords[None, :]
+            if spec.style != "neon":  # neon's glow is its halo
+                halo = np.exp(-(((xs - x) ** 2 + (ys - y) ** 2) / (2.2 * light.size) ** 2))
+                layers.image = layers.image + rgb * (0.35 * halo)[..., None]
+            glow.append(layers.paint(view.circle(x, y, light.size), rgb, _SUN))
+        cloud_rgb = look.thing(_GREY * 1.05 if spec.weather != "clear" else np.float32(_CLOUDS[spec.time]), lit=False)
+        for cloud in spec.clouds:
+            low, high = _CLOUD_SPAN
+            cx = low + np.mod(cloud.position[0] + spec.cloud_drift * t - view.pan * _CLOUD - low, high - low)
+            cy = cloud.position[1]
+            puffs = [(cx + dx * cloud.size, cy + dy * cloud.size, ax * cloud.size, ay * cloud.size) for dx, dy, ax, ay in _cloud_puffs(cloud)]
+            shade = np.clip(1.05 - 0.25 * (view.coords - (cy - cloud.size)) / (1.5 * cloud.size), 0.8, 1.05)[:, None, None]
+            glow.append(layers.paint(view.ellipses(puffs), cloud_rgb * shade, _CLOUD) * 0.5)
+        if spec.ground == "hills":
+            for top, nearness, rgb in zip(_hill_tops(spec, view), _HILLS, _HILL_COLOURS):
+                coverage = np.clip((view.coords[:, None] - top[None, :]) * s * view.zoom + 0.5, 0, 1)
+                layers.paint(coverage, look.hill(rgb), nearness)
+        for flier in spec.fliers:
+            _draw_flier(layers, view, look, flier, t, glow)
+        coverage, colour, nearness = _ground(spec, view, look, t)
+        layers.paint(coverage, colour, nearness)
+        for thing in ground_things:
+            draw[type(thing)](layers, view, look, spec, thing, t, glow)
+        precipitation = _weather(spec, view, t)
+        if precipitation is not None:
+            alpha, rgb = precipitation
+            layers.image = layers.image * (1 - alpha[..., None]) + look.thing(rgb, lit=False) * alpha[..., None]
+        image = layers.image
+        if spec.style == "neon":
+            image = posterize(image + 0.8 * cv2.GaussianBlur(np.sum(glow, axis=0) if glow else np.zeros_like(image), (0, 0), s / 24))
+        elif spec.style == "pastel":
+            image = 0.45 * image + 0.55 * 255.0
+        frames[t] = np.clip(image, 0, 255).round().astype(np.uint8)
+        if maps:
+            depth[t], edges[t] = layers.depth_and_edges()
+    return frames, depth, edges

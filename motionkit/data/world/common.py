@@ -80,19 +80,23 @@ class Layers:
     """One frame painted back to front: RGB, and for the maps the label (which layer or object owns each
     pixel: the one covering more than half of it) and its nearness (0 = infinitely far, 1 = nearest)."""
 
-    def __init__(self, image: np.ndarray, nearness: float | np.ndarray, *, maps: bool) -> None:
+    def __init__(self, image: np.ndarray, nearness: float | np.ndarray, *, maps: bool, glows: bool = False) -> None:
         self.image = image.astype(np.float32, copy=False)
         size = image.shape[:2]
+        # What glows (neon) and still shows: what is painted over stops glowing.
+        self.glow = np.zeros_like(self.image) if glows else None
         self.maps = maps
         self.label = np.zeros(size, np.int16) if maps else None
         self.near = np.broadcast_to(np.float32(nearness), size).astype(np.float32) if maps else None
         self._next = 1
 
-    def paint(self, alpha: np.ndarray, colour: np.ndarray, nearness: float | np.ndarray) -> np.ndarray:
-        """Cover the frame by ``alpha`` ``[H, W]`` with ``colour`` (``[3]`` or ``[H, W, 3]``); returns the
-        colour contribution (for a glow)."""
+    def paint(self, alpha: np.ndarray, colour: np.ndarray, nearness: float | np.ndarray, glow: float = 0.0) -> np.ndarray:
+        """Cover the frame by ``alpha`` ``[H, W]`` with ``colour`` (``[3]`` or ``[H, W, 3]``), glowing by
+        ``glow``; returns the colour contribution."""
         a = alpha[..., None]
         self.image = self.image * (1 - a) + colour * a
+        if self.glow is not None:
+            self.glow = self.glow * (1 - a) + colour * (a * glow)
         if self.maps:
             owned = alpha >= 0.5
             self.label[owned] = self._next

@@ -205,8 +205,9 @@ def random_landscape_spec(
             ))
 
     fliers: list[Flier] = []
-    for _ in range(int(rng.choice([0, 1, 2], p=[0.5, 0.4, 0.1]))):
-        kind = str(rng.choice(["plane", "balloon"] if time == "night" else FLIERS))
+    kinds = ["plane", "balloon"] if time == "night" else list(FLIERS)
+    for kind in rng.choice(kinds, size=int(rng.choice([0, 1, 2], p=[0.5, 0.4, 0.1])), replace=False):  # one flock at most
+        kind = str(kind)
         y = float(rng.uniform(0.1, horizon - 0.12))
         if kind == "balloon":
             colour = str(rng.choice(["red", "orange", "yellow", "blue", "purple"]))
@@ -322,8 +323,9 @@ def landscape_caption(spec: LandscapeSpec) -> str:
 
 
 class _View:
-    """One frame's camera: maps frame pixels to screen coordinates (fractions of the unzoomed view) and
-    draws anti-aliased shapes given in screen coordinates."""
+    """One frame's camera: maps frame pixels to screen coordinates (fractions of the unmoved view) and
+    draws anti-aliased shapes given in screen coordinates. ``pan`` slides the camera sideways (parallax);
+    a vertical pan tilts it (random landscapes never tilt, but a spec may ask)."""
 
     _SHIFT = 4
 
@@ -332,12 +334,14 @@ class _View:
         self.zoom = spec.camera.zoom**t
         self.pan = spec.camera.pan[0] * t  # how far the camera has slid, in frame widths at nearness 1
         centres = (np.arange(self.size, dtype=np.float32) + 0.5) / self.size
-        self.coords = 0.5 + (centres - 0.5) / self.zoom  # screen x of each column, y of each row
+        self.tilt = spec.camera.pan[1] * t  # a tilt turns the camera: the whole view shifts, no parallax
+        self.cols = 0.5 + (centres - 0.5) / self.zoom  # screen x of each column
+        self.rows = self.cols + self.tilt  # screen y of each row
 
     def px(self, x: float, y: float) -> tuple[int, int]:
         one = 1 << self._SHIFT
         s = self.size
-        return int(round(((x - 0.5) * self.zoom + 0.5) * s * one)), int(round(((y - 0.5) * self.zoom + 0.5) * s * one))
+        return int(round(((x - 0.5) * self.zoom + 0.5) * s * one)), int(round(((y - self.tilt - 0.5) * self.zoom + 0.5) * s * one))
 
     def length(self, r: float) -> int:
         return max(1, int(round(r * self.zoom * self.size * (1 << self._SHIFT))))
@@ -417,7 +421,7 @@ def _sky(spec: LandscapeSpec, view: _View, look: _Look) -> np.ndarray:
     top, bottom = (np.float32(c) for c in _SKIES[spec.time])
     if spec.weather != "clear":
         top, bottom = 0.4 * top + 0.6 * _GREY * look.tint, 0.4 * bottom + 0.6 * _GREY * look.tint
-    h = np.clip(view.coords / spec.horizon, 0, 1)[:, None, None] ** 1.5
+    h = np.clip(view.rows / spec.horizon, 0, 1)[:, None, None] ** 1.5
     return look.backdrop(top * (1 - h) + bottom * h)
 
 
@@ -443,7 +447,7 @@ def _hill_tops(spec: LandscapeSpec, view: _View) -> list[np.ndarray]:
     for k, nearness in enumerate(_HILLS):
         height = float(rng.uniform(0.07, 0.12)) + 0.03 * k
         f1, p1, p2 = float(rng.uniform(0.8, 1.6)), float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0, 2 * math.pi))
-        x = view.coords + view.pan * nearness
+        x = view.cols + view.pan * nearness
         shape = 0.6 + 0.28 * np.sin(2 * math.pi * f1 * x + p1) + 0.12 * np.sin(2 * math.pi * 2.7 * x + p2)
         tops.append(spec.horizon - height * shape)
     return tops
@@ -452,8 +456,8 @@ def _hill_tops(spec: LandscapeSpec, view: _View) -> list[np.ndarray]:
 def _ground(spec: LandscapeSpec, view: _View, look: _Look, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ground plane: coverage ``[S, S]``, colour ``[S, S, 3]`` and nearness ``[S, 1]`` of every pixel."""
     s = view.size
-    ys = view.coords[:, None]
-    xs = view.coords[None, :]
+    ys = view.rows[:, None]
+    xs = view.cols[None, :]
     coverage = np.clip((ys - spec.horizon) * s * view.zoom + 0.5, 0, 1) * np.ones((1, s), np.float32)
     nearness = _GROUND_FAR + (1 - _GROUND_FAR) * np.clip(ys - spec.horizon, 0, None) / (1 - spec.horizon)
     near = np.clip((nearness - _GROUND_FAR) / (1 - _GROUND_FAR), 0, 1)[..., None]  # 0 at the horizon, 1 at the bottom
@@ -488,7 +492,7 @@ def _glitter(spec, view: _View, look: _Look, t: int, xs: np.ndarray, ys: np.ndar
     return look.thing(rgb, lit=False) * (0.45 * up * column)[..., None]
 
 
-def _draw_tree(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, tree: Tree, t: int, glow: list) -> None:
+def _draw_tree(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, tree: Tree, t: int) -> None:
     n = tree.nearness
     x = tree.x - view.pan * n
     y = _ground_row(spec, n)
@@ -497,19 +501,19 @@ def _draw_tree(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, tr
     half = 0.09 * height
     trunk_top = y - 0.5 * height
     trunk = view.polygon([(x - half, y), (x + half, y), (x + half + 0.4 * swing, trunk_top), (x - half + 0.4 * swing, trunk_top)])
-    glow.append(layers.paint(trunk, look.thing(_TRUNK), n))
+    layers.paint(trunk, look.thing(_TRUNK), n, glow=1.0)
     if tree.kind == "pine":
         crown = view.polygon([(x - 0.32 * height + 0.4 * swing, y - 0.3 * height), (x + 0.32 * height + 0.4 * swing, y - 0.3 * height),
                               (x + swing, y - height)])
-        glow.append(layers.paint(crown, look.thing(_PINE), n))
+        layers.paint(crown, look.thing(_PINE), n, glow=1.0)
     else:
         r = 0.3 * height
         crown = view.ellipses([(x + 0.8 * swing, y - height + r, r, r * 1.05), (x + 0.6 * swing - 0.5 * r, y - height + 1.5 * r, 0.7 * r, 0.6 * r),
                                (x + 0.6 * swing + 0.5 * r, y - height + 1.5 * r, 0.7 * r, 0.6 * r)])
-        glow.append(layers.paint(crown, look.thing(_CROWN), n))
+        layers.paint(crown, look.thing(_CROWN), n, glow=1.0)
 
 
-def _draw_ball(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, ball: Ball, t: int, glow: list) -> None:
+def _draw_ball(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, ball: Ball, t: int) -> None:
     n = ball.nearness
     r = ball.size * n
     x = ball.x + ball.velocity * t - view.pan * n
@@ -523,24 +527,24 @@ def _draw_ball(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, ba
     cy = y - r - lift
     if spec.style == "natural":
         # Lit from the top left, as the pattern scenes' objects are.
-        ys, xs = view.coords[:, None], view.coords[None, :]
+        ys, xs = view.rows[:, None], view.cols[None, :]
         colour = colour * np.clip(1.15 - 0.18 * (ys - cy + r) / r - 0.1 * (xs - x + r) / r, 0.75, 1.15)[..., None]
-    glow.append(layers.paint(view.circle(x, cy, r), colour, n))
+    layers.paint(view.circle(x, cy, r), colour, n, glow=1.0)
 
 
-def _draw_boat(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, boat: Boat, t: int, glow: list) -> None:
+def _draw_boat(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, boat: Boat, t: int) -> None:
     n = boat.nearness
     size = 0.2 * n
     x = boat.x + boat.velocity * t - view.pan * n
     y = _ground_row(spec, n) + 0.012 * math.sin(2 * math.pi * t / _BOB_PERIOD)
     d = 1.0 if boat.velocity >= 0 else -1.0  # the bow leads
     hull = view.polygon([(x - size, y - 0.3 * size), (x + size, y - 0.3 * size), (x + 0.65 * size, y + 0.05 * size), (x - 0.75 * size, y + 0.05 * size)])
-    glow.append(layers.paint(hull, look.thing(_HULL), n))
+    layers.paint(hull, look.thing(_HULL), n, glow=1.0)
     sail = view.polygon([(x - 0.05 * d * size, y - 0.4 * size), (x - 0.05 * d * size, y - 1.5 * size), (x + 0.75 * d * size, y - 0.4 * size)])
-    glow.append(layers.paint(sail, look.thing(COLOURS[boat.colour]), n))
+    layers.paint(sail, look.thing(COLOURS[boat.colour]), n, glow=1.0)
 
 
-def _draw_flier(layers: Layers, view: _View, look: _Look, flier: Flier, t: int, glow: list) -> None:
+def _draw_flier(layers: Layers, view: _View, look: _Look, flier: Flier, t: int) -> None:
     x = flier.position[0] + flier.velocity[0] * t - view.pan * _FLIER
     y = flier.position[1] + flier.velocity[1] * t
     d = 1.0 if flier.velocity[0] >= 0 else -1.0
@@ -552,19 +556,19 @@ def _draw_flier(layers: Layers, view: _View, look: _Look, flier: Flier, t: int, 
             flap = 0.6 * span * math.sin(2 * math.pi * t / _WING_PERIOD + flier.phase + 1.3 * k)
             bx, by = x + d * dx, y + dy
             strokes.append([(bx - span, by + flap), (bx, by + 0.2 * span), (bx + span, by + flap)])
-        glow.append(layers.paint(view.lines(strokes, 1.6 / 64), colour, _FLIER))
+        layers.paint(view.lines(strokes, 1.6 / 64), colour, _FLIER, glow=1.0)
     elif flier.kind == "plane":
         length = 0.085
         body = view.ellipses([(x, y, length, 0.2 * length)])
         wing = view.polygon([(x + 0.15 * d * length, y), (x - 0.35 * d * length, y + 0.55 * length), (x - 0.55 * d * length, y + 0.55 * length), (x - 0.3 * d * length, y)])
         tail = view.polygon([(x - 0.65 * d * length, y), (x - 1.0 * d * length, y - 0.5 * length), (x - 0.95 * d * length, y)])
-        glow.append(layers.paint(np.maximum(np.maximum(body, wing), tail), colour, _FLIER))
+        layers.paint(np.maximum(np.maximum(body, wing), tail), colour, _FLIER, glow=1.0)
     else:
         r = 0.055
         basket = view.polygon([(x - 0.28 * r, y + 1.35 * r), (x + 0.28 * r, y + 1.35 * r), (x + 0.28 * r, y + 1.75 * r), (x - 0.28 * r, y + 1.75 * r)])
-        glow.append(layers.paint(basket, look.thing(_HULL), _FLIER))
+        layers.paint(basket, look.thing(_HULL), _FLIER, glow=1.0)
         envelope = view.ellipses([(x, y, r, 1.1 * r), (x, y + 0.75 * r, 0.45 * r, 0.45 * r)])
-        glow.append(layers.paint(envelope, colour, _FLIER))
+        layers.paint(envelope, colour, _FLIER, glow=1.0)
 
 
 def _weather(spec: LandscapeSpec, view: _View, t: int) -> tuple[np.ndarray, np.float32] | None:
@@ -610,44 +614,43 @@ def render_landscape(spec: LandscapeSpec, maps: bool = False) -> tuple[np.ndarra
     draw = {Tree: _draw_tree, Ball: _draw_ball, Boat: _draw_boat}
     for t in range(spec.frames):
         view = _View(spec, t)
-        glow: list[np.ndarray] = []
-        layers = Layers(np.broadcast_to(_sky(spec, view, look), (s, s, 3)), 0.0, maps=maps)
+        layers = Layers(np.broadcast_to(_sky(spec, view, look), (s, s, 3)), 0.0, maps=maps, glows=spec.style == "neon")
         if spec.time == "night" and spec.weather == "clear":
             layers.image = layers.image + _stars(spec, view)[..., None] * look.thing((150, 150, 140), lit=False) * 0.8
         light = spec.light
         if light is not None:
             x, y = _light_position(light, view, t)
             rgb = look.thing(_MOON if light.kind == "moon" else _LIGHTS[("sun", spec.time)], lit=False)
-            ys, xs = view.coords[:, None], view.coords[None, :]
+            ys, xs = view.rows[:, None], view.cols[None, :]
             if spec.style != "neon":  # neon's glow is its halo
                 halo = np.exp(-(((xs - x) ** 2 + (ys - y) ** 2) / (2.2 * light.size) ** 2))
                 layers.image = layers.image + rgb * (0.35 * halo)[..., None]
-            glow.append(layers.paint(view.circle(x, y, light.size), rgb, _SUN))
+            layers.paint(view.circle(x, y, light.size), rgb, _SUN, glow=1.0)
         cloud_rgb = look.thing(_GREY * 1.05 if spec.weather != "clear" else np.float32(_CLOUDS[spec.time]), lit=False)
         for cloud in spec.clouds:
             low, high = _CLOUD_SPAN
             cx = low + np.mod(cloud.position[0] + spec.cloud_drift * t - view.pan * _CLOUD - low, high - low)
             cy = cloud.position[1]
             puffs = [(cx + dx * cloud.size, cy + dy * cloud.size, ax * cloud.size, ay * cloud.size) for dx, dy, ax, ay in _cloud_puffs(cloud)]
-            shade = np.clip(1.05 - 0.25 * (view.coords - (cy - cloud.size)) / (1.5 * cloud.size), 0.8, 1.05)[:, None, None]
-            glow.append(layers.paint(view.ellipses(puffs), cloud_rgb * shade, _CLOUD) * 0.5)
+            shade = np.clip(1.05 - 0.25 * (view.rows - (cy - cloud.size)) / (1.5 * cloud.size), 0.8, 1.05)[:, None, None]
+            layers.paint(view.ellipses(puffs), cloud_rgb * shade, _CLOUD, glow=0.5)
         if spec.ground == "hills":
             for top, nearness, rgb in zip(_hill_tops(spec, view), _HILLS, _HILL_COLOURS):
-                coverage = np.clip((view.coords[:, None] - top[None, :]) * s * view.zoom + 0.5, 0, 1)
+                coverage = np.clip((view.rows[:, None] - top[None, :]) * s * view.zoom + 0.5, 0, 1)
                 layers.paint(coverage, look.hill(rgb), nearness)
         for flier in spec.fliers:
-            _draw_flier(layers, view, look, flier, t, glow)
+            _draw_flier(layers, view, look, flier, t)
         coverage, colour, nearness = _ground(spec, view, look, t)
         layers.paint(coverage, colour, nearness)
         for thing in ground_things:
-            draw[type(thing)](layers, view, look, spec, thing, t, glow)
+            draw[type(thing)](layers, view, look, spec, thing, t)
         precipitation = _weather(spec, view, t)
         if precipitation is not None:
             alpha, rgb = precipitation
             layers.image = layers.image * (1 - alpha[..., None]) + look.thing(rgb, lit=False) * alpha[..., None]
         image = layers.image
         if spec.style == "neon":
-            image = posterize(image + 0.8 * cv2.GaussianBlur(np.sum(glow, axis=0) if glow else np.zeros_like(image), (0, 0), s / 24))
+            image = posterize(image + 0.8 * cv2.GaussianBlur(layers.glow, (0, 0), s / 24))
         elif spec.style == "pastel":
             image = 0.45 * image + 0.55 * 255.0
         frames[t] = np.clip(image, 0, 255).round().astype(np.uint8)

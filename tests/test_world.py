@@ -321,3 +321,10 @@ def test_cli_writes_maps_and_refuses_unknown_ones(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--maps normals" in err and "depth,edges" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_vertical_pan_tilts_the_whole_view():
+    """Content moves down when the camera pans up, as in the pattern scenes; a tilt has no parallax."""
+    depth = render_maps(lawn_with_ball(hop=0.0, camera=camera_for("pan up", 0.03)))["depth"]
+    horizon = [int(np.argmax(d[:, 2] > 0)) for d in depth]
+    assert horizon[-1] - horizon[0] == pytest.approx(0.03 * 7 * 64, abs=1.5)

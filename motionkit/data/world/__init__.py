@@ -26,7 +26,16 @@ from motionkit.data.world.landscape import (
     Tree,
 )
 from motionkit.data.world.pattern import BACKGROUNDS, SHAPES, Background, Thing, WorldSpec, describe_thing, object_track
-from motionkit.data.world.scene import KINDS, LANDSCAPE_SHARE, Spec, caption, random_spec, render_clip, render_maps, scene_kind
+from motionkit.data.world.scene import (
+    KINDS,
+    LANDSCAPE_SHARE,
+    Spec,
+    caption,
+    random_spec,
+    render_clip,
+    render_maps,
+    scene_kind,
+)
 
 __all__ = [
     "BACKGROUNDS", "CAMERA_MOVES", "COLOURS", "FLIERS", "GROUNDS", "KINDS", "LANDSCAPE_SHARE", "MAPS", "SHAPES",

@@ -93,5 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     bad_kinds = [name for name in kinds if name not in KINDS]
     if bad_kinds or not kinds:
         parser.error(f"--kinds {args.kinds!r}: unknown scene kind; use a comma-separated list of {','.join(KINDS)}")
-    write_world_dataset(args.out, args.clips, args.frames, args.size, args.style, args.seed, args.images_per_clip, maps, kinds)
+    write_world_dataset(
+        args.out, args.clips, args.frames, args.size, args.style, args.seed, args.images_per_clip, maps=maps, kinds=kinds
+    )
     return 0

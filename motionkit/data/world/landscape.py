@@ -183,7 +183,9 @@ def random_landscape_spec(
     if ground == "sea":
         if rng.random() < 0.45:
             v = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.015, 0.03))
-            boats.append(Boat(str(rng.choice(["white", "red", "yellow", "orange"])), _start_x(rng, v - pan * 0.45), 0.45 + 0.2 * float(rng.random()), v))
+            sail = str(rng.choice(["white", "red", "yellow", "orange"]))
+            nearness = 0.45 + 0.2 * float(rng.random())
+            boats.append(Boat(sail, _start_x(rng, v - pan * nearness), nearness, v))
     else:
         wind = rng.random() < 0.75
         for _ in range(int(rng.choice([0, 1, 2, 3], p=[0.4, 0.25, 0.2, 0.15]))):
@@ -296,7 +298,8 @@ def _subjects(spec: LandscapeSpec) -> list[tuple[str, str]]:
 
 def landscape_caption(spec: LandscapeSpec) -> str:
     """E.g. ``"the sun sinking into a calm sea at dusk, gentle waves, warm light, clouds drifting right, static camera"``."""
-    place = {"sea": f"a {'rough' if spec.rough else 'calm'} sea", "lawn": "a green lawn", "hills": "green hills"}[spec.ground]
+    sea = f"a {'rough' if spec.rough else 'calm'} sea"
+    place = {"sea": sea, "lawn": "a green lawn", "hills": "green hills"}[spec.ground]
     if spec.time == "day":
         when = "under a grey sky" if spec.weather != "clear" else "on a sunny day" if spec.light else "under a blue sky"
     else:
@@ -341,7 +344,9 @@ class _View:
     def px(self, x: float, y: float) -> tuple[int, int]:
         one = 1 << self._SHIFT
         s = self.size
-        return int(round(((x - 0.5) * self.zoom + 0.5) * s * one)), int(round(((y - self.tilt - 0.5) * self.zoom + 0.5) * s * one))
+        u = ((x - 0.5) * self.zoom + 0.5) * s * one
+        v = ((y - self.tilt - 0.5) * self.zoom + 0.5) * s * one
+        return int(round(u)), int(round(v))
 
     def length(self, r: float) -> int:
         return max(1, int(round(r * self.zoom * self.size * (1 << self._SHIFT))))
@@ -362,7 +367,8 @@ class _View:
 
         mask = self._mask()
         for x, y, ax, ay in shapes:
-            cv2.ellipse(mask, self.px(x, y), (self.length(ax), self.length(ay)), 0, 0, 360, 255, -1, cv2.LINE_AA, self._SHIFT)
+            axes = (self.length(ax), self.length(ay))
+            cv2.ellipse(mask, self.px(x, y), axes, 0, 0, 360, 255, -1, cv2.LINE_AA, self._SHIFT)
         return mask.astype(np.float32) / 255.0
 
     def polygon(self, points: list[tuple[float, float]]) -> np.ndarray:
@@ -492,6 +498,11 @@ def _glitter(spec, view: _View, look: _Look, t: int, xs: np.ndarray, ys: np.ndar
     return look.thing(rgb, lit=False) * (0.45 * up * column)[..., None]
 
 
+def _at(x: float, y: float, unit: float, offsets: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points ``offsets`` (in ``unit``s) around ``(x, y)``."""
+    return [(x + dx * unit, y + dy * unit) for dx, dy in offsets]
+
+
 def _draw_tree(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, tree: Tree, t: int) -> None:
     n = tree.nearness
     x = tree.x - view.pan * n
@@ -500,16 +511,20 @@ def _draw_tree(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, tr
     swing = tree.sway * n * math.sin(2 * math.pi * t / _TREE_PERIOD + tree.phase)
     half = 0.09 * height
     trunk_top = y - 0.5 * height
-    trunk = view.polygon([(x - half, y), (x + half, y), (x + half + 0.4 * swing, trunk_top), (x - half + 0.4 * swing, trunk_top)])
+    lean = 0.4 * swing  # the trunk bends less than the crown swings
+    trunk = view.polygon([(x - half, y), (x + half, y), (x + half + lean, trunk_top), (x - half + lean, trunk_top)])
     layers.paint(trunk, look.thing(_TRUNK), n, glow=1.0)
     if tree.kind == "pine":
-        crown = view.polygon([(x - 0.32 * height + 0.4 * swing, y - 0.3 * height), (x + 0.32 * height + 0.4 * swing, y - 0.3 * height),
-                              (x + swing, y - height)])
+        crown = view.polygon(_at(x + lean, y, height, [(-0.32, -0.3), (0.32, -0.3)]) + [(x + swing, y - height)])
         layers.paint(crown, look.thing(_PINE), n, glow=1.0)
     else:
         r = 0.3 * height
-        crown = view.ellipses([(x + 0.8 * swing, y - height + r, r, r * 1.05), (x + 0.6 * swing - 0.5 * r, y - height + 1.5 * r, 0.7 * r, 0.6 * r),
-                               (x + 0.6 * swing + 0.5 * r, y - height + 1.5 * r, 0.7 * r, 0.6 * r)])
+        top = y - height
+        crown = view.ellipses([
+            (x + 0.8 * swing, top + r, r, 1.05 * r),
+            (x + 0.6 * swing - 0.5 * r, top + 1.5 * r, 0.7 * r, 0.6 * r),
+            (x + 0.6 * swing + 0.5 * r, top + 1.5 * r, 0.7 * r, 0.6 * r),
+        ])
         layers.paint(crown, look.thing(_CROWN), n, glow=1.0)
 
 
@@ -538,9 +553,9 @@ def _draw_boat(layers: Layers, view: _View, look: _Look, spec: LandscapeSpec, bo
     x = boat.x + boat.velocity * t - view.pan * n
     y = _ground_row(spec, n) + 0.012 * math.sin(2 * math.pi * t / _BOB_PERIOD)
     d = 1.0 if boat.velocity >= 0 else -1.0  # the bow leads
-    hull = view.polygon([(x - size, y - 0.3 * size), (x + size, y - 0.3 * size), (x + 0.65 * size, y + 0.05 * size), (x - 0.75 * size, y + 0.05 * size)])
+    hull = view.polygon(_at(x, y, size, [(-1, -0.3), (1, -0.3), (0.65, 0.05), (-0.75, 0.05)]))
     layers.paint(hull, look.thing(_HULL), n, glow=1.0)
-    sail = view.polygon([(x - 0.05 * d * size, y - 0.4 * size), (x - 0.05 * d * size, y - 1.5 * size), (x + 0.75 * d * size, y - 0.4 * size)])
+    sail = view.polygon(_at(x, y, size, [(-0.05 * d, -0.4), (-0.05 * d, -1.5), (0.75 * d, -0.4)]))
     layers.paint(sail, look.thing(COLOURS[boat.colour]), n, glow=1.0)
 
 
@@ -560,12 +575,12 @@ def _draw_flier(layers: Layers, view: _View, look: _Look, flier: Flier, t: int) 
     elif flier.kind == "plane":
         length = 0.085
         body = view.ellipses([(x, y, length, 0.2 * length)])
-        wing = view.polygon([(x + 0.15 * d * length, y), (x - 0.35 * d * length, y + 0.55 * length), (x - 0.55 * d * length, y + 0.55 * length), (x - 0.3 * d * length, y)])
-        tail = view.polygon([(x - 0.65 * d * length, y), (x - 1.0 * d * length, y - 0.5 * length), (x - 0.95 * d * length, y)])
+        wing = view.polygon(_at(x, y, length, [(0.15 * d, 0), (-0.35 * d, 0.55), (-0.55 * d, 0.55), (-0.3 * d, 0)]))
+        tail = view.polygon(_at(x, y, length, [(-0.65 * d, 0), (-1.0 * d, -0.5), (-0.95 * d, 0)]))
         layers.paint(np.maximum(np.maximum(body, wing), tail), colour, _FLIER, glow=1.0)
     else:
         r = 0.055
-        basket = view.polygon([(x - 0.28 * r, y + 1.35 * r), (x + 0.28 * r, y + 1.35 * r), (x + 0.28 * r, y + 1.75 * r), (x - 0.28 * r, y + 1.75 * r)])
+        basket = view.polygon(_at(x, y, r, [(-0.28, 1.35), (0.28, 1.35), (0.28, 1.75), (-0.28, 1.75)]))
         layers.paint(basket, look.thing(_HULL), _FLIER, glow=1.0)
         envelope = view.ellipses([(x, y, r, 1.1 * r), (x, y + 0.75 * r, 0.45 * r, 0.45 * r)])
         layers.paint(envelope, colour, _FLIER, glow=1.0)
@@ -631,7 +646,8 @@ def render_landscape(spec: LandscapeSpec, maps: bool = False) -> tuple[np.ndarra
             low, high = _CLOUD_SPAN
             cx = low + np.mod(cloud.position[0] + spec.cloud_drift * t - view.pan * _CLOUD - low, high - low)
             cy = cloud.position[1]
-            puffs = [(cx + dx * cloud.size, cy + dy * cloud.size, ax * cloud.size, ay * cloud.size) for dx, dy, ax, ay in _cloud_puffs(cloud)]
+            unit = cloud.size
+            puffs = [(cx + dx * unit, cy + dy * unit, ax * unit, ay * unit) for dx, dy, ax, ay in _cloud_puffs(cloud)]
             shade = np.clip(1.05 - 0.25 * (view.rows - (cy - cloud.size)) / (1.5 * cloud.size), 0.8, 1.05)[:, None, None]
             layers.paint(view.ellipses(puffs), cloud_rgb * shade, _CLOUD, glow=0.5)
         if spec.ground == "hills":

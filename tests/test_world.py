@@ -129,6 +129,7 @@ from motionkit.data.world import (  # noqa: E402
     render_maps,
     scene_kind,
 )
+from motionkit.data.world.landscape import SUN_NEARNESS  # noqa: E402
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
@@ -258,7 +259,7 @@ def test_depth_follows_the_scene_geometry():
     assert np.abs(xs.mean() + 0.5 - 32) < 1
     # The sun sinks behind the sea: less of it shows every frame, its depth below the sea's far edge.
     maps = render_maps(sunset())
-    sun = [(d == round(0.04 * 255)).sum() for d in maps["depth"]]
+    sun = [(d == round(SUN_NEARNESS * 255)).sum() for d in maps["depth"]]
     assert sun[0] > 50 and sun[-1] == 0 and all(a >= b for a, b in zip(sun, sun[1:]))
 
 

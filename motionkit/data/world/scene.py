@@ -7,7 +7,8 @@ from typing import Literal, Union, overload
 import numpy as np
 
 from motionkit.data.world.common import check_style
-from motionkit.data.world.landscape import LandscapeSpec, landscape_caption, random_landscape_spec, render_landscape
+from motionkit.data.world.landscape import LandscapeSpec, landscape_caption, random_landscape_spec
+from motionkit.data.world.landscape_render import render_landscape
 from motionkit.data.world.pattern import WorldSpec, pattern_caption, random_pattern_spec, render_pattern
 
 KINDS = ("landscape", "pattern")

@@ -186,7 +186,9 @@ def test_landscape_elements_appear_in_specs_and_captions():
         seen["ground"].add(spec.ground)
         seen["weather"].add(spec.weather)
         assert {"sea": "sea", "lawn": "green lawn", "hills": "green hills"}[spec.ground] in text
-        assert {"day": "sky" if not spec.light else "sunny day", "dusk": "at dusk", "night": "at night"}[spec.time] in text
+        dawn = spec.time == "dusk" and spec.light is not None and spec.light.sink < 0
+        when = {"day": "sky" if not spec.light else "sunny day", "dusk": "at dawn" if dawn else "at dusk", "night": "at night"}
+        assert when[spec.time] in text
         assert (f"{spec.weather} falling" in text) == (spec.weather != "clear")
         assert ("static camera" in text) == (spec.camera.move == "static")
         if spec.light:

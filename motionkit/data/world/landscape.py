@@ -287,6 +287,8 @@ def landscape_caption(spec: LandscapeSpec) -> str:
     place = {"sea": sea, "lawn": "a green lawn", "hills": "green hills"}[spec.ground]
     if spec.time == "day":
         when = "under a grey sky" if spec.weather != "clear" else "on a sunny day" if spec.light else "under a blue sky"
+    elif spec.time == "dusk" and spec.light is not None and spec.light.sink < 0:
+        when = "at dawn"  # a sun rising in the dusk colours is a sunrise
     else:
         when = f"at {spec.time}"
     subjects = _subjects(spec)
@@ -294,7 +296,7 @@ def landscape_caption(spec: LandscapeSpec) -> str:
     parts = [main, *(phrase for phrase, _ in subjects[1:])]
     if spec.ground == "sea":
         parts.append("rolling waves" if spec.rough else "gentle waves")
-    if spec.time == "dusk" and spec.light is not None:
+    if spec.time == "dusk" and spec.light is not None:  # at dawn too
         parts.append("warm light")
     if spec.clouds:
         parts.append(f"{'clouds' if len(spec.clouds) > 1 else 'a cloud'} drifting {_side(spec.cloud_drift)}")

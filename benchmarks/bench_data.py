@@ -1,7 +1,7 @@
 """Data path throughput: curation on the local and Ray engines, and the training loader from video files
 against tar shards.
 
-Clips are rendered by ``motionkit.data.world`` (textured backgrounds, moving objects, camera moves), two
+Clips are rendered by ``motionkit.data.world`` (landscapes and pattern scenes, moving things, camera moves), two
 shots per video with a hard cut between them, written as H.264 mp4. Curation is timed on the same
 videos for each engine and reported in videos per second per core; the manifests of both engines must
 be equal (the script checks it). The loader is timed over one epoch of the curated clips, from the

@@ -143,7 +143,7 @@ def world_reference_clips(
     import numpy as np
     from PIL import Image
 
-    from motionkit.data.world import random_spec, render_clip
+    from motionkit.data.world import KINDS, random_spec, render_clip
 
     if frames < 1 or stride < 1:
         raise MotionkitError(f"reference clips need frames >= 1 and stride >= 1, got {frames} and {stride}")
@@ -151,13 +151,15 @@ def world_reference_clips(
         image = np.asarray(opened.convert("RGB"))
     height, width = image.shape[:2]
 
-    def clip(seed: int, side: int, length: int) -> np.ndarray:
+    def clip(seed: int, side: int, length: int, kinds: tuple[str, ...] = KINDS) -> np.ndarray:
         # The spec's draws do not depend on its length or size, so frame 0 is the same for any length.
-        return render_clip(random_spec(np.random.default_rng(seed), frames=length, size=side))[::stride]
+        return render_clip(random_spec(np.random.default_rng(seed), frames=length, size=side, kinds=kinds))[::stride]
 
-    if height == width and np.array_equal(clip(EXAMPLE_WORLD_SEED, height, 1)[0], image):
-        source = clip(EXAMPLE_WORLD_SEED, height, (frames - 1) * stride + 1)
-        return [source], f"the example's source clip (world seed {EXAMPLE_WORLD_SEED})"
+    # A family rendered before landscapes joined the world drew its example from the pattern scenes alone.
+    for kinds in (KINDS, ("pattern",)):
+        if height == width and np.array_equal(clip(EXAMPLE_WORLD_SEED, height, 1, kinds)[0], image):
+            source = clip(EXAMPLE_WORLD_SEED, height, (frames - 1) * stride + 1, kinds)
+            return [source], f"the example's source clip (world seed {EXAMPLE_WORLD_SEED})"
     side = size or min(height, width)
     seeds = ", ".join(map(str, UNSEEN_WORLD_SEEDS))
     clips = [clip(seed, side, (frames - 1) * stride + 1) for seed in UNSEEN_WORLD_SEEDS]

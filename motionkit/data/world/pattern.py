@@ -1,53 +1,21 @@
-"""A procedural toy world: textured backgrounds, moving and bouncing objects, camera pans and zooms.
-
-It is the training data of motionkit's tiny model family, so everything about a clip is a value
-(``WorldSpec``) drawn from a seeded RNG, rendered deterministically with OpenCV, and described in words by
-``caption``. Styles repaint the same world (``natural`` colours, ``neon`` glow on black, ``pastel``):
-a personalized image model learns a style while the motion adapter learns how things move.
+"""Pattern scenes: textured backgrounds with moving and bouncing objects, and a camera that pans or zooms.
 
 Geometry: objects live in screen space (fractions of the frame) and bounce off the frame's edges; the
-background lives on a periodic canvas the camera looks at, so a pan scrolls it and a zoom scales it.
+background lives on a periodic canvas the camera looks at, so a pan scrolls it and a zoom scales it. For the
+maps the background is a wall at one distance and each object a flat card in front of the ones drawn before.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "BACKGROUNDS",
-    "CAMERA_MOVES",
-    "COLOURS",
-    "SHAPES",
-    "STYLES",
-    "Background",
-    "Camera",
-    "Thing",
-    "WorldSpec",
-    "caption",
-    "object_track",
-    "random_spec",
-    "render_clip",
-    "write_world_dataset",
-]
+from motionkit.data.world.common import CAMERA_MOVES, COLOURS, Camera, Layers, camera_for, camera_words, neon_colour, posterize
 
-COLOURS: dict[str, tuple[int, int, int]] = {  # RGB
-    "red": (220, 40, 40),
-    "orange": (240, 140, 30),
-    "yellow": (235, 215, 40),
-    "green": (50, 170, 60),
-    "blue": (40, 80, 210),
-    "purple": (140, 60, 190),
-    "white": (235, 235, 235),
-    "black": (25, 25, 25),
-}
 SHAPES = ("ball", "square", "triangle", "ring")
 BACKGROUNDS = ("plain", "striped", "checkered", "dotted", "cloudy")
-CAMERA_MOVES = ("static", "pan left", "pan right", "pan up", "pan down", "zoom in", "zoom out")
-STYLES = ("natural", "neon", "pastel")
 
 _CANVAS = 4.0  # background canvas side, in frame widths: a pan never shows its seam
 _PERIOD = 16  # texture period on the canvas, in canvas pixels per frame width / _CANVAS
@@ -74,27 +42,6 @@ class Background:
 
 
 @dataclass(frozen=True)
-class Camera:
-    """``pan``: view motion per frame, fractions of the frame; ``zoom``: scale factor per frame (1 = none)."""
-
-    pan: tuple[float, float] = (0.0, 0.0)
-    zoom: float = 1.0
-
-    @property
-    def move(self) -> str:
-        if self.zoom > 1.0:
-            return "zoom in"
-        if self.zoom < 1.0:
-            return "zoom out"
-        dx, dy = self.pan
-        if dx == dy == 0:
-            return "static"
-        if abs(dx) >= abs(dy):
-            return "pan left" if dx < 0 else "pan right"
-        return "pan up" if dy < 0 else "pan down"
-
-
-@dataclass(frozen=True)
 class WorldSpec:
     background: Background
     things: tuple[Thing, ...]
@@ -107,9 +54,8 @@ class WorldSpec:
 # -- drawing the spec -------------------------------------------------------------------------------
 
 
-def random_spec(rng: np.random.Generator, *, style: str = "natural", frames: int = 16, size: int = 64) -> WorldSpec:
-    """A random clip: one background, 1-3 objects, one camera move (a third of clips keep still)."""
-    _check_style(style)
+def random_pattern_spec(rng: np.random.Generator, *, style: str = "natural", frames: int = 16, size: int = 64) -> WorldSpec:
+    """A random pattern clip: one background, 1-3 objects, one camera move (a third of clips keep still)."""
     names = list(COLOURS)
     main, accent = rng.choice(names, size=2, replace=False)
     background = Background(
@@ -139,18 +85,6 @@ def random_spec(rng: np.random.Generator, *, style: str = "natural", frames: int
     return WorldSpec(background, tuple(things), camera_for(move, float(rng.uniform(0.015, 0.04))), frames, size, style)
 
 
-def camera_for(move: str, speed: float = 0.025) -> Camera:
-    """The camera of a move named in ``CAMERA_MOVES``; ``speed`` is the pan per frame (zoom: 1 +/- speed/2)."""
-    pans = {"pan left": (-speed, 0.0), "pan right": (speed, 0.0), "pan up": (0.0, -speed), "pan down": (0.0, speed)}
-    if move == "static":
-        return Camera()
-    if move in pans:
-        return Camera(pan=pans[move])
-    if move in ("zoom in", "zoom out"):
-        return Camera(zoom=1.0 + speed / 2 if move == "zoom in" else 1.0 - speed / 2)
-    raise ValueError(f"camera move {move!r} is not one of {', '.join(CAMERA_MOVES)}")
-
-
 # -- words -----------------------------------------------------------------------------------------
 
 
@@ -175,7 +109,7 @@ def describe_thing(thing: Thing) -> str:
     return f"{article} {thing.colour} {thing.shape} {action}"
 
 
-def caption(spec: WorldSpec) -> str:
+def pattern_caption(spec: WorldSpec) -> str:
     """E.g. ``"a red ball bouncing and a green square moving up over a striped blue background, camera panning left"``."""
     subjects = " and ".join(describe_thing(t) for t in spec.things)
     bg = spec.background
@@ -183,9 +117,7 @@ def caption(spec: WorldSpec) -> str:
         ground = f"a plain {bg.colours[0]} background"
     else:
         ground = f"a {bg.kind} {bg.colours[0]} and {bg.colours[1]} background"
-    move = spec.camera.move
-    camera = "static camera" if move == "static" else "camera " + move.replace("pan", "panning").replace("zoom", "zooming")
-    return f"{subjects} over {ground}, {camera}"
+    return f"{subjects} over {ground}, {camera_words(spec.camera)}"
 
 
 # -- motion ----------------------------------------------------------------------------------------
@@ -218,7 +150,7 @@ def _palette(style: str) -> dict[str, np.ndarray]:
     for name, rgb in COLOURS.items():
         c = np.asarray(rgb, np.float32)
         if style == "neon":
-            c = np.clip((c - c.min()) / max(float(np.ptp(c)), 1.0) * 255.0, 0, 255) if np.ptp(c) > 30 else c
+            c = neon_colour(c)
         elif style == "pastel":
             c = 0.45 * c + 0.55 * 255.0
         out[name] = c
@@ -299,95 +231,36 @@ def _shape_mask(thing: Thing, centre: np.ndarray, radius: float, size: int) -> n
     return mask.astype(np.float32) / 255.0
 
 
-def render_clip(spec: WorldSpec) -> np.ndarray:
-    """uint8 ``[F, H, W, 3]`` (RGB) of ``spec``; the same spec always gives the same bytes."""
+_WALL, _FIRST_CARD, _CARD_STEP = 0.25, 0.55, 0.15  # nearness of the background and of each object in turn
+
+
+def render_pattern(spec: WorldSpec, maps: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """uint8 RGB ``[F, H, W, 3]`` of ``spec`` and, with ``maps``, its uint8 depth and edges ``[F, H, W]``."""
     import cv2
 
-    _check_style(spec.style)
     size = spec.size
     texture = _texture(spec.background, int(_CANVAS * size), spec.style)
     palette = _palette(spec.style)
     tracks = [object_track(thing, spec.frames) for thing in spec.things]
     frames = np.empty((spec.frames, size, size, 3), np.uint8)
+    depth = np.empty((spec.frames, size, size), np.uint8) if maps else None
+    edges = np.empty((spec.frames, size, size), np.uint8) if maps else None
     for t in range(spec.frames):
-        image = _view(texture, spec.camera, t, size)
-        glow = np.zeros_like(image)
-        for thing, track in zip(spec.things, tracks):
+        layers = Layers(_view(texture, spec.camera, t, size), _WALL, maps=maps)
+        glow = np.zeros_like(layers.image)
+        for i, (thing, track) in enumerate(zip(spec.things, tracks)):
             radius = thing.size * spec.camera.zoom**t
-            alpha = _shape_mask(thing, track[t], radius, size)[..., None]
+            alpha = _shape_mask(thing, track[t], radius, size)
             colour = palette[thing.colour]
             if spec.style == "natural":
                 # A soft top-left light: shading tells flat colour from an object.
                 light = np.linspace(1.1, 0.85, size, dtype=np.float32)
                 colour = colour[None, None] * (light[:, None, None] * light[None, :, None]) ** 0.5
-            image = image * (1 - alpha) + colour * alpha
-            glow += colour * alpha
+            glow += layers.paint(alpha, colour, _FIRST_CARD + _CARD_STEP * i)
+        image = layers.image
         if spec.style == "neon":
-            image = image + 0.8 * cv2.GaussianBlur(glow, (0, 0), size / 24)
-            image = np.round(np.clip(image, 0, 255) / 64.0) * 64.0  # posterize to five levels per channel
+            image = posterize(image + 0.8 * cv2.GaussianBlur(glow, (0, 0), size / 24))
         frames[t] = np.clip(image, 0, 255).round().astype(np.uint8)
-    return frames
-
-
-def _check_style(style: str) -> None:
-    if style not in STYLES:
-        raise ValueError(f"style {style!r} is not one of {', '.join(STYLES)}")
-
-
-# -- datasets --------------------------------------------------------------------------------------
-
-
-def write_world_dataset(
-    out_dir: str | Path,
-    n_clips: int,
-    frames: int = 16,
-    size: int = 64,
-    style: str = "natural",
-    seed: int = 0,
-    images_per_clip: int = 1,
-) -> Path:
-    """``out_dir/videos/clip_NNNNN.mp4`` (+ ``.txt`` caption) and ``out_dir/images/clip_NNNNN_K.png`` (+ ``.txt``):
-    ``n_clips`` clips and ``images_per_clip`` random frames of each, for the image model. Returns ``out_dir``."""
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    from motionkit.video_io import write_video
-
-    out = Path(out_dir)
-    videos, images = out / "videos", out / "images"
-    videos.mkdir(parents=True, exist_ok=True)
-    images.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in tqdm(range(n_clips), desc=f"world ({style})", unit="clip"):
-        spec = random_spec(rng, style=style, frames=frames, size=size)
-        clip = render_clip(spec)
-        text = caption(spec)
-        name = f"clip_{i:05d}"
-        # Near-lossless: at 64 px, default H.264 quality smears the texture the models should learn.
-        write_video(clip, videos / f"{name}.mp4", fps=8, crf=4)
-        (videos / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
-        for k, t in enumerate(rng.choice(frames, size=min(images_per_clip, frames), replace=False)):
-            Image.fromarray(clip[int(t)]).save(images / f"{name}_{k}.png")
-            (images / f"{name}_{k}.txt").write_text(text + "\n", encoding="utf-8")
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m motionkit.data.world OUT --clips N [--frames F] [--size S] [--style STYLE] [--seed K]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m motionkit.data.world", description="Render a world dataset.")
-    parser.add_argument("out", type=Path, help="output folder (videos/ and images/ go inside)")
-    parser.add_argument("--clips", type=int, required=True)
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--style", default="natural", choices=STYLES)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--images-per-clip", type=int, default=1)
-    args = parser.parse_args(argv)
-    write_world_dataset(args.out, args.clips, args.frames, args.size, args.style, args.seed, args.images_per_clip)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        if maps:
+            depth[t], edges[t] = layers.depth_and_edges()
+    return frames, depth, edges

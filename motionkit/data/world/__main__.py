@@ -1,0 +1,3 @@
+from motionkit.data.world.dataset import main
+
+raise SystemExit(main())

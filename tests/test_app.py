@@ -103,6 +103,12 @@ NO_CONTROL = dict(
     encoder="(none)", encoder_scale=1.0, first_keyframe=None, last_keyframe=None,
     controlnet="(none)", controlnet_scale=1.0, control_video=None,
 )
+# Prompt travel, motion strength, FreeNoise, video-to-video, IP-Adapter, few-step preset, memory: all off.
+PLAIN = dict(
+    prompt_schedule="", prompt_interpolation="linear", motion_strength=1.0, free_noise=False, free_noise_length=0,
+    free_noise_stride=4, video=None, video_frames="", ip_adapter="(none)", ip_image=None, ip_scale=1.0, preset="(none)",
+    offload="off", vae_slicing=False, vae_tiling=False, decode_chunk=16,
+)
 
 
 def request(image: Path | None = None, **changes) -> list:
@@ -114,7 +120,7 @@ def request(image: Path | None = None, **changes) -> list:
         motion_lora_1="(none)", motion_lora_1_scale=1.0, motion_lora_2="(none)", motion_lora_2_scale=1.0,
         image_lora="(none)", image_lora_scale=1.0,
         **defaults.settings(), random_seed=False, motion_scale=0, context_length=0, context_loop=False,
-        **NO_CONTROL,
+        **NO_CONTROL, **PLAIN,
     )
     values.update(changes)
     assert set(values) == set(FORM)

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import math
+import re
 import os
 import shutil
 import signal
@@ -480,6 +481,10 @@ def test_page_in_chromium_as_a_new_user_meets_it(server, service, tmp_path):
             assert page.get_by_label("Keyframe encoder (SparseCtrl)").input_value() == "(none)"
             assert page.get_by_label("ControlNet", exact=True).input_value() == "(none)"
             assert stop_button.is_disabled()
+            # On a CPU server offload is offered greyed out, with the reason, not left to fail.
+            page.get_by_text("Memory (advanced)").first.click()
+            assert page.get_by_label("Offload").is_disabled()
+            page.get_by_text("not available: offload moves models between main memory and a CUDA GPU").first.wait_for()
 
             # The default click on the shipped in-world frame: fast, busy while it runs, the video in view.
             page.locator("input[type=file]").first.set_input_files(str(FAMILY.conditioning))
@@ -512,6 +517,16 @@ def test_page_in_chromium_as_a_new_user_meets_it(server, service, tmp_path):
             page.get_by_role("button", name="Generate", exact=True).click()
             _toast(page, "width must be a multiple of 8, got 70: use 64 or 72")
             page.get_by_label("Width", exact=True).fill("64")
+
+            # A prompt schedule goes through the same checks: a bad key is one line on the page, escaped.
+            page.get_by_text("Prompt travel").first.click()
+            page.get_by_label("Prompt", exact=True).fill("")
+            schedule_box = page.get_by_label("Prompt schedule")
+            schedule_box.fill("0: a red ball | <b>x</b>: a blue ball")
+            page.get_by_role("button", name="Generate", exact=True).click()
+            _toast(page, "bad prompt key '<b>x</b>'")
+            schedule_box.fill("")
+            page.get_by_label("Prompt", exact=True).fill(FAMILY.prompt)
 
             # Stop frees the server within one step.
             frames_box.fill("32")
@@ -663,3 +678,266 @@ def test_a_random_keyframe_encoder_runs_on_the_demo_models(demo_service, tmp_pat
     keyed = read_video(result.mp4).astype(float)
     assert np.abs(keyed - plain).mean() > 1.0
     assert json.loads(result.record.read_text())["encoder"]["keyframes"] == [{"index": 0, "image": "uploaded"}]
+
+
+# --------------------------------------------------------------------------------------------- what animators use every day
+
+
+def _frames(path) -> np.ndarray:
+    return read_video(path).astype(float)
+
+
+def test_prompt_travel_uses_the_command_lines_parser_and_is_recorded(service):
+    from motionkit.pipeline.prompt_schedule import parse_schedule
+
+    text = "0: a red ball bouncing | 50%@1.2: a red ball resting\n-1: a blue square resting"
+    form = dict(zip(FORM, request(prompt="", prompt_schedule=text, seed=4, steps=6)))
+    result = service.generate(form)
+    made = json.loads(result.record.read_text())
+    schedule = parse_schedule(text)  # the parser of --prompt-schedule: the record is what it reads
+    assert made["prompt"] == str(schedule) and made["prompt_schedule"] == schedule.to_list(8)
+    assert [key["frame"] for key in made["prompt_schedule"]] == [0, 4, 7]
+    # The page's video is the pipeline's own with that schedule (same models, seed and settings).
+    pipe = service.cache.pipeline(FAMILY.base, FAMILY.adapter)
+    direct = pipe(
+        prompt=schedule, negative_prompt="", num_frames=8, height=64, width=64, num_inference_steps=6, guidance_scale=4.0,
+        generator=torch.Generator("cpu").manual_seed(4), output_type="np",
+    ).frames[0]
+    from motionkit.metrics import psnr
+
+    expected = read_video(write_video(direct, service.out_dir / "direct-travel.mp4", fps=8))
+    assert psnr(read_video(result.mp4), expected) > 40.0
+    plain = service.generate(dict(form, prompt="a red ball bouncing", prompt_schedule=""))
+    assert np.abs(_frames(result.mp4)[-1] - _frames(plain.mp4)[-1]).mean() > 2.0  # the last key changes the end
+
+
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        ("0: a red ball | x: a blue ball", "bad prompt key 'x': write KEY[@WEIGHT]:PROMPT"),
+        ("0: a red ball | 20: a blue ball", "prompt key 20 is past the video's 8 frames"),
+        ("4: a red ball | 2: a blue ball", "list keys in increasing frame order"),
+        ("a red ball", "bad prompt entry 'a red ball': write KEY:PROMPT"),
+        ("0: <b>red</b> | <i>1</i>: x", "bad prompt key '&lt;i&gt;1&lt;/i&gt;'"),
+    ],
+)
+def test_a_bad_prompt_schedule_is_refused_in_one_escaped_line(service, schedule, message):
+    with pytest.raises(MotionkitError) as caught:
+        service.check(dict(zip(FORM, request(prompt="", prompt_schedule=schedule))))
+    shown = service.public_message(caught.value)
+    assert message in shown and len(shown.splitlines()) == 1 and "<" not in shown
+
+
+def test_a_prompt_and_a_schedule_together_are_refused(client):
+    message = refusal(client, *request(prompt_schedule="0: a red ball | -1: a blue ball"))
+    assert "give a prompt or a prompt schedule, not both" in message
+
+
+def test_motion_strength_acts_on_an_adapter_without_a_pia_branch(service):
+    from motionkit.metrics import mean_abs_frame_difference
+
+    # tiny-motion's image branch is not PIA's, so motion scale is refused, but motion strength acts.
+    with pytest.raises(MotionkitError, match="set it to 0"):
+        service.check(dict(zip(FORM, request(FAMILY.conditioning, motion_scale=2))))
+    flicker = {}
+    for strength in (0.0, 1.5):
+        result = service.generate(dict(zip(FORM, request(FAMILY.conditioning, seed=1, motion_strength=strength))))
+        assert json.loads(result.record.read_text())["settings"]["motion_strength"] == strength
+        flicker[strength] = mean_abs_frame_difference(read_video(result.mp4))
+    # 0 denoises every frame on its own (docs/motion_strength.md: 47.6 vs 26.4 levels on 16 frames).
+    assert flicker[0.0] > flicker[1.5] + 5.0
+    with pytest.raises(MotionkitError, match="motion strength must lie in 0..4"):
+        service.check(dict(zip(FORM, request(motion_strength=5))))
+
+
+def test_free_noise_windows_a_long_video_and_the_next_request_is_plain_again(service):
+    form = dict(zip(FORM, request(frames=16, steps=4, seed=2, strength=1.0)))
+    plain = service.generate(form)
+    windowed = service.generate(dict(form, free_noise=True, free_noise_length=8, free_noise_stride=4))
+    settings = json.loads(windowed.record.read_text())["settings"]
+    assert (settings["free_noise"], settings["free_noise_length"], settings["free_noise_stride"]) == (True, 8, 4)
+    assert np.abs(_frames(windowed.mp4) - _frames(plain.mp4)).mean() > 2.0
+    from motionkit.metrics import psnr
+
+    again = service.generate(form)  # the cached pipeline keeps no windows
+    assert psnr(read_video(again.mp4), read_video(plain.mp4)) > 40.0
+    for changes, message in (
+        (dict(free_noise_length=40), "FreeNoise window 40 is over this server's limit of 32"),
+        (dict(free_noise_length=8, free_noise_stride=9), "FreeNoise stride must lie in 1..8"),
+    ):
+        with pytest.raises(MotionkitError, match=message):
+            service.check(dict(form, free_noise=True, **changes))
+    big = Service(service.models, Limits.for_device("cpu", max_frames=64), service.cache)
+    with pytest.raises(MotionkitError, match="longer than this adapter's position table of 32: use at most 32"):
+        big.check(dict(form, free_noise=True, free_noise_length=40))
+
+
+def _clip(path: Path, count: int, fps: float = 8) -> Path:
+    """A moving gradient clip of ``count`` 64x64 frames: frame i is the ramp shifted by 4 i pixels."""
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)
+    frames = np.stack([np.stack([np.roll(ramp, 4 * i)[None, :].repeat(64, 0)] * 3, axis=-1) for i in range(count)])
+    return write_video(frames, path, fps=fps)
+
+
+def test_video_to_video_restyles_an_uploaded_clip_from_its_range(service, tmp_path):
+    from motionkit.metrics import psnr
+
+    source = _clip(tmp_path / "source.mp4", 12)
+    clip = read_video(source)
+    form = dict(zip(FORM, request(video=source, video_frames="2:", seed=3)))
+    near = service.generate(dict(form, strength=0.2))
+    made = json.loads(near.record.read_text())
+    assert made["video"] == {"path": "uploaded", "source_fps": 8.0, "fps": 8.0, "start": 2, "end": None, "frames": 8,
+                             "source_frames": [2, 9]}
+    far = service.generate(dict(form, strength=1.0))
+    # Strength sets how far: a fifth of the schedule stays close to source frames 2..9, the whole one does not.
+    assert psnr(read_video(near.mp4), clip[2:10]) > psnr(read_video(far.mp4), clip[2:10]) + 3.0
+    assert near.summary.startswith("8 frames") and "5 steps" in near.summary  # 25 x 0.2 steps run
+    for changes, message in (
+        (dict(video_frames="6:"), "the source video gives 6 frames at 8 fps in the range 6:, fewer than Frames (8)"),
+        (dict(video_frames="20:"), "the source video: no frames in the source range 20:"),
+        (dict(video_frames="a:b"), "bad source frame range 'a:b': give START:END"),
+        (dict(video_frames="5:2"), "the source frame range 5:2 is empty or negative"),
+        (dict(video=None), "a source frame range needs a source video"),
+        (dict(image=FAMILY.conditioning), "a first frame and a source video do not mix"),
+        (dict(video=tmp_path / "x.txt"), "the source video is not a video this server reads"),
+    ):
+        (tmp_path / "x.txt").write_text("no video")
+        with pytest.raises(MotionkitError) as caught:
+            service.generate(dict(form, **changes))
+        shown = service.public_message(caught.value)
+        assert message in shown and str(tmp_path) not in shown and len(shown.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def ip_models(models, tmp_path_factory):
+    """The demo models with an h94-layout ``ip-adapters/`` folder (a tiny random IP-Adapter and CLIP image encoder)."""
+    from motionkit.tiny import tiny_pipeline_components
+    from tests.test_ip_adapter import write_ip_adapter
+
+    written = write_ip_adapter(tmp_path_factory.mktemp("ip"), tiny_pipeline_components(seed=0)["unet"], "plain", ".safetensors")
+    shutil.copytree(written.parent, models.root / "ip-adapters")
+    return models
+
+
+def test_an_ip_adapter_from_the_models_folder_steers_the_video_and_comes_off(ip_models, demo_service, tmp_path):
+    assert ip_models.names("ip_adapter") == ["ip-adapter_0"]  # the image_encoder/ folder beside it is no entry
+    reference = tmp_path / "reference.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(reference)
+    plain = demo_service.generate(demo_form(steps=3))
+    prompted = demo_service.generate(demo_form(steps=3, ip_adapter="ip-adapter_0", ip_image=reference, ip_scale=0.8))
+    assert np.abs(_frames(prompted.mp4) - _frames(plain.mp4)).mean() > 1.0
+    made = json.loads(prompted.record.read_text())
+    assert made["ip_adapter"] == {"name": "ip-adapter_0", "scale": 0.8, "image": "uploaded"}
+    rescaled = demo_service.generate(demo_form(steps=3, ip_adapter="ip-adapter_0", ip_image=reference, ip_scale=0.0))
+    from motionkit.metrics import psnr
+
+    # Scale 0 re-scales the loaded adapter to nothing (the image-attention path still runs: float noise only).
+    assert psnr(read_video(rescaled.mp4), read_video(plain.mp4)) > 35.0 > psnr(read_video(prompted.mp4), read_video(plain.mp4))
+    np.testing.assert_array_equal(read_video(demo_service.generate(demo_form(steps=3)).mp4), read_video(plain.mp4))
+    assert demo_service.cache.loads["ip_adapter"] == 1  # loaded once, re-scaled, unloaded for the plain request
+    for changes, message in (
+        (dict(ip_image=reference), "a reference image needs an IP-Adapter"),
+        (dict(ip_adapter="ip-adapter_0"), "the IP-Adapter 'ip-adapter_0' needs a reference image"),
+        (dict(ip_adapter="../ip-adapters/ip-adapter_0", ip_image=reference), "unknown ip adapter"),
+        (dict(ip_adapter="ip-adapter_0", ip_image=reference, ip_scale=3), "scale of ip-adapter_0 must lie in -2..2"),
+    ):
+        with pytest.raises(MotionkitError, match=re.escape(message)):
+            demo_service.check(demo_form(**changes))
+    encoder = ip_models.root / "ip-adapters" / "image_encoder"
+    encoder.rename(encoder.with_name("elsewhere"))
+    try:
+        with pytest.raises(MotionkitError, match="no CLIP image encoder beside it: put the image_encoder/ folder"):
+            demo_service.check(demo_form(ip_adapter="ip-adapter_0", ip_image=reference))
+    finally:
+        encoder.with_name("elsewhere").rename(encoder)
+
+
+@pytest.fixture
+def preset_models(models, tmp_path):
+    """The demo models with a Lightning 2-step module and AnimateLCM's module and LoRA (named as released)."""
+    root = tmp_path / "presets"
+    shutil.copytree(models.root, root, ignore=shutil.ignore_patterns("ip-adapters"))
+    adapter = root / "adapters" / "tiny-motion.safetensors"
+    shutil.copy(adapter, root / "adapters" / "animatediff_lightning_2step_diffusers.safetensors")
+    shutil.copy(adapter, root / "adapters" / "AnimateLCM_sd15_t2v.safetensors")
+    return ModelsFolder(root)
+
+
+def test_few_step_presets_are_offered_only_with_their_models(preset_models, models):
+    from motionkit.app.presets import offered_presets
+
+    offered, note = offered_presets(models)
+    assert offered == [] and "lightning-2 (needs animatediff_lightning_2step_diffusers.safetensors in adapters/)" in note
+    offered, note = offered_presets(preset_models)
+    assert offered == ["lightning-2"] and "animatelcm (needs AnimateLCM_sd15_t2v_lora.safetensors in image-loras/)" in note
+    shutil.copy(preset_models.root / "image-loras" / "tiny-style.safetensors",
+                preset_models.root / "image-loras" / "AnimateLCM_sd15_t2v_lora.safetensors")
+    offered, note = offered_presets(preset_models)
+    assert offered == ["animatelcm", "lightning-2"] and "lightning-4" in note and "lightning-1" in note
+
+
+def test_a_few_step_preset_sets_its_scheduler_and_is_refused_with_another_adapter(preset_models):
+    service = Service(preset_models, Limits.for_device("cpu"), ModelCache(device="cpu"))
+    try:
+        lightning = "animatediff_lightning_2step_diffusers"
+        form = demo_form(adapter=lightning, preset="lightning-2", scheduler="euler", steps=2, guidance=1.0)
+        result = service.generate(form)
+        made = json.loads(result.record.read_text())["settings"]
+        assert made["preset"]["name"] == "lightning-2" and made["scheduler"] == "euler" and made["steps"] == 2
+        assert service.cache._pipe.scheduler.config.timestep_spacing == "trailing"  # the preset's, not the base's
+        for changes, message in (
+            (dict(adapter="tiny-motion"), "made for the motion module animatediff_lightning_2step_diffusers.safetensors"),
+            (dict(adapter="AnimateLCM_sd15_t2v", preset="animatelcm"), "needs its LoRA AnimateLCM_sd15_t2v_lora.safetensors"),
+            (dict(preset="turbo"), "unknown preset 'turbo'"),
+        ):
+            with pytest.raises(MotionkitError, match=re.escape(message)):
+                service.check(dict(form, **changes))
+    finally:
+        service.close()
+
+
+def test_memory_options_keep_the_video_and_offload_is_explained_off_gpu(demo_service):
+    plain = demo_service.generate(demo_form())
+    lean = demo_service.generate(demo_form(vae_slicing=True, vae_tiling=True, decode_chunk=1))
+    np.testing.assert_array_equal(read_video(lean.mp4), read_video(plain.mp4))
+    made = json.loads(lean.record.read_text())["settings"]
+    assert (made["vae_slicing"], made["vae_tiling"], made["decode_chunk"], made["offload"]) == (True, True, 1, None)
+    np.testing.assert_array_equal(read_video(demo_service.generate(demo_form()).mp4), read_video(plain.mp4))
+    assert not demo_service.cache._pipe.vae.use_slicing and not demo_service.cache._pipe.vae.use_tiling
+    with pytest.raises(MotionkitError) as caught:
+        demo_service.check(demo_form(offload="model"))
+    message = str(caught.value)
+    assert "this server runs on cpu" in message and "set Offload to off" in message and len(message.splitlines()) == 1
+    with pytest.raises(MotionkitError, match="unknown offload 'disk'"):
+        demo_service.check(demo_form(offload="disk"))
+    with pytest.raises(MotionkitError, match="decode chunk must be at least 1"):
+        demo_service.check(demo_form(decode_chunk=0))
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_the_cache_offloads_and_undoes_it(models, mode):
+    """Offload's hooks on the cached pipeline (on the CPU, where they move nothing): the same video, and gone after."""
+    cache = ModelCache(device="cpu")
+    base, adapter = models.resolve("base", "tiny-sd"), models.resolve("adapter", "tiny-motion")
+
+    def sample(offload=None) -> np.ndarray:
+        pipe = cache.pipeline(base, adapter, offload=offload)
+        out = pipe("a red ball", num_frames=4, height=64, width=64, num_inference_steps=2,
+                   generator=torch.Generator().manual_seed(0), output_type="np")
+        return out.frames[0]
+
+    plain = sample()
+    if mode == "model":
+        np.testing.assert_allclose(sample(mode), plain, atol=1e-6)
+        np.testing.assert_allclose(sample(mode), plain, atol=1e-6)  # re-installed for the next request
+        assert cache.loads["base"] == 1  # undone in place
+    else:
+        # Sequential hooks cannot run with the CPU as their execution device (see tests/test_memory.py): check
+        # they are installed, and that leaving them rebuilds the pipeline from the files.
+        pipe = cache.pipeline(base, adapter, offload=mode)
+        assert {p.device.type for p in pipe.unet.parameters()} == {"meta"} and hasattr(pipe.vae, "_hf_hook")
+        assert cache.pipeline(base, adapter, offload=mode) is pipe  # the same request keeps it
+    np.testing.assert_array_equal(sample(), plain)
+    assert not hasattr(cache._pipe.unet, "_hf_hook") and cache._offload is None
+    assert cache.loads["base"] == (1 if mode == "model" else 2)

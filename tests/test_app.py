@@ -485,6 +485,7 @@ def test_page_in_chromium_as_a_new_user_meets_it(server, service, tmp_path):
             page.get_by_text("Memory (advanced)").first.click()
             assert page.get_by_label("Offload").is_disabled()
             page.get_by_text("not available: offload moves models between main memory and a CUDA GPU").first.wait_for()
+            page.get_by_text("Memory (advanced)").first.click()  # folded again, as a new user finds it
 
             # The default click on the shipped in-world frame: fast, busy while it runs, the video in view.
             page.locator("input[type=file]").first.set_input_files(str(FAMILY.conditioning))
@@ -868,13 +869,21 @@ def test_few_step_presets_are_offered_only_with_their_models(preset_models, mode
     from motionkit.app.presets import offered_presets
 
     offered, note = offered_presets(models)
-    assert offered == [] and "lightning-2 (needs animatediff_lightning_2step_diffusers.safetensors in adapters/)" in note
+    assert offered == [] and note == (
+        "Not available with these models: animatelcm needs AnimateLCM_sd15_t2v.ckpt in adapters/; lightning-1, "
+        "lightning-2, lightning-4, lightning-8 need animatediff_lightning_Nstep_diffusers.safetensors (N: their steps) in adapters/."
+    )
     offered, note = offered_presets(preset_models)
-    assert offered == ["lightning-2"] and "animatelcm (needs AnimateLCM_sd15_t2v_lora.safetensors in image-loras/)" in note
+    assert offered == ["lightning-2"] and "animatelcm needs its LoRA AnimateLCM_sd15_t2v_lora.safetensors in image-loras/" in note
+    assert "lightning-1, lightning-4, lightning-8 need" in note
     shutil.copy(preset_models.root / "image-loras" / "tiny-style.safetensors",
                 preset_models.root / "image-loras" / "AnimateLCM_sd15_t2v_lora.safetensors")
     offered, note = offered_presets(preset_models)
-    assert offered == ["animatelcm", "lightning-2"] and "lightning-4" in note and "lightning-1" in note
+    assert offered == ["animatelcm", "lightning-2"] and "animatelcm" not in note
+    from motionkit.app.presets import made_for
+    from motionkit.pipeline.few_step import PRESETS
+
+    assert not made_for(PRESETS["lightning-4"], Path("animatediff_lightning_14step.safetensors"))  # 14 is not 4
 
 
 def test_a_few_step_preset_sets_its_scheduler_and_is_refused_with_another_adapter(preset_models):

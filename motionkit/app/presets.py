@@ -47,13 +47,19 @@ def offered_presets(models: ModelsFolder) -> tuple[list[str], str]:
     """The presets the folder can run (by name), and one line on those it cannot (empty when it runs them all)."""
     adapters = list(models.listing("adapter").values())
     loras = [str(path) for path in models.listing("image_lora").values()]
-    offered, missing = [], []
+    offered, no_module, no_lora = [], [], []
     for name, preset in PRESETS.items():
         if not any(made_for(preset, adapter) for adapter in adapters):
-            missing.append(f"{name} (needs {preset.motion_module} in {KINDS['adapter'][0]}/)")
+            no_module.append(preset)
         elif missing_lora(preset, loras) is not None:
-            missing.append(f"{name} (needs {preset.lora} in {KINDS['image_lora'][0]}/)")
+            no_lora.append(preset)
         else:
             offered.append(name)
-    note = f"Not available with these models: {'; '.join(missing)}." if missing else ""
-    return offered, note
+    adapters_dir, loras_dir = KINDS["adapter"][0], KINDS["image_lora"][0]
+    lightning = [preset for preset in no_module if preset.name.startswith("lightning-")]
+    parts = [f"{p.name} needs {p.motion_module} in {adapters_dir}/" for p in no_module if p not in lightning]
+    if lightning:  # one line for the family: their files differ only in the step count
+        pattern = lightning[0].motion_module.replace(f"_{lightning[0].steps}step", "_Nstep")
+        parts.append(f"{', '.join(p.name for p in lightning)} need {pattern} (N: their steps) in {adapters_dir}/")
+    parts += [f"{p.name} needs its LoRA {p.lora} in {loras_dir}/" for p in no_lora]
+    return offered, f"Not available with these models: {'; '.join(parts)}." if parts else ""

@@ -328,6 +328,18 @@ def test_messages_escape_and_shorten_what_the_user_sent(client, caplog, capfd):
         ({"controlnet": "tiny-controlnet"}, "unknown controlnet"),
         ({"encoder_scale": 3, "encoder": "tiny-sparsectrl-rgb"}, "scale of tiny-sparsectrl-rgb must lie in -2..2"),
         ({"encoder": "tiny-sparsectrl-rgb"}, "needs a keyframe: upload a first or last keyframe, or a first frame"),
+        ({"motion_strength": 4.5}, "motion strength must lie in 0..4"),
+        ({"motion_strength": "lots"}, "motion strength must be a number"),
+        ({"free_noise": True, "free_noise_stride": 0}, "FreeNoise stride must lie in 1..the window"),
+        ({"free_noise": "on"}, "FreeNoise must be true or false"),
+        ({"prompt": "", "prompt_schedule": "0 a red ball"}, "bad prompt entry '0 a red ball': write KEY:PROMPT"),
+        ({"prompt_interpolation": "cubic"}, "unknown prompt interpolation 'cubic': choose linear or slerp"),
+        ({"video_frames": "0:8"}, "a source frame range needs a source video"),
+        ({"ip_adapter": "ip-adapter_sd15"}, "unknown ip adapter 'ip-adapter_sd15': choose one listed by this server (none: put"),
+        ({"preset": "lightning-4"}, "preset lightning-4 was asked for, but it is made for the motion module animatediff_lightning_4step"),
+        ({"offload": "sequential"}, "offload sequential was asked for, but offload moves models between main memory and a CUDA GPU"),
+        ({"vae_tiling": 1}, "VAE tiling must be true or false"),
+        ({"decode_chunk": 0}, "decode chunk must be at least 1"),
     ],
 )
 def test_bad_requests_are_refused_with_a_message(client, changes, message):
@@ -688,6 +700,10 @@ def _frames(path) -> np.ndarray:
     return read_video(path).astype(float)
 
 
+# Equal videos are compared as their gifs: the same frames do not always encode to the same mp4 (a few
+# levels apart here and there), while the gif of the same frames is the same file.
+
+
 def test_prompt_travel_uses_the_command_lines_parser_and_is_recorded(service):
     from motionkit.pipeline.prompt_schedule import parse_schedule
 
@@ -704,10 +720,7 @@ def test_prompt_travel_uses_the_command_lines_parser_and_is_recorded(service):
         prompt=schedule, negative_prompt="", num_frames=8, height=64, width=64, num_inference_steps=6, guidance_scale=4.0,
         generator=torch.Generator("cpu").manual_seed(4), output_type="np",
     ).frames[0]
-    from motionkit.metrics import psnr
-
-    expected = read_video(write_video(direct, service.out_dir / "direct-travel.mp4", fps=8))
-    assert psnr(read_video(result.mp4), expected) > 40.0
+    np.testing.assert_array_equal(read_video(result.gif), read_video(write_video(direct, service.out_dir / "direct.gif", fps=8)))
     plain = service.generate(dict(form, prompt="a red ball bouncing", prompt_schedule=""))
     assert np.abs(_frames(result.mp4)[-1] - _frames(plain.mp4)[-1]).mean() > 2.0  # the last key changes the end
 
@@ -758,10 +771,8 @@ def test_free_noise_windows_a_long_video_and_the_next_request_is_plain_again(ser
     settings = json.loads(windowed.record.read_text())["settings"]
     assert (settings["free_noise"], settings["free_noise_length"], settings["free_noise_stride"]) == (True, 8, 4)
     assert np.abs(_frames(windowed.mp4) - _frames(plain.mp4)).mean() > 2.0
-    from motionkit.metrics import psnr
-
     again = service.generate(form)  # the cached pipeline keeps no windows
-    assert psnr(read_video(again.mp4), read_video(plain.mp4)) > 40.0
+    np.testing.assert_array_equal(read_video(again.gif), read_video(plain.gif))
     for changes, message in (
         (dict(free_noise_length=40), "FreeNoise window 40 is over this server's limit of 32"),
         (dict(free_noise_length=8, free_noise_stride=9), "FreeNoise stride must lie in 1..8"),
@@ -835,7 +846,7 @@ def test_an_ip_adapter_from_the_models_folder_steers_the_video_and_comes_off(ip_
 
     # Scale 0 re-scales the loaded adapter to nothing (the image-attention path still runs: float noise only).
     assert psnr(read_video(rescaled.mp4), read_video(plain.mp4)) > 35.0 > psnr(read_video(prompted.mp4), read_video(plain.mp4))
-    np.testing.assert_array_equal(read_video(demo_service.generate(demo_form(steps=3)).mp4), read_video(plain.mp4))
+    np.testing.assert_array_equal(read_video(demo_service.generate(demo_form(steps=3)).gif), read_video(plain.gif))
     assert demo_service.cache.loads["ip_adapter"] == 1  # loaded once, re-scaled, unloaded for the plain request
     for changes, message in (
         (dict(ip_image=reference), "a reference image needs an IP-Adapter"),
@@ -887,10 +898,15 @@ def test_few_step_presets_are_offered_only_with_their_models(preset_models, mode
 
 
 def test_a_few_step_preset_sets_its_scheduler_and_is_refused_with_another_adapter(preset_models):
+    from motionkit.app.presets import preset_form
+
     service = Service(preset_models, Limits.for_device("cpu"), ModelCache(device="cpu"))
     try:
         lightning = "animatediff_lightning_2step_diffusers"
-        form = demo_form(adapter=lightning, preset="lightning-2", scheduler="euler", steps=2, guidance=1.0)
+        # What choosing the preset fills in on the page, sent as it is.
+        filled = preset_form(preset_models, "lightning-2")
+        assert filled == {"scheduler": "euler", "steps": 2, "guidance": 1.0, "adapter": lightning}
+        form = demo_form(preset="lightning-2", **filled)
         result = service.generate(form)
         made = json.loads(result.record.read_text())["settings"]
         assert made["preset"]["name"] == "lightning-2" and made["scheduler"] == "euler" and made["steps"] == 2
@@ -902,6 +918,13 @@ def test_a_few_step_preset_sets_its_scheduler_and_is_refused_with_another_adapte
         ):
             with pytest.raises(MotionkitError, match=re.escape(message)):
                 service.check(dict(form, **changes))
+        shutil.copy(preset_models.root / "image-loras" / "tiny-style.safetensors",
+                    preset_models.root / "image-loras" / "AnimateLCM_sd15_t2v_lora.safetensors")
+        filled = preset_form(preset_models, "animatelcm")
+        assert filled == {"scheduler": "lcm", "steps": 6, "guidance": 2.0, "adapter": "AnimateLCM_sd15_t2v",
+                          "image_lora": "AnimateLCM_sd15_t2v_lora", "image_lora_scale": 0.8}
+        made = json.loads(service.generate(demo_form(preset="animatelcm", **filled)).record.read_text())
+        assert made["settings"]["preset"]["name"] == "animatelcm" and made["loras"] == [{"name": "AnimateLCM_sd15_t2v_lora", "scale": 0.8}]
     finally:
         service.close()
 
@@ -909,10 +932,10 @@ def test_a_few_step_preset_sets_its_scheduler_and_is_refused_with_another_adapte
 def test_memory_options_keep_the_video_and_offload_is_explained_off_gpu(demo_service):
     plain = demo_service.generate(demo_form())
     lean = demo_service.generate(demo_form(vae_slicing=True, vae_tiling=True, decode_chunk=1))
-    np.testing.assert_array_equal(read_video(lean.mp4), read_video(plain.mp4))
+    np.testing.assert_array_equal(read_video(lean.gif), read_video(plain.gif))
     made = json.loads(lean.record.read_text())["settings"]
     assert (made["vae_slicing"], made["vae_tiling"], made["decode_chunk"], made["offload"]) == (True, True, 1, None)
-    np.testing.assert_array_equal(read_video(demo_service.generate(demo_form()).mp4), read_video(plain.mp4))
+    np.testing.assert_array_equal(read_video(demo_service.generate(demo_form()).gif), read_video(plain.gif))
     assert not demo_service.cache._pipe.vae.use_slicing and not demo_service.cache._pipe.vae.use_tiling
     with pytest.raises(MotionkitError) as caught:
         demo_service.check(demo_form(offload="model"))

@@ -82,10 +82,8 @@ class ModelCache:
         wanted = (base, adapter, tuple(loras), tuple(image_loras), control, ip_adapter[:2] if ip_adapter else None)
         if self._offload is not None and self._offload[0] == "sequential" and self._offload != (offload, wanted):
             self._clear()  # sequential offload cannot be undone in place: start again from the files
-        elif self._offload is not None and offload != "model":
-            self._pipe.remove_all_hooks()
-            self._pipe.to(self.device)
-            self._offload = None
+        elif offload != "model":
+            self._undo_model_offload()
         if self._pipe_key != (base, adapter):
             self._drop_pipe()
             components = self._base(base)
@@ -214,6 +212,13 @@ class ModelCache:
             enable_offload(self._pipe, offload, self.device)
             self._offload = (offload, wanted)
 
+    def _undo_model_offload(self) -> None:
+        """Take model offload's hooks off the live pipeline and bring it back onto the device."""
+        if self._offload is not None:
+            self._pipe.remove_all_hooks()
+            self._pipe.to(self.device)
+            self._offload = None
+
     def _set_loras(self, loras: Sequence[tuple[Path, float]]) -> None:
         from motionkit.formats import apply_motion_lora, remove_motion_lora, set_motion_lora_scale
 
@@ -269,10 +274,7 @@ class ModelCache:
         """Take the LoRAs off the live adapter and eject it, so the cached base UNet and adapter are clean."""
         if self._pipe is None:
             return
-        if self._offload is not None:
-            self._pipe.remove_all_hooks()
-            self._pipe.to(self.device)
-            self._offload = None
+        self._undo_model_offload()
         self._clear_loras()
         self._clear_image_loras()
         self._clear_ip_adapter()

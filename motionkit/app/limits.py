@@ -192,7 +192,8 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
     stride = _whole(raw["free_noise_stride"], "FreeNoise stride")
     if free_noise and not 1 <= stride <= (window or stride):
         raise MotionkitError(
-            f"FreeNoise stride must lie in 1..{window or 'the window'} (frames between windows; further apart leaves frames out), got {stride}"
+            f"FreeNoise stride must lie in 1..{window or 'the window'} "
+            f"(frames between windows; further apart leaves frames out), got {stride}"
         )
     decode_chunk = _within(_whole(raw["decode_chunk"], "decode chunk"), "decode chunk", 1, limits.max_frames, "--max-frames")
     return Settings(

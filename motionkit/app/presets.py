@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from motionkit.app.models import KINDS, ModelsFolder
 from motionkit.pipeline.few_step import PRESETS, FewStepPreset, missing_lora
@@ -63,3 +64,18 @@ def offered_presets(models: ModelsFolder) -> tuple[list[str], str]:
         parts.append(f"{', '.join(p.name for p in lightning)} need {pattern} (N: their steps) in {adapters_dir}/")
     parts += [f"{p.name} needs its LoRA {p.lora} in {loras_dir}/" for p in no_lora]
     return offered, f"Not available with these models: {'; '.join(parts)}." if parts else ""
+
+
+def preset_form(models: ModelsFolder, name: str) -> dict[str, Any]:
+    """The form fields choosing preset ``name`` fills in: its scheduler, steps and guidance, the first adapter
+    made for it and, when it needs one, its LoRA as the image LoRA at its scale (fields it cannot fill are left out)."""
+    preset = PRESETS[name]
+    fields: dict[str, Any] = {"scheduler": preset.scheduler, "steps": preset.steps, "guidance": preset.guidance}
+    adapter = next((n for n, path in models.listing("adapter").items() if made_for(preset, path)), None)
+    if adapter is not None:
+        fields["adapter"] = adapter
+    if preset.lora is not None:
+        lora = next((n for n, path in models.listing("image_lora").items() if missing_lora(preset, [str(path)]) is None), None)
+        if lora is not None:
+            fields["image_lora"], fields["image_lora_scale"] = lora, preset.lora_scale
+    return fields

@@ -26,8 +26,7 @@ from motionkit.app.limits import (
     MAX_FPS, MAX_GUIDANCE, MAX_SEED, MIN_SIDE, MIN_STRENGTH, OFFLOAD_OFF, VIDEO_UPLOAD_SUFFIXES, Limits, cost, offload_note,
 )
 from motionkit.app.models import ModelsFolder
-from motionkit.app.presets import made_for, offered_presets
-from motionkit.pipeline.few_step import missing_lora
+from motionkit.app.presets import offered_presets, preset_form
 from motionkit.pipeline.motion_strength import MAX_MOTION_STRENGTH
 from motionkit.app.service import FORM, MOTION_LORA_SLOTS, NO_LORA, Service, Stop, Stopped
 from motionkit.errors import MotionkitError
@@ -404,26 +403,19 @@ def build_app(
             why = _motion_scale_note(models, name)
             return [gr.Slider(visible=why is None, value=0), gr.Markdown(_motion_note(why), visible=why is not None)]
 
+        preset_fields = ("steps", "guidance", "scheduler", "adapter", "image_lora", "image_lora_scale")
+
         def follow_preset(name: Any) -> list[Any]:
             # The preset's settings, its adapter and LoRA fill the form; the server checks whatever is sent.
             from motionkit.pipeline.few_step import PRESETS
 
-            if name not in PRESETS:
-                return [gr.update()] * 6
-            chosen = PRESETS[name]
-            made = [a for a, path in models.listing("adapter").items() if made_for(chosen, path)]
-            lora = next((n for n, p in models.listing("image_lora").items() if missing_lora(chosen, [str(p)]) is None), None)
-            return [
-                gr.Number(value=chosen.steps), gr.Slider(value=chosen.guidance), gr.Dropdown(value=chosen.scheduler),
-                gr.Dropdown(value=made[0]) if made else gr.update(),
-                gr.Dropdown(value=lora) if chosen.lora and lora else gr.update(),
-                gr.Slider(value=chosen.lora_scale) if chosen.lora and lora else gr.update(),
-            ]
+            filled = preset_form(models, name) if name in PRESETS else {}
+            return [gr.update(value=filled[field]) if field in filled else gr.update() for field in preset_fields]
 
         base.change(follow_base, inputs=base, outputs=[width, height], queue=False, api_name=False)
         adapter.change(follow_adapter, inputs=adapter, outputs=[motion_scale, motion_note], queue=False, api_name=False)
         preset.change(
-            follow_preset, inputs=preset, outputs=[steps, guidance, scheduler, adapter, image_lora, image_lora_scale],
+            follow_preset, inputs=preset, outputs=[by_name[field] for field in preset_fields],
             queue=False, api_name=False,
         )
 

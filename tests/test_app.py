@@ -973,3 +973,35 @@ def test_the_cache_offloads_and_undoes_it(models, mode):
     np.testing.assert_array_equal(sample(), plain)
     assert not hasattr(cache._pipe.unet, "_hf_hook") and cache._offload is None
     assert cache.loads["base"] == (1 if mode == "model" else 2)
+
+
+def test_choosing_a_preset_in_chromium_fills_the_form_and_runs(preset_models, tmp_path):
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (CI installs Debian's; set MOTIONKIT_CHROMIUM elsewhere)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    service = Service(preset_models, Limits.for_device("cpu"), ModelCache(device="cpu"))
+    demo = launch(preset_models, service=service, port=_free_port(), block=False, cache_examples=False)
+    try:
+        with sync_api.sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            )
+            try:
+                context.set_default_timeout(WAIT_S * 1000)
+                page = context.new_page()
+                page.goto(demo.local_url)
+                page.get_by_text("animatelcm needs its LoRA AnimateLCM_sd15_t2v_lora.safetensors").first.wait_for()
+                page.get_by_label("Few-step preset").click()
+                page.get_by_role("option", name="lightning-2").click()
+                steps = page.get_by_label("Steps", exact=True)
+                page.wait_for_function("box => box.value === '2'", arg=steps.element_handle())
+                assert page.get_by_label("Motion adapter").input_value() == "animatediff_lightning_2step_diffusers"
+                assert page.get_by_label("Scheduler").input_value() == "euler"
+                page.get_by_label("Prompt", exact=True).fill("a red ball")
+                page.get_by_role("button", name="Generate", exact=True).click()
+                page.get_by_text("2 steps, seed").first.wait_for()
+            finally:
+                context.close()
+    finally:
+        demo.close()
+        service.close()

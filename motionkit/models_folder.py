@@ -12,6 +12,8 @@ Layout (every entry's name is what the page shows)::
     DIR/image-loras/<name>.safetensors  an image LoRA for the base (style, character; .safetensors or .ckpt)
     DIR/encoders/<name>/              a SparseCtrl keyframe encoder (diffusers folder, or a single file)
     DIR/controlnets/<name>/           a ControlNet (diffusers folder, or a single file)
+    DIR/ip-adapters/<name>.safetensors  an IP-Adapter (h94 layout, .safetensors or .bin), with its CLIP image
+                                      encoder in DIR/ip-adapters/image_encoder/ (h94's models/ folder as it comes)
     DIR/motionkit-app.json            the page's defaults and examples (optional; see ``motionkit.app.defaults``)
 
 Files are listed under their stem (``dreamshaper.safetensors`` -> ``dreamshaper``) unless two entries
@@ -37,7 +39,11 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "image_lora": ("image-loras", (".safetensors", ".ckpt")),
     "encoder": ("encoders", MODEL_SUFFIXES),
     "controlnet": ("controlnets", MODEL_SUFFIXES),
+    "ip_adapter": ("ip-adapters", (".safetensors", ".bin")),
 }
+# The IP-Adapters' CLIP image encoder: one folder beside their files, as h94/IP-Adapter lays them out.
+IP_ENCODER_FOLDER = "image_encoder"
+
 FOLDER_KINDS = ("adapter", "encoder", "controlnet")
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import math
+import re
 import os
 import shutil
 import signal
@@ -103,6 +104,12 @@ NO_CONTROL = dict(
     encoder="(none)", encoder_scale=1.0, first_keyframe=None, last_keyframe=None,
     controlnet="(none)", controlnet_scale=1.0, control_video=None,
 )
+# Prompt travel, motion strength, FreeNoise, video-to-video, IP-Adapter, few-step preset, memory: all off.
+PLAIN = dict(
+    prompt_schedule="", prompt_interpolation="linear", motion_strength=1.0, free_noise=False, free_noise_length=0,
+    free_noise_stride=4, video=None, video_frames="", ip_adapter="(none)", ip_image=None, ip_scale=1.0, preset="(none)",
+    offload="off", vae_slicing=False, vae_tiling=False, decode_chunk=16,
+)
 
 
 def request(image: Path | None = None, **changes) -> list:
@@ -114,7 +121,7 @@ def request(image: Path | None = None, **changes) -> list:
         motion_lora_1="(none)", motion_lora_1_scale=1.0, motion_lora_2="(none)", motion_lora_2_scale=1.0,
         image_lora="(none)", image_lora_scale=1.0,
         **defaults.settings(), random_seed=False, motion_scale=0, context_length=0, context_loop=False,
-        **NO_CONTROL,
+        **NO_CONTROL, **PLAIN,
     )
     values.update(changes)
     assert set(values) == set(FORM)
@@ -321,6 +328,18 @@ def test_messages_escape_and_shorten_what_the_user_sent(client, caplog, capfd):
         ({"controlnet": "tiny-controlnet"}, "unknown controlnet"),
         ({"encoder_scale": 3, "encoder": "tiny-sparsectrl-rgb"}, "scale of tiny-sparsectrl-rgb must lie in -2..2"),
         ({"encoder": "tiny-sparsectrl-rgb"}, "needs a keyframe: upload a first or last keyframe, or a first frame"),
+        ({"motion_strength": 4.5}, "motion strength must lie in 0..4"),
+        ({"motion_strength": "lots"}, "motion strength must be a number"),
+        ({"free_noise": True, "free_noise_stride": 0}, "FreeNoise stride must lie in 1..the window"),
+        ({"free_noise": "on"}, "FreeNoise must be true or false"),
+        ({"prompt": "", "prompt_schedule": "0 a red ball"}, "bad prompt entry '0 a red ball': write KEY:PROMPT"),
+        ({"prompt_interpolation": "cubic"}, "unknown prompt interpolation 'cubic': choose linear or slerp"),
+        ({"video_frames": "0:8"}, "a source frame range needs a source video"),
+        ({"ip_adapter": "ip-adapter_sd15"}, "unknown ip adapter 'ip-adapter_sd15': choose one listed by this server (none: put"),
+        ({"preset": "lightning-4"}, "preset lightning-4 was asked for, but it is made for the motion module animatediff_lightning_4step"),
+        ({"offload": "sequential"}, "offload sequential was asked for, but offload moves models between main memory and a CUDA GPU"),
+        ({"vae_tiling": 1}, "VAE tiling must be true or false"),
+        ({"decode_chunk": 0}, "decode chunk must be at least 1"),
     ],
 )
 def test_bad_requests_are_refused_with_a_message(client, changes, message):
@@ -474,6 +493,11 @@ def test_page_in_chromium_as_a_new_user_meets_it(server, service, tmp_path):
             assert page.get_by_label("Keyframe encoder (SparseCtrl)").input_value() == "(none)"
             assert page.get_by_label("ControlNet", exact=True).input_value() == "(none)"
             assert stop_button.is_disabled()
+            # On a CPU server offload is offered greyed out, with the reason, not left to fail.
+            page.get_by_text("Memory (advanced)").first.click()
+            assert page.get_by_label("Offload").is_disabled()
+            page.get_by_text("not available: offload moves models between main memory and a CUDA GPU").first.wait_for()
+            page.get_by_text("Memory (advanced)").first.click()  # folded again, as a new user finds it
 
             # The default click on the shipped in-world frame: fast, busy while it runs, the video in view.
             page.locator("input[type=file]").first.set_input_files(str(FAMILY.conditioning))
@@ -506,6 +530,16 @@ def test_page_in_chromium_as_a_new_user_meets_it(server, service, tmp_path):
             page.get_by_role("button", name="Generate", exact=True).click()
             _toast(page, "width must be a multiple of 8, got 70: use 64 or 72")
             page.get_by_label("Width", exact=True).fill("64")
+
+            # A prompt schedule goes through the same checks: a bad key is one line on the page, escaped.
+            page.get_by_text("Prompt travel").first.click()
+            page.get_by_label("Prompt", exact=True).fill("")
+            schedule_box = page.get_by_label("Prompt schedule")
+            schedule_box.fill("0: a red ball | <b>x</b>: a blue ball")
+            page.get_by_role("button", name="Generate", exact=True).click()
+            _toast(page, "bad prompt key '<b>x</b>'")
+            schedule_box.fill("")
+            page.get_by_label("Prompt", exact=True).fill(FAMILY.prompt)
 
             # Stop frees the server within one step.
             frames_box.fill("32")
@@ -657,3 +691,317 @@ def test_a_random_keyframe_encoder_runs_on_the_demo_models(demo_service, tmp_pat
     keyed = read_video(result.mp4).astype(float)
     assert np.abs(keyed - plain).mean() > 1.0
     assert json.loads(result.record.read_text())["encoder"]["keyframes"] == [{"index": 0, "image": "uploaded"}]
+
+
+# --------------------------------------------------------------------------------------------- what animators use every day
+
+
+def _frames(path) -> np.ndarray:
+    return read_video(path).astype(float)
+
+
+# Equal videos are compared as their gifs: the same frames do not always encode to the same mp4 (a few
+# levels apart here and there), while the gif of the same frames is the same file.
+
+
+def test_prompt_travel_uses_the_command_lines_parser_and_is_recorded(service):
+    from motionkit.pipeline.prompt_schedule import parse_schedule
+
+    text = "0: a red ball bouncing | 50%@1.2: a red ball resting\n-1: a blue square resting"
+    form = dict(zip(FORM, request(prompt="", prompt_schedule=text, seed=4, steps=6)))
+    result = service.generate(form)
+    made = json.loads(result.record.read_text())
+    schedule = parse_schedule(text)  # the parser of --prompt-schedule: the record is what it reads
+    assert made["prompt"] == str(schedule) and made["prompt_schedule"] == schedule.to_list(8)
+    assert [key["frame"] for key in made["prompt_schedule"]] == [0, 4, 7]
+    # The page's video is the pipeline's own with that schedule (same models, seed and settings).
+    pipe = service.cache.pipeline(FAMILY.base, FAMILY.adapter)
+    direct = pipe(
+        prompt=schedule, negative_prompt="", num_frames=8, height=64, width=64, num_inference_steps=6, guidance_scale=4.0,
+        generator=torch.Generator("cpu").manual_seed(4), output_type="np",
+    ).frames[0]
+    np.testing.assert_array_equal(read_video(result.gif), read_video(write_video(direct, service.out_dir / "direct.gif", fps=8)))
+    plain = service.generate(dict(form, prompt="a red ball bouncing", prompt_schedule=""))
+    assert np.abs(_frames(result.mp4)[-1] - _frames(plain.mp4)[-1]).mean() > 2.0  # the last key changes the end
+
+
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        ("0: a red ball | x: a blue ball", "bad prompt key 'x': write KEY[@WEIGHT]:PROMPT"),
+        ("0: a red ball | 20: a blue ball", "prompt key 20 is past the video's 8 frames"),
+        ("4: a red ball | 2: a blue ball", "list keys in increasing frame order"),
+        ("a red ball", "bad prompt entry 'a red ball': write KEY:PROMPT"),
+        ("0: <b>red</b> | <i>1</i>: x", "bad prompt key '&lt;i&gt;1&lt;/i&gt;'"),
+    ],
+)
+def test_a_bad_prompt_schedule_is_refused_in_one_escaped_line(service, schedule, message):
+    with pytest.raises(MotionkitError) as caught:
+        service.check(dict(zip(FORM, request(prompt="", prompt_schedule=schedule))))
+    shown = service.public_message(caught.value)
+    assert message in shown and len(shown.splitlines()) == 1 and "<" not in shown
+
+
+def test_a_prompt_and_a_schedule_together_are_refused(client):
+    message = refusal(client, *request(prompt_schedule="0: a red ball | -1: a blue ball"))
+    assert "give a prompt or a prompt schedule, not both" in message
+
+
+def test_motion_strength_acts_on_an_adapter_without_a_pia_branch(service):
+    from motionkit.metrics import mean_abs_frame_difference
+
+    # tiny-motion's image branch is not PIA's, so motion scale is refused, but motion strength acts.
+    with pytest.raises(MotionkitError, match="set it to 0"):
+        service.check(dict(zip(FORM, request(FAMILY.conditioning, motion_scale=2))))
+    flicker = {}
+    for strength in (0.0, 1.5):
+        result = service.generate(dict(zip(FORM, request(FAMILY.conditioning, seed=1, motion_strength=strength))))
+        assert json.loads(result.record.read_text())["settings"]["motion_strength"] == strength
+        flicker[strength] = mean_abs_frame_difference(read_video(result.mp4))
+    # 0 denoises every frame on its own (docs/motion_strength.md: 47.6 vs 26.4 levels on 16 frames).
+    assert flicker[0.0] > flicker[1.5] + 5.0
+    with pytest.raises(MotionkitError, match="motion strength must lie in 0..4"):
+        service.check(dict(zip(FORM, request(motion_strength=5))))
+
+
+def test_free_noise_windows_a_long_video_and_the_next_request_is_plain_again(service):
+    form = dict(zip(FORM, request(frames=16, steps=4, seed=2, strength=1.0)))
+    plain = service.generate(form)
+    windowed = service.generate(dict(form, free_noise=True, free_noise_length=8, free_noise_stride=4))
+    settings = json.loads(windowed.record.read_text())["settings"]
+    assert (settings["free_noise"], settings["free_noise_length"], settings["free_noise_stride"]) == (True, 8, 4)
+    assert np.abs(_frames(windowed.mp4) - _frames(plain.mp4)).mean() > 2.0
+    again = service.generate(form)  # the cached pipeline keeps no windows
+    np.testing.assert_array_equal(read_video(again.gif), read_video(plain.gif))
+    for changes, message in (
+        (dict(free_noise_length=40), "FreeNoise window 40 is over this server's limit of 32"),
+        (dict(free_noise_length=8, free_noise_stride=9), "FreeNoise stride must lie in 1..8"),
+    ):
+        with pytest.raises(MotionkitError, match=message):
+            service.check(dict(form, free_noise=True, **changes))
+    big = Service(service.models, Limits.for_device("cpu", max_frames=64), service.cache)
+    with pytest.raises(MotionkitError, match="longer than this adapter's position table of 32: use at most 32"):
+        big.check(dict(form, free_noise=True, free_noise_length=40))
+
+
+def _clip(path: Path, count: int, fps: float = 8) -> Path:
+    """A moving gradient clip of ``count`` 64x64 frames: frame i is the ramp shifted by 4 i pixels."""
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)
+    frames = np.stack([np.stack([np.roll(ramp, 4 * i)[None, :].repeat(64, 0)] * 3, axis=-1) for i in range(count)])
+    return write_video(frames, path, fps=fps)
+
+
+def test_video_to_video_restyles_an_uploaded_clip_from_its_range(service, tmp_path):
+    from motionkit.metrics import psnr
+
+    source = _clip(tmp_path / "source.mp4", 12)
+    clip = read_video(source)
+    form = dict(zip(FORM, request(video=source, video_frames="2:", seed=3)))
+    near = service.generate(dict(form, strength=0.2))
+    made = json.loads(near.record.read_text())
+    assert made["video"] == {"path": "uploaded", "source_fps": 8.0, "fps": 8.0, "start": 2, "end": None, "frames": 8,
+                             "source_frames": [2, 9]}
+    far = service.generate(dict(form, strength=1.0))
+    # Strength sets how far: a fifth of the schedule stays close to source frames 2..9, the whole one does not.
+    assert psnr(read_video(near.mp4), clip[2:10]) > psnr(read_video(far.mp4), clip[2:10]) + 3.0
+    assert near.summary.startswith("8 frames") and "5 steps" in near.summary  # 25 x 0.2 steps run
+    for changes, message in (
+        (dict(video_frames="6:"), "the source video gives 6 frames at 8 fps in the range 6:, fewer than Frames (8)"),
+        (dict(video_frames="20:"), "the source video: no frames in the source range 20:"),
+        (dict(video_frames="a:b"), "bad source frame range 'a:b': give START:END"),
+        (dict(video_frames="5:2"), "the source frame range 5:2 is empty or negative"),
+        (dict(video=None), "a source frame range needs a source video"),
+        (dict(image=FAMILY.conditioning), "a first frame and a source video do not mix"),
+        (dict(video=tmp_path / "x.txt"), "the source video is not a video this server reads"),
+    ):
+        (tmp_path / "x.txt").write_text("no video")
+        with pytest.raises(MotionkitError) as caught:
+            service.generate(dict(form, **changes))
+        shown = service.public_message(caught.value)
+        assert message in shown and str(tmp_path) not in shown and len(shown.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def ip_models(models, tmp_path_factory):
+    """The demo models with an h94-layout ``ip-adapters/`` folder (a tiny random IP-Adapter and CLIP image encoder)."""
+    from motionkit.tiny import tiny_pipeline_components
+    from tests.test_ip_adapter import write_ip_adapter
+
+    written = write_ip_adapter(tmp_path_factory.mktemp("ip"), tiny_pipeline_components(seed=0)["unet"], "plain", ".safetensors")
+    shutil.copytree(written.parent, models.root / "ip-adapters")
+    return models
+
+
+def test_an_ip_adapter_from_the_models_folder_steers_the_video_and_comes_off(ip_models, demo_service, tmp_path):
+    assert ip_models.names("ip_adapter") == ["ip-adapter_0"]  # the image_encoder/ folder beside it is no entry
+    reference = tmp_path / "reference.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(reference)
+    plain = demo_service.generate(demo_form(steps=3))
+    prompted = demo_service.generate(demo_form(steps=3, ip_adapter="ip-adapter_0", ip_image=reference, ip_scale=0.8))
+    assert np.abs(_frames(prompted.mp4) - _frames(plain.mp4)).mean() > 1.0
+    made = json.loads(prompted.record.read_text())
+    assert made["ip_adapter"] == {"name": "ip-adapter_0", "scale": 0.8, "image": "uploaded"}
+    rescaled = demo_service.generate(demo_form(steps=3, ip_adapter="ip-adapter_0", ip_image=reference, ip_scale=0.0))
+    from motionkit.metrics import psnr
+
+    # Scale 0 re-scales the loaded adapter to nothing (the image-attention path still runs: float noise only).
+    assert psnr(read_video(rescaled.mp4), read_video(plain.mp4)) > 35.0 > psnr(read_video(prompted.mp4), read_video(plain.mp4))
+    np.testing.assert_array_equal(read_video(demo_service.generate(demo_form(steps=3)).gif), read_video(plain.gif))
+    assert demo_service.cache.loads["ip_adapter"] == 1  # loaded once, re-scaled, unloaded for the plain request
+    for changes, message in (
+        (dict(ip_image=reference), "a reference image needs an IP-Adapter"),
+        (dict(ip_adapter="ip-adapter_0"), "the IP-Adapter 'ip-adapter_0' needs a reference image"),
+        (dict(ip_adapter="../ip-adapters/ip-adapter_0", ip_image=reference), "unknown ip adapter"),
+        (dict(ip_adapter="ip-adapter_0", ip_image=reference, ip_scale=3), "scale of ip-adapter_0 must lie in -2..2"),
+    ):
+        with pytest.raises(MotionkitError, match=re.escape(message)):
+            demo_service.check(demo_form(**changes))
+    encoder = ip_models.root / "ip-adapters" / "image_encoder"
+    encoder.rename(encoder.with_name("elsewhere"))
+    try:
+        with pytest.raises(MotionkitError, match="no CLIP image encoder beside it: put the image_encoder/ folder"):
+            demo_service.check(demo_form(ip_adapter="ip-adapter_0", ip_image=reference))
+    finally:
+        encoder.with_name("elsewhere").rename(encoder)
+
+
+@pytest.fixture
+def preset_models(models, tmp_path):
+    """The demo models with a Lightning 2-step module and AnimateLCM's module and LoRA (named as released)."""
+    root = tmp_path / "presets"
+    shutil.copytree(models.root, root, ignore=shutil.ignore_patterns("ip-adapters"))
+    adapter = root / "adapters" / "tiny-motion.safetensors"
+    shutil.copy(adapter, root / "adapters" / "animatediff_lightning_2step_diffusers.safetensors")
+    shutil.copy(adapter, root / "adapters" / "AnimateLCM_sd15_t2v.safetensors")
+    return ModelsFolder(root)
+
+
+def test_few_step_presets_are_offered_only_with_their_models(preset_models, models):
+    from motionkit.app.presets import offered_presets
+
+    offered, note = offered_presets(models)
+    assert offered == [] and note == (
+        "Not available with these models: animatelcm needs AnimateLCM_sd15_t2v.ckpt in adapters/; lightning-1, "
+        "lightning-2, lightning-4, lightning-8 need animatediff_lightning_Nstep_diffusers.safetensors (N: their steps) in adapters/."
+    )
+    offered, note = offered_presets(preset_models)
+    assert offered == ["lightning-2"] and "animatelcm needs its LoRA AnimateLCM_sd15_t2v_lora.safetensors in image-loras/" in note
+    assert "lightning-1, lightning-4, lightning-8 need" in note
+    shutil.copy(preset_models.root / "image-loras" / "tiny-style.safetensors",
+                preset_models.root / "image-loras" / "AnimateLCM_sd15_t2v_lora.safetensors")
+    offered, note = offered_presets(preset_models)
+    assert offered == ["animatelcm", "lightning-2"] and "animatelcm" not in note
+    from motionkit.app.presets import made_for
+    from motionkit.pipeline.few_step import PRESETS
+
+    assert not made_for(PRESETS["lightning-4"], Path("animatediff_lightning_14step.safetensors"))  # 14 is not 4
+
+
+def test_a_few_step_preset_sets_its_scheduler_and_is_refused_with_another_adapter(preset_models):
+    from motionkit.app.presets import preset_form
+
+    service = Service(preset_models, Limits.for_device("cpu"), ModelCache(device="cpu"))
+    try:
+        lightning = "animatediff_lightning_2step_diffusers"
+        # What choosing the preset fills in on the page, sent as it is.
+        filled = preset_form(preset_models, "lightning-2")
+        assert filled == {"scheduler": "euler", "steps": 2, "guidance": 1.0, "adapter": lightning}
+        form = demo_form(preset="lightning-2", **filled)
+        result = service.generate(form)
+        made = json.loads(result.record.read_text())["settings"]
+        assert made["preset"]["name"] == "lightning-2" and made["scheduler"] == "euler" and made["steps"] == 2
+        assert service.cache._pipe.scheduler.config.timestep_spacing == "trailing"  # the preset's, not the base's
+        for changes, message in (
+            (dict(adapter="tiny-motion"), "made for the motion module animatediff_lightning_2step_diffusers.safetensors"),
+            (dict(adapter="AnimateLCM_sd15_t2v", preset="animatelcm"), "needs its LoRA AnimateLCM_sd15_t2v_lora.safetensors"),
+            (dict(preset="turbo"), "unknown preset 'turbo'"),
+        ):
+            with pytest.raises(MotionkitError, match=re.escape(message)):
+                service.check(dict(form, **changes))
+        shutil.copy(preset_models.root / "image-loras" / "tiny-style.safetensors",
+                    preset_models.root / "image-loras" / "AnimateLCM_sd15_t2v_lora.safetensors")
+        filled = preset_form(preset_models, "animatelcm")
+        assert filled == {"scheduler": "lcm", "steps": 6, "guidance": 2.0, "adapter": "AnimateLCM_sd15_t2v",
+                          "image_lora": "AnimateLCM_sd15_t2v_lora", "image_lora_scale": 0.8}
+        made = json.loads(service.generate(demo_form(preset="animatelcm", **filled)).record.read_text())
+        assert made["settings"]["preset"]["name"] == "animatelcm" and made["loras"] == [{"name": "AnimateLCM_sd15_t2v_lora", "scale": 0.8}]
+    finally:
+        service.close()
+
+
+def test_memory_options_keep_the_video_and_offload_is_explained_off_gpu(demo_service):
+    plain = demo_service.generate(demo_form())
+    lean = demo_service.generate(demo_form(vae_slicing=True, vae_tiling=True, decode_chunk=1))
+    np.testing.assert_array_equal(read_video(lean.gif), read_video(plain.gif))
+    made = json.loads(lean.record.read_text())["settings"]
+    assert (made["vae_slicing"], made["vae_tiling"], made["decode_chunk"], made["offload"]) == (True, True, 1, None)
+    np.testing.assert_array_equal(read_video(demo_service.generate(demo_form()).gif), read_video(plain.gif))
+    assert not demo_service.cache._pipe.vae.use_slicing and not demo_service.cache._pipe.vae.use_tiling
+    with pytest.raises(MotionkitError) as caught:
+        demo_service.check(demo_form(offload="model"))
+    message = str(caught.value)
+    assert "this server runs on cpu" in message and "set Offload to off" in message and len(message.splitlines()) == 1
+    with pytest.raises(MotionkitError, match="unknown offload 'disk'"):
+        demo_service.check(demo_form(offload="disk"))
+    with pytest.raises(MotionkitError, match="decode chunk must be at least 1"):
+        demo_service.check(demo_form(decode_chunk=0))
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_the_cache_offloads_and_undoes_it(models, mode):
+    """Offload's hooks on the cached pipeline (on the CPU, where they move nothing): the same video, and gone after."""
+    cache = ModelCache(device="cpu")
+    base, adapter = models.resolve("base", "tiny-sd"), models.resolve("adapter", "tiny-motion")
+
+    def sample(offload=None) -> np.ndarray:
+        pipe = cache.pipeline(base, adapter, offload=offload)
+        out = pipe("a red ball", num_frames=4, height=64, width=64, num_inference_steps=2,
+                   generator=torch.Generator().manual_seed(0), output_type="np")
+        return out.frames[0]
+
+    plain = sample()
+    if mode == "model":
+        np.testing.assert_allclose(sample(mode), plain, atol=1e-6)
+        np.testing.assert_allclose(sample(mode), plain, atol=1e-6)  # re-installed for the next request
+        assert cache.loads["base"] == 1  # undone in place
+    else:
+        # Sequential hooks cannot run with the CPU as their execution device (see tests/test_memory.py): check
+        # they are installed, and that leaving them rebuilds the pipeline from the files.
+        pipe = cache.pipeline(base, adapter, offload=mode)
+        assert {p.device.type for p in pipe.unet.parameters()} == {"meta"} and hasattr(pipe.vae, "_hf_hook")
+        assert cache.pipeline(base, adapter, offload=mode) is pipe  # the same request keeps it
+    np.testing.assert_array_equal(sample(), plain)
+    assert not hasattr(cache._pipe.unet, "_hf_hook") and cache._offload is None
+    assert cache.loads["base"] == (1 if mode == "model" else 2)
+
+
+def test_choosing_a_preset_in_chromium_fills_the_form_and_runs(preset_models, tmp_path):
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (CI installs Debian's; set MOTIONKIT_CHROMIUM elsewhere)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    service = Service(preset_models, Limits.for_device("cpu"), ModelCache(device="cpu"))
+    demo = launch(preset_models, service=service, port=_free_port(), block=False, cache_examples=False)
+    try:
+        with sync_api.sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            )
+            try:
+                context.set_default_timeout(WAIT_S * 1000)
+                page = context.new_page()
+                page.goto(demo.local_url)
+                page.get_by_text("animatelcm needs its LoRA AnimateLCM_sd15_t2v_lora.safetensors").first.wait_for()
+                page.get_by_label("Few-step preset").click()
+                page.get_by_role("option", name="lightning-2").click()
+                steps = page.get_by_label("Steps", exact=True)
+                page.wait_for_function("box => box.value === '2'", arg=steps.element_handle())
+                assert page.get_by_label("Motion adapter").input_value() == "animatediff_lightning_2step_diffusers"
+                assert page.get_by_label("Scheduler").input_value() == "euler"
+                page.get_by_label("Prompt", exact=True).fill("a red ball")
+                page.get_by_role("button", name="Generate", exact=True).click()
+                page.get_by_text("2 steps, seed").first.wait_for()
+            finally:
+                context.close()
+    finally:
+        demo.close()
+        service.close()

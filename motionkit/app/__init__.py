@@ -9,6 +9,7 @@ The models folder (``--models-dir DIR``; default ``motionkit/assets/tiny-family`
     DIR/image-loras/<name>.safetensors  image LoRA for the base (optional)
     DIR/encoders/<name>[.safetensors] SparseCtrl keyframe encoder: folder or file (optional)
     DIR/controlnets/<name>[.safetensors] ControlNet: folder or file (optional)
+    DIR/ip-adapters/<name>.safetensors IP-Adapter (h94 layout; optional), its CLIP encoder in ip-adapters/image_encoder/
 
 The page offers exactly these names; the server resolves a name by looking it up in a fresh listing,
 so no text from the browser ever becomes a path. Models are loaded once and kept (``ModelCache``);
@@ -16,7 +17,8 @@ requests are checked against ``Limits`` (frames, size, steps, upload bytes and p
 with a one-line message when over them. ``write_demo_models(DIR)`` writes a tiny random folder.
 
 Modules: ``models`` (the folder), ``limits`` (request and upload checks), ``cache`` (loaded models),
-``service`` (one generation, no Gradio), ``ui`` (the page and ``launch``; imports gradio).
+``presets`` (the few-step presets a folder can run), ``service`` (one generation, no Gradio), ``ui`` (the
+page and ``launch``; imports gradio).
 """
 
 from __future__ import annotations

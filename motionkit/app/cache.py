@@ -7,7 +7,12 @@ re-weights them when the files are the same, otherwise takes them off the adapte
 on; image LoRAs on the base are handled alike (peft adapters on the UNet and text encoder, deleted when
 the set changes). Control models (a SparseCtrl encoder or a ControlNet) are kept by path, at most
 ``max_controls`` of them, and set as the pipeline's ``controlnet`` component on every request (``None``
-when the request has none), so one request's control never reaches the next. One pipeline samples at a
+when the request has none), so one request's control never reaches the next. An IP-Adapter (with its
+CLIP image encoder) is loaded into the live pipeline when a request asks for it, re-scaled when the next
+asks for the same one, and unloaded when a request has none. Memory options are set on every request:
+VAE slicing and tiling are switched on or off; model offload (CUDA) installs diffusers' hooks and is
+undone by removing them; sequential offload moves weights into hooks for good, so turning it on or off,
+or changing any model while it is on, rebuilds the pipeline from fresh loads. One pipeline samples at a
 time: callers hold ``lock`` from ``pipeline()`` to the end of sampling.
 """
 
@@ -50,6 +55,8 @@ class ModelCache:
         self._pipe_key: tuple[Path, Path] | None = None
         self._loras: tuple[tuple[Path, float], ...] = ()
         self._image_loras: tuple[tuple[Path, float], ...] = ()
+        self._ip_adapter: tuple[Path, Path] | None = None  # (file, image encoder) loaded into the live pipeline
+        self._offload: tuple[str, Any] | None = None  # (mode, what it was installed for) on the live pipeline
 
     def pipeline(
         self,
@@ -59,14 +66,24 @@ class ModelCache:
         scheduler: str = "ddim",
         image_loras: Sequence[tuple[Path, float]] = (),
         control: tuple[Path, str] | None = None,
+        ip_adapter: tuple[Path, Path, float] | None = None,
+        offload: str | None = None,
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
     ) -> Any:
         """The pipeline for ``base`` + ``adapter`` with exactly ``loras`` (MotionLoRAs) and ``image_loras``
-        applied, ``scheduler`` set and ``control`` (path, ``"encoder"`` or ``"controlnet"``) as its control
-        model, or none."""
+        applied, ``scheduler`` set, ``control`` (path, ``"encoder"`` or ``"controlnet"``) as its control
+        model or none, ``ip_adapter`` (file, image encoder folder, scale) loaded or none, and the memory
+        options ``offload`` (None, ``"model"`` or ``"sequential"``), ``vae_slicing`` and ``vae_tiling``."""
         from motionkit.pipeline.build import assemble_pipeline
         from motionkit.pipeline.motion_pipeline import pipeline_family
         from motionkit.pipeline.schedulers import make_scheduler
 
+        wanted = (base, adapter, tuple(loras), tuple(image_loras), control, ip_adapter[:2] if ip_adapter else None)
+        if self._offload is not None and self._offload[0] == "sequential" and self._offload != (offload, wanted):
+            self._clear()  # sequential offload cannot be undone in place: start again from the files
+        elif offload != "model":
+            self._undo_model_offload()
         if self._pipe_key != (base, adapter):
             self._drop_pipe()
             components = self._base(base)
@@ -77,9 +94,11 @@ class ModelCache:
         self._set_loras(loras)
         self._set_image_loras(image_loras)
         self._set_control(control)
+        self._set_ip_adapter(ip_adapter)
         # A fresh scheduler per request: schedulers keep per-run state (step index, begin index).
         base_config = self._bases[base]["scheduler"].config
         self._pipe.scheduler = make_scheduler(scheduler, base_config, family=pipeline_family(self._pipe.unet))
+        self._set_memory(offload, wanted, vae_slicing, vae_tiling)
         return self._pipe
 
     # -- pieces -----------------------------------------------------------------------------------
@@ -154,8 +173,51 @@ class ModelCache:
         if control is not None:
             model = self._control((Path(control[0]), control[1]))
             check_control_fits(model, self._pipe.unet, pipeline_family(self._pipe.unet))
+            model.to(self.device)  # model offload may have left it in main memory; offload moves it again if on
         if self._pipe.controlnet is not model:
             self._pipe.register_modules(controlnet=model)
+
+    def _set_ip_adapter(self, ip_adapter: tuple[Path, Path, float] | None) -> None:
+        from motionkit.pipeline.ip_adapter import load_ip_adapters
+
+        wanted = (Path(ip_adapter[0]), Path(ip_adapter[1])) if ip_adapter else None
+        if wanted != self._ip_adapter:
+            self._clear_ip_adapter()
+            if wanted is not None:
+                try:
+                    load_ip_adapters(self._pipe, wanted[0], wanted[1], float(ip_adapter[2]))
+                except Exception:
+                    if self._pipe.image_encoder is not None:  # half-loaded: the next request must not see it
+                        self._pipe.unload_ip_adapter()
+                    raise
+                self._ip_adapter = wanted
+                self.loads["ip_adapter"] += 1
+        if ip_adapter is not None:
+            self._pipe.set_ip_adapter_scale(float(ip_adapter[2]))
+
+    def _clear_ip_adapter(self) -> None:
+        if self._pipe is not None and self._ip_adapter is not None:
+            # diffusers' unload puts plain attention processors back and drops the image encoder.
+            self._pipe.unload_ip_adapter()
+        self._ip_adapter = None
+
+    def _set_memory(self, offload: str | None, wanted: Any, vae_slicing: bool, vae_tiling: bool) -> None:
+        from motionkit.pipeline.memory import enable_offload
+
+        vae = self._pipe.vae
+        vae.enable_slicing() if vae_slicing else vae.disable_slicing()
+        vae.enable_tiling() if vae_tiling else vae.disable_tiling()
+        if offload == "model" or (offload == "sequential" and self._offload is None):
+            # Model offload is re-installed every request: its hooks cover the components of this request.
+            enable_offload(self._pipe, offload, self.device)
+            self._offload = (offload, wanted)
+
+    def _undo_model_offload(self) -> None:
+        """Take model offload's hooks off the live pipeline and bring it back onto the device."""
+        if self._offload is not None:
+            self._pipe.remove_all_hooks()
+            self._pipe.to(self.device)
+            self._offload = None
 
     def _set_loras(self, loras: Sequence[tuple[Path, float]]) -> None:
         from motionkit.formats import apply_motion_lora, remove_motion_lora, set_motion_lora_scale
@@ -212,8 +274,10 @@ class ModelCache:
         """Take the LoRAs off the live adapter and eject it, so the cached base UNet and adapter are clean."""
         if self._pipe is None:
             return
+        self._undo_model_offload()
         self._clear_loras()
         self._clear_image_loras()
+        self._clear_ip_adapter()
         self._pipe.eject()
         self._pipe, self._pipe_key = None, None
 
@@ -227,8 +291,15 @@ class ModelCache:
     def clear(self) -> None:
         """Forget every model (frees their memory once nothing else holds them)."""
         with self.lock:
-            self._drop_pipe()
-            self._bases.clear()
-            self._adapters.clear()
-            self._controls.clear()
-            self._free_memory()
+            self._clear()
+
+    def _clear(self) -> None:
+        if self._offload is not None and self._offload[0] == "sequential":
+            # Its weights live in hooks now: nothing of this pipeline is put back, it is dropped whole.
+            self._pipe, self._pipe_key, self._offload = None, None, None
+            self._loras, self._image_loras, self._ip_adapter = (), (), None
+        self._drop_pipe()
+        self._bases.clear()
+        self._adapters.clear()
+        self._controls.clear()
+        self._free_memory()

@@ -38,6 +38,7 @@ DEVICE_LIMITS: dict[str, tuple[int, int, int, float]] = {
 }
 MAX_FPS = 60.0
 MIN_STRENGTH = 0.05  # below it hardly a step runs: the video is the image
+OFFLOAD_OFF = "off"  # the form's "no offload"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,15 @@ class Settings:
     context_length: int | None
     context_loop: bool
     fps: float
+    # Motion strength (any adapter), FreeNoise for long videos, and the memory options.
+    motion_strength: float = 1.0
+    free_noise: bool = False
+    free_noise_length: int | None = None  # None: the adapter's position table
+    free_noise_stride: int = 4
+    offload: str | None = None
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    decode_chunk: int = 16
 
 
 def _number(value: Any, what: str) -> float:
@@ -170,11 +180,55 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
     fps = _number(raw["fps"], "fps")
     if not 0.0 < fps <= MAX_FPS:
         raise MotionkitError(f"fps must lie in (0, {MAX_FPS:g}], got {fps:g}")
+    from motionkit.pipeline.motion_strength import MAX_MOTION_STRENGTH
+
+    motion_strength = _number(raw["motion_strength"], "motion strength")
+    if not 0.0 <= motion_strength <= MAX_MOTION_STRENGTH:
+        raise MotionkitError(
+            f"motion strength must lie in 0..{MAX_MOTION_STRENGTH:g} (1 as the adapter was trained, 0 no motion), got {motion_strength:g}"
+        )
+    free_noise = _flag(raw["free_noise"], "FreeNoise")
+    window = _within(_whole(raw["free_noise_length"], "FreeNoise window"), "FreeNoise window", 0, limits.max_frames, "--max-frames")
+    stride = _whole(raw["free_noise_stride"], "FreeNoise stride")
+    if free_noise and not 1 <= stride <= (window or stride):
+        raise MotionkitError(
+            f"FreeNoise stride must lie in 1..{window or 'the window'} "
+            f"(frames between windows; further apart leaves frames out), got {stride}"
+        )
+    decode_chunk = _within(_whole(raw["decode_chunk"], "decode chunk"), "decode chunk", 1, limits.max_frames, "--max-frames")
     return Settings(
         frames=frames, width=width, height=height, steps=steps, guidance=guidance, seed=seed, strength=strength,
         anchor_first_frame=_flag(raw["anchor_first_frame"], "anchor first frame"), motion_scale=motion_scale,
         context_length=context or None, context_loop=_flag(raw["context_loop"], "loop"), fps=fps,
+        motion_strength=motion_strength, free_noise=free_noise, free_noise_length=window or None,
+        free_noise_stride=stride, offload=check_offload_choice(raw["offload"], limits),
+        vae_slicing=_flag(raw["vae_slicing"], "VAE slicing"), vae_tiling=_flag(raw["vae_tiling"], "VAE tiling"),
+        decode_chunk=decode_chunk,
     )
+
+
+def offload_note(device: str) -> str | None:
+    """Why offload cannot act on ``device`` (None where it can: CUDA)."""
+    if str(device).startswith("cuda"):
+        return None
+    return (
+        f"offload moves models between main memory and a CUDA GPU, and this server runs on {device}, "
+        "where every model already sits in main memory"
+    )
+
+
+def check_offload_choice(value: Any, limits: Limits) -> str | None:
+    """The form's offload choice (``"off"``, ``"model"`` or ``"sequential"``) as an offload mode or None."""
+    from motionkit.pipeline.memory import OFFLOAD_MODES
+
+    if value == OFFLOAD_OFF:
+        return None
+    if not isinstance(value, str) or value not in OFFLOAD_MODES:
+        raise MotionkitError(f"unknown offload {echo(value)}: choose {OFFLOAD_OFF}, {' or '.join(OFFLOAD_MODES)}")
+    why = offload_note(limits.device)
+    if why:
+        raise MotionkitError(f"offload {value} was asked for, but {why}: set Offload to {OFFLOAD_OFF}")
+    return value
 
 
 def check_scale(value: Any, what: str) -> float:
@@ -241,30 +295,9 @@ def open_video_upload(path: str | Path, limits: Limits, frames: int) -> Any:
     past ``frames``. A video of another length is refused rather than trimmed or repeated: a control video
     shapes every frame, so a silently shifted one would move the wrong frames.
     """
-    from motionkit.video_io import probe_video, read_video
+    from motionkit.video_io import read_video
 
-    path = Path(path)
-    if path.suffix.lower() not in VIDEO_UPLOAD_SUFFIXES:
-        raise MotionkitError(
-            f"the control video is not a video this server reads: upload an {', '.join(s[1:] for s in VIDEO_UPLOAD_SUFFIXES[:-1])} "
-            f"or {VIDEO_UPLOAD_SUFFIXES[-1][1:]} file"
-        )
-    _upload_size(path, "control video", limits)
-    try:
-        info = probe_video(path)
-        if info.width * info.height > limits.max_image_pixels:
-            raise MotionkitError(
-                f"the control video is {info.width}x{info.height} pixels a frame; this server takes at most "
-                f"{limits.max_image_pixels / 1e6:.1f} megapixels: downscale it"
-            )
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            video = read_video(path, max_frames=frames + 1)
-    except MotionkitError:
-        raise
-    except Exception as err:  # decoders raise their own kinds for damaged files
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise MotionkitError(f"the control video is damaged or truncated ({reason[:80]}): upload it again or re-encode it") from None
+    video = _decoded_video(Path(path), "control video", limits, lambda p: read_video(p, max_frames=frames + 1))
     if len(video) != frames:
         count = f"{len(video)}" if len(video) < frames else f"more than {frames}"
         raise MotionkitError(
@@ -272,3 +305,69 @@ def open_video_upload(path: str | Path, limits: Limits, frames: int) -> Any:
             f"upload a control video of exactly {frames} frames (one per output frame), or set Frames to its length"
         )
     return video
+
+
+def _decoded_video(path: Path, what: str, limits: Limits, decode: Any) -> Any:
+    """``decode(path)`` of an uploaded video, after checking its suffix, byte size and frame size (from its header)."""
+    from motionkit.video_io import probe_video
+
+    if path.suffix.lower() not in VIDEO_UPLOAD_SUFFIXES:
+        raise MotionkitError(
+            f"the {what} is not a video this server reads: upload an {', '.join(s[1:] for s in VIDEO_UPLOAD_SUFFIXES[:-1])} "
+            f"or {VIDEO_UPLOAD_SUFFIXES[-1][1:]} file"
+        )
+    _upload_size(path, what, limits)
+    try:
+        info = probe_video(path)
+        if info.width * info.height > limits.max_image_pixels:
+            raise MotionkitError(
+                f"the {what} is {info.width}x{info.height} pixels a frame; this server takes at most "
+                f"{limits.max_image_pixels / 1e6:.1f} megapixels: downscale it"
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return decode(path)
+    except MotionkitError as err:
+        if str(path) not in str(err):
+            raise
+        # The upload's server-side path means nothing to the visitor: name the upload instead.
+        raise MotionkitError(str(err).replace(str(path), f"the {what}").replace("--video-frames", "the range")) from None
+    except Exception as err:  # decoders raise their own kinds for damaged files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MotionkitError(f"the {what} is damaged or truncated ({reason[:80]}): upload it again or re-encode it") from None
+
+
+def parse_source_range(value: Any) -> tuple[int, int | None]:
+    """The form's source frame range ``START:END`` (END exclusive; empty: the whole clip)."""
+    from motionkit.pipeline.video_input import parse_frame_range
+
+    if value is None or value == "":
+        return 0, None
+    if not isinstance(value, str) or len(value) > 40:
+        raise MotionkitError(f"bad source frame range {echo(value)}: give START:END source frame indices, e.g. 0:48 or 24:")
+    try:
+        return parse_frame_range(value)
+    except MotionkitError as err:
+        if "--video-frames" in str(err):  # the command line's wording: say it in the page's terms
+            raise MotionkitError(f"bad source frame range {echo(value)}: give START:END source frame indices, e.g. 0:48 or 24:") from None
+        raise
+
+
+def open_source_video(path: str | Path, limits: Limits, frames: int, fps: float, frame_range: tuple[int, int | None]) -> Any:
+    """An uploaded video-to-video source as a ``SourceVideo`` of exactly ``frames`` frames picked at ``fps`` from
+    ``frame_range``, checked as control videos are; decoding stops once ``frames`` are kept. A clip that gives fewer
+    is refused with the count it gives (its frames are what the video restyles, so none are made up)."""
+    from motionkit.pipeline.video_input import read_source_video
+
+    start, end = frame_range
+    clip = _decoded_video(
+        Path(path), "source video", limits,
+        lambda p: read_source_video(p, fps=fps, start=start, end=end, max_frames=frames),
+    )
+    if len(clip) < frames:
+        span = f"{start}:{'' if end is None else end}"
+        raise MotionkitError(
+            f"the source video gives {len(clip)} frames at {fps:g} fps in the range {span}, fewer than Frames ({frames}): "
+            f"set Frames to at most {len(clip)}, widen the range, or upload a longer clip"
+        )
+    return clip

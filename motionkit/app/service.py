@@ -24,12 +24,15 @@ from typing import Any, Callable
 
 from motionkit.app.cache import ModelCache
 from motionkit.app.defaults import adapter_config, motion_scale_support
-from motionkit.app.limits import Limits, Settings, check_scale, check_settings, echo, open_upload, open_video_upload
+from motionkit.app.limits import (
+    Limits, Settings, check_scale, check_settings, echo, open_source_video, open_upload, open_video_upload, parse_source_range,
+)
 from motionkit.app.models import ModelsFolder
 from motionkit.errors import MotionkitError
 
 NO_LORA = "(none)"  # the "nothing chosen" entry of every optional model dropdown
 MAX_PROMPT_CHARS = 1000
+MAX_SCHEDULE_CHARS = 4000  # a prompt schedule holds several prompts
 MAX_MESSAGE_CHARS = 300
 KEEP_OUTPUTS_S = 3600  # Gradio copies results into its own cache; ours only need to outlive one response
 MOTION_LORA_SLOTS = 2
@@ -43,6 +46,9 @@ FORM: tuple[str, ...] = (
     "frames", "width", "height", "steps", "guidance", "seed", "random_seed",
     "strength", "anchor_first_frame", "motion_scale", "context_length", "context_loop", "fps",
     "encoder", "encoder_scale", "first_keyframe", "last_keyframe", "controlnet", "controlnet_scale", "control_video",
+    "prompt_schedule", "prompt_interpolation", "motion_strength", "free_noise", "free_noise_length", "free_noise_stride",
+    "video", "video_frames", "ip_adapter", "ip_image", "ip_scale", "preset",
+    "offload", "vae_slicing", "vae_tiling", "decode_chunk",
 )
 
 # progress(done, total, what): called while a request runs
@@ -103,10 +109,24 @@ class Control:
 
 
 @dataclass(frozen=True)
+class ImagePrompt:
+    """A checked IP-Adapter request: the adapter from ``ip-adapters/``, its image encoder, scale and reference image."""
+
+    name: str
+    path: Path
+    encoder: Path
+    scale: float
+    image: Any  # PIL image
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "scale": self.scale, "image": "uploaded"}
+
+
+@dataclass(frozen=True)
 class Job:
     """A checked request: what to draw, with which models, under which settings."""
 
-    prompt: str
+    prompt: Any  # text, or a motionkit.pipeline.prompt_schedule.PromptSchedule (prompt travel)
     negative_prompt: str | None
     image: Any  # PIL image or None
     base: tuple[str, Path]
@@ -116,6 +136,10 @@ class Job:
     scheduler: str
     settings: Settings
     control: Control | None = None
+    prompt_interpolation: str = "linear"
+    video: Any = None  # a motionkit.pipeline.video_input.SourceVideo for video-to-video
+    ip_adapter: ImagePrompt | None = None
+    preset: Any = None  # a motionkit.pipeline.few_step.FewStepPreset
 
 
 @dataclass(frozen=True)
@@ -139,15 +163,15 @@ class RunLog:
     waited_s: float = 0.0  # for the lock: another video was being made
 
 
-def _text(value: Any, what: str, required: bool = False) -> str | None:
+def _text(value: Any, what: str, required: bool = False, limit: int = MAX_PROMPT_CHARS) -> str | None:
     if value is None or value == "":
         if required:
             raise MotionkitError(f"no {what} given: describe the video in a few words")
         return None
     if not isinstance(value, str):
         raise MotionkitError(f"the {what} must be text")
-    if len(value) > MAX_PROMPT_CHARS:
-        raise MotionkitError(f"the {what} is {len(value)} characters long; keep it under {MAX_PROMPT_CHARS}")
+    if len(value) > limit:
+        raise MotionkitError(f"the {what} is {len(value)} characters long; keep it under {limit}")
     if required and not value.strip():
         raise MotionkitError(f"no {what} given: describe the video in a few words")
     return value
@@ -214,7 +238,7 @@ class Service:
         if missing:
             raise MotionkitError(f"the request lacks {', '.join(missing[:3])}: send every field of the form")
         settings = check_settings(self.limits, form)
-        prompt = _text(form["prompt"], "prompt", required=True)
+        prompt, interpolation = self._prompt(form, settings)
         negative = _text(form["negative_prompt"], "negative prompt")
         base = self._named("base", form["base"])
         adapter = self._named("adapter", form["adapter"])
@@ -238,8 +262,95 @@ class Service:
                 raise MotionkitError(f"motion scale {settings.motion_scale} was asked for, but {why}: set it to 0")
         if settings.context_loop and settings.frames < 3:
             raise MotionkitError(f"a loop needs at least 3 frames, got {settings.frames}")
+        if settings.free_noise:
+            self._check_free_noise(settings, adapter[1])
         control = self._control(form, settings, image)
-        return Job(prompt, negative, image, base, adapter, motion_loras, image_loras, scheduler, settings, control)
+        video = self._source_video(form, settings, image)
+        preset = self._preset(form["preset"], adapter[0], image_loras)
+        return Job(
+            prompt, negative, image, base, adapter, motion_loras, image_loras, scheduler, settings, control,
+            prompt_interpolation=interpolation, video=video, ip_adapter=self._image_prompt(form), preset=preset,
+        )
+
+    def _prompt(self, form: Mapping[str, Any], settings: Settings) -> tuple[Any, str]:
+        """The prompt as text, or a prompt schedule (the command line's ``--prompt-schedule`` syntax, its parser),
+        checked against the frame count; and how the embeddings travel between keys."""
+        from motionkit.pipeline.prompt_schedule import INTERPOLATIONS, parse_schedule
+
+        text = _text(form["prompt_schedule"], "prompt schedule", limit=MAX_SCHEDULE_CHARS)
+        interpolation = form["prompt_interpolation"]
+        if not isinstance(interpolation, str) or interpolation not in INTERPOLATIONS:
+            raise MotionkitError(f"unknown prompt interpolation {echo(interpolation)}: choose {' or '.join(INTERPOLATIONS)}")
+        if text is None or not text.strip():
+            return _text(form["prompt"], "prompt", required=True), interpolation
+        if _text(form["prompt"], "prompt"):
+            raise MotionkitError("give a prompt or a prompt schedule, not both: clear the Prompt box to travel between prompts")
+        schedule = parse_schedule(text)
+        schedule.frames(settings.frames)  # keys outside the video or out of order are refused now
+        return schedule, interpolation
+
+    def _check_free_noise(self, settings: Settings, adapter: Path) -> None:
+        """FreeNoise's window must fit the adapter's position table (it attends over one window at a time)."""
+        table = adapter_config(adapter).get("max_seq_length")
+        table = table if isinstance(table, int) and table > 0 else None
+        window = settings.free_noise_length or table or 16
+        if table is not None and window > table:
+            raise MotionkitError(
+                f"the FreeNoise window of {window} frames is longer than this adapter's position table of {table}: "
+                f"use at most {table} (0: the table)"
+            )
+        if settings.free_noise_stride > window:
+            raise MotionkitError(
+                f"FreeNoise stride {settings.free_noise_stride} is more than its window of {window} frames: use at most {window}"
+            )
+
+    def _source_video(self, form: Mapping[str, Any], settings: Settings, image: Any) -> Any:
+        """Video-to-video: the uploaded source clip, ``Frames`` frames picked at the output fps from its range."""
+        upload = _upload_path(form["video"], "source video")
+        frame_range = parse_source_range(form["video_frames"])
+        if upload is None:
+            if frame_range != (0, None):
+                raise MotionkitError("a source frame range needs a source video: upload one, or clear the range")
+            return None
+        if image is not None:
+            raise MotionkitError("a first frame and a source video do not mix: remove one (image- or video-to-video)")
+        return open_source_video(upload, self.limits, settings.frames, settings.fps, frame_range)
+
+    def _image_prompt(self, form: Mapping[str, Any]) -> ImagePrompt | None:
+        """The IP-Adapter from ``ip-adapters/`` with its reference image; an image without an adapter is refused."""
+        from motionkit.models_folder import IP_ENCODER_FOLDER, KINDS
+
+        upload = _upload_path(form["ip_image"], "reference image")
+        if not _chosen(form["ip_adapter"]):
+            if upload is not None:
+                raise MotionkitError("a reference image needs an IP-Adapter: choose one under Image prompt, or remove the image")
+            return None
+        name, path, scale = self._scaled("ip_adapter", form["ip_adapter"], form["ip_scale"])
+        encoder = path.parent / IP_ENCODER_FOLDER
+        if not (encoder / "config.json").is_file():
+            folder = KINDS["ip_adapter"][0]
+            raise MotionkitError(
+                f"the IP-Adapter {echo(name)} has no CLIP image encoder beside it: put the image_encoder/ folder that "
+                f"comes with it in {folder}/{IP_ENCODER_FOLDER}/"
+            )
+        if upload is None:
+            raise MotionkitError(f"the IP-Adapter {echo(name)} needs a reference image: upload one under Image prompt")
+        return ImagePrompt(name, path, encoder, scale, open_upload(upload, self.limits))
+
+    def _preset(self, value: Any, adapter: str, image_loras: tuple[tuple[str, Path, float], ...]) -> Any:
+        """The few-step preset, refused unless the adapter (and the LoRA) it is made for are the ones chosen."""
+        from motionkit.app.presets import preset_problem
+        from motionkit.pipeline.few_step import PRESETS
+
+        if not _chosen(value):
+            return None
+        if not isinstance(value, str) or value not in PRESETS:
+            raise MotionkitError(f"unknown preset {echo(value)}: choose one of {', '.join(PRESETS)}")
+        preset = PRESETS[value]
+        why = preset_problem(preset, self.models.resolve("adapter", adapter), [path for _, path, _ in image_loras])
+        if why:
+            raise MotionkitError(f"preset {preset.name} was asked for, but {why}")
+        return preset
 
     def _control(self, form: Mapping[str, Any], settings: Settings, image: Any) -> Control | None:
         """The request's encoder and keyframes or ControlNet and video; a keyframe or video without its model is refused.
@@ -320,14 +431,25 @@ class Service:
             if stop.requested:
                 raise Stopped("stopped before sampling began")
             progress(0, s.steps, "Loading models")
+            ip = job.ip_adapter
             pipe = self.cache.pipeline(
                 job.base[1], job.adapter[1], [(p, w) for _, p, w in job.motion_loras], job.scheduler,
                 image_loras=[(p, w) for _, p, w in job.image_loras],
                 control=(job.control.path, job.control.kind) if job.control else None,
+                ip_adapter=(ip.path, ip.encoder, ip.scale) if ip else None,
+                offload=s.offload, vae_slicing=s.vae_slicing, vae_tiling=s.vae_tiling,
             )
+            if job.preset is not None and job.scheduler == job.preset.scheduler:
+                from motionkit.pipeline.few_step import apply_preset
+
+                apply_preset(pipe, job.preset)  # its scheduler settings (trailing spacing...); another scheduler chosen wins
+            if s.free_noise:
+                pipe.enable_free_noise(s.free_noise_length, s.free_noise_stride)
+            else:
+                pipe.disable_free_noise()  # the cached pipeline keeps no earlier request's windows
             with_image = job.image is not None
             # strength < 1 runs only the tail of the schedule: that many steps are reported.
-            total = max(1, int(s.steps * s.strength)) if with_image else s.steps
+            total = max(1, int(s.steps * s.strength)) if with_image or job.video is not None else s.steps
             log.total = total
 
             def on_step(_pipe: Any, step: int, _t: Any, _tensors: dict) -> dict:
@@ -351,13 +473,18 @@ class Service:
                 num_inference_steps=s.steps,
                 guidance_scale=s.guidance,
                 generator=torch.Generator("cpu").manual_seed(s.seed),
-                strength=s.strength if with_image else 1.0,
+                strength=s.strength if with_image or job.video is not None else 1.0,
                 anchor_first_frame=s.anchor_first_frame if with_image else None,
                 # 0 is the form's "off"; PIA's presets act on the image branch only (checked in ``check``).
                 motion_scale=s.motion_scale if with_image and s.motion_scale else None,
                 context_length=context,
                 context_overlap=min(4, context - 1) if context else 4,
                 context_loop=s.context_loop,
+                prompt_interpolation=job.prompt_interpolation,
+                motion_strength=s.motion_strength,
+                video=job.video,
+                ip_adapter_image=ip.image if ip else None,
+                decode_chunk_size=s.decode_chunk,
                 callback_on_step_end=on_step,
                 output_type="np",
                 **(job.control.call_kwargs() if job.control else {}),
@@ -372,21 +499,27 @@ class Service:
     def _record(self, job: Job) -> dict[str, Any]:
         from motionkit import __version__
 
+        travel = {} if isinstance(job.prompt, str) else {"prompt_schedule": job.prompt.to_list(job.settings.frames)}
         return {
             "generator": f"motionkit {__version__} app",
             "motionkit_version": __version__,
-            "prompt": job.prompt,
+            "prompt": job.prompt if isinstance(job.prompt, str) else str(job.prompt),
+            **travel,
             "negative_prompt": job.negative_prompt,
             "seed": job.settings.seed,
             "image": "uploaded" if job.image is not None else None,
+            "video": {**job.video.to_dict(), "path": "uploaded"} if job.video is not None else None,
             "base": job.base[0],
             "adapter": job.adapter[0],
             "loras": [{"name": name, "scale": scale} for name, _, scale in job.image_loras],
             "motion_loras": [{"name": name, "scale": scale} for name, _, scale in job.motion_loras],
             "encoder": job.control.record() if job.control and job.control.kind == "encoder" else None,
             "controlnet": job.control.record() if job.control and job.control.kind == "controlnet" else None,
+            "ip_adapter": job.ip_adapter.record() if job.ip_adapter else None,
             "settings": {
                 **{k: v for k, v in asdict(job.settings).items() if k != "seed"},
+                "prompt_interpolation": job.prompt_interpolation,
+                "preset": job.preset.to_dict() if job.preset is not None else None,
                 "scheduler": job.scheduler,
                 "device": self.cache.device,
                 "dtype": str(self.cache.dtype).replace("torch.", ""),

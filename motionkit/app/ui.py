@@ -22,8 +22,12 @@ import gradio as gr
 
 from motionkit.app.cache import ModelCache
 from motionkit.app.defaults import PageDefaults, adapter_config, motion_scale_support, native_size, page_defaults
-from motionkit.app.limits import MAX_FPS, MAX_GUIDANCE, MAX_SEED, MIN_SIDE, MIN_STRENGTH, VIDEO_UPLOAD_SUFFIXES, Limits, cost
+from motionkit.app.limits import (
+    MAX_FPS, MAX_GUIDANCE, MAX_SEED, MIN_SIDE, MIN_STRENGTH, OFFLOAD_OFF, VIDEO_UPLOAD_SUFFIXES, Limits, cost, offload_note,
+)
 from motionkit.app.models import ModelsFolder
+from motionkit.app.presets import offered_presets, preset_form
+from motionkit.pipeline.motion_strength import MAX_MOTION_STRENGTH
 from motionkit.app.service import FORM, MOTION_LORA_SLOTS, NO_LORA, Service, Stop, Stopped
 from motionkit.errors import MotionkitError
 
@@ -43,7 +47,8 @@ SCROLL_TO_RESULT = """() => {
   }
 }"""
 CSS = "#generate-row button { min-height: 2.6em; }"
-UPLOADS = ("image", "first_keyframe", "last_keyframe", "control_video")  # the form's file fields
+UPLOADS = ("image", "first_keyframe", "last_keyframe", "control_video", "video", "ip_image")  # the form's file fields
+SCHEDULE_EXAMPLE = "0: a red ball resting | 50%: a red ball bouncing | -1: a blue ball bouncing"
 
 
 def _choices(models: ModelsFolder, kind: str) -> list[str]:
@@ -80,6 +85,10 @@ def _motion_scale_note(models: ModelsFolder, adapter: str | None) -> str | None:
         return "the adapter is not in the models folder any more"
 
 
+def _motion_note(why: str | None) -> str:
+    return f"Motion scale (PIA presets) is not available: {why}. Motion strength above works for any adapter."
+
+
 def _examples(models: ModelsFolder, defaults: PageDefaults) -> list[tuple[str, list[Any]]]:
     """(label, values in FORM order) of every example; each sets every setting of the form."""
     base, adapter = _first(models.names("base")), _first(models.names("adapter"))
@@ -108,6 +117,10 @@ def _form_defaults(defaults: PageDefaults, base: str | None, adapter: str | None
         **defaults.settings(), "random_seed": True, "motion_scale": 0, "context_length": 0, "context_loop": False,
         "encoder": NO_LORA, "encoder_scale": 1.0, "first_keyframe": None, "last_keyframe": None,
         "controlnet": NO_LORA, "controlnet_scale": 1.0, "control_video": None,
+        "prompt_schedule": "", "prompt_interpolation": "linear", "motion_strength": 1.0,
+        "free_noise": False, "free_noise_length": 0, "free_noise_stride": 4, "video": None, "video_frames": "",
+        "ip_adapter": NO_LORA, "ip_image": None, "ip_scale": 1.0, "preset": NO_LORA,
+        "offload": OFFLOAD_OFF, "vae_slicing": False, "vae_tiling": False, "decode_chunk": 16,
     }
 
 
@@ -174,6 +187,8 @@ def build_app(
     stops = Stops()
     start = _form_defaults(defaults, _first(models.names("base")), _first(models.names("adapter")))
     note = _motion_scale_note(models, start["adapter"])
+    presets, presets_note = offered_presets(models)
+    no_offload = offload_note(limits.device)
 
     # delete_cache: results are copied into Gradio's cache; drop them after a day so the disk stays bounded.
     with gr.Blocks(title="motionkit", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
@@ -207,22 +222,56 @@ def build_app(
                     with gr.Row():
                         seed = gr.Number(start["seed"], precision=0, label="Seed", info=f"0 to {MAX_SEED}; the one used is shown here")
                         random_seed = gr.Checkbox(True, label="New random seed each run")
-                with gr.Accordion("Image-to-video: fidelity and motion", open=True):
+                    preset = gr.Dropdown(
+                        [NO_LORA, *presets], value=NO_LORA, label="Few-step preset", interactive=bool(presets),
+                        info="sets scheduler, steps and guidance for AnimateLCM / AnimateDiff-Lightning modules",
+                    )
+                    preset_note = gr.Markdown(presets_note, visible=bool(presets_note))
+                with gr.Accordion("Fidelity and motion", open=True):
                     with gr.Row():
                         strength = gr.Slider(
                             MIN_STRENGTH, 1.0, value=start["strength"], step=0.05, label="Strength",
-                            info="lower keeps the frames closer to the image; 1 runs the whole schedule",
+                            info="image- or video-to-video: lower keeps the frames closer to the source; 1 runs the whole schedule",
                         )
                         anchor = gr.Checkbox(start["anchor_first_frame"], label="Anchor frame 0 to the image")
+                    motion_strength = gr.Slider(
+                        0, MAX_MOTION_STRENGTH, value=start["motion_strength"], step=0.05, label="Motion strength",
+                        info="any adapter: 1 as trained, 0 no motion, lower calmer, higher livelier",
+                    )
                     motion_scale = gr.Slider(
                         0, 8, value=0, step=1, label="Motion scale", visible=note is None,
                         info="PIA presets: 0-2 more motion, 3-5 looping, 6-8 style transfer",
                     )
-                    motion_note = gr.Markdown(f"Motion scale is not available: {note}.", visible=note is not None)
+                    motion_note = gr.Markdown(_motion_note(note), visible=note is not None)
+                with gr.Accordion("Prompt travel", open=False):
+                    prompt_schedule = gr.Textbox(
+                        label="Prompt schedule", lines=3, placeholder=SCHEDULE_EXAMPLE,
+                        info="KEY: PROMPT, separated by | or new lines; KEY a frame (8, -1 from the end) or a fraction (0.5, 50%); "
+                        "KEY@WEIGHT weighs a prompt. Used instead of the Prompt box (leave that empty)",
+                    )
+                    prompt_interpolation = gr.Dropdown(["linear", "slerp"], value="linear", label="Between keys")
                 with gr.Accordion("Long videos and loops", open=False):
                     with gr.Row():
                         context_length = gr.Number(0, precision=0, label="Context length", info="frames per window; 0: all at once")
                         loop = gr.Checkbox(False, label="Loop (windows wrap around the end)")
+                    with gr.Row():
+                        free_noise = gr.Checkbox(False, label="FreeNoise (long videos)", info="rescheduled noise, windowed motion modules")
+                        free_noise_length = gr.Number(0, precision=0, label="FreeNoise window", info="frames; 0: the adapter's table")
+                        free_noise_stride = gr.Number(4, precision=0, label="FreeNoise stride", info="frames between windows")
+                with gr.Accordion("Video-to-video", open=False):
+                    source_video = gr.File(
+                        label="Source video (mp4, gif or webp) to restyle; Strength sets how far",
+                        file_types=list(VIDEO_UPLOAD_SUFFIXES), type="filepath",
+                    )
+                    video_frames = gr.Textbox(
+                        label="Source frames", placeholder="START:END, e.g. 0:48 or 24: (empty: from the start)",
+                        info="source frames to use, END exclusive; Frames are picked from them at the output fps",
+                    )
+                with gr.Accordion("Image prompt (IP-Adapter)", open=False):
+                    with gr.Row():
+                        ip_adapter = gr.Dropdown(_choices(models, "ip_adapter"), value=NO_LORA, label="IP-Adapter")
+                        ip_scale = gr.Slider(-2, 2, value=1.0, step=0.05, label="IP-Adapter scale")
+                    ip_image = gr.Image(label="Reference image", type="filepath", sources=["upload", "clipboard"], height=160)
                 with gr.Accordion("Keyframes and control", open=False):
                     gr.Markdown(
                         "A keyframe encoder (SparseCtrl) pins frames to images: the first keyframe defaults to the "
@@ -255,6 +304,15 @@ def build_app(
                         lora_names.append(name)
                         lora_inputs += [name, scale]
                     refresh = gr.Button("Rescan models folder", size="sm")
+                with gr.Accordion("Memory (advanced)", open=False):
+                    offload = gr.Dropdown(
+                        [OFFLOAD_OFF, "model", "sequential"], value=OFFLOAD_OFF, label="Offload", interactive=no_offload is None,
+                        info=f"not available: {no_offload}" if no_offload else "model: fast; sequential: least GPU memory, slow",
+                    )
+                    with gr.Row():
+                        vae_slicing = gr.Checkbox(False, label="VAE slicing", info="decode one frame at a time")
+                        vae_tiling = gr.Checkbox(False, label="VAE tiling", info="decode in tiles (large sizes)")
+                        decode_chunk = gr.Number(16, precision=0, label="Decode chunk", info="frames the VAE sees at once")
             with gr.Column(scale=1, min_width=340, elem_id="result"):
                 video = gr.Video(label="Video", format=None, autoplay=True, loop=True, interactive=False, height=360)
                 summary = gr.Markdown("The video appears here.", label="Summary")
@@ -270,7 +328,11 @@ def build_app(
             "motion_scale": motion_scale, "context_length": context_length, "context_loop": loop, "fps": fps,
             "encoder": encoder, "encoder_scale": encoder_scale, "first_keyframe": first_keyframe,
             "last_keyframe": last_keyframe, "controlnet": controlnet, "controlnet_scale": controlnet_scale,
-            "control_video": control_video,
+            "control_video": control_video, "prompt_schedule": prompt_schedule, "prompt_interpolation": prompt_interpolation,
+            "motion_strength": motion_strength, "free_noise": free_noise, "free_noise_length": free_noise_length,
+            "free_noise_stride": free_noise_stride, "video": source_video, "video_frames": video_frames,
+            "ip_adapter": ip_adapter, "ip_image": ip_image, "ip_scale": ip_scale, "preset": preset,
+            "offload": offload, "vae_slicing": vae_slicing, "vae_tiling": vae_tiling, "decode_chunk": decode_chunk,
         }
         inputs = [by_name[field] for field in FORM]
         outputs = [video, summary, downloads, seed]
@@ -339,10 +401,23 @@ def build_app(
 
         def follow_adapter(name: Any) -> list[Any]:
             why = _motion_scale_note(models, name)
-            return [gr.Slider(visible=why is None, value=0), gr.Markdown(f"Motion scale is not available: {why}.", visible=why is not None)]
+            return [gr.Slider(visible=why is None, value=0), gr.Markdown(_motion_note(why), visible=why is not None)]
+
+        preset_fields = ("steps", "guidance", "scheduler", "adapter", "image_lora", "image_lora_scale")
+
+        def follow_preset(name: Any) -> list[Any]:
+            # The preset's settings, its adapter and LoRA fill the form; the server checks whatever is sent.
+            from motionkit.pipeline.few_step import PRESETS
+
+            filled = preset_form(models, name) if name in PRESETS else {}
+            return [gr.update(value=filled[field]) if field in filled else gr.update() for field in preset_fields]
 
         base.change(follow_base, inputs=base, outputs=[width, height], queue=False, api_name=False)
         adapter.change(follow_adapter, inputs=adapter, outputs=[motion_scale, motion_note], queue=False, api_name=False)
+        preset.change(
+            follow_preset, inputs=preset, outputs=[by_name[field] for field in preset_fields],
+            queue=False, api_name=False,
+        )
 
         examples = _examples(models, defaults)
         if examples:
@@ -364,6 +439,7 @@ def build_app(
 
         def rescan() -> list[Any]:
             names = {kind: models.names(kind) for kind in ("base", "adapter")}
+            offered, offered_note = offered_presets(models)
             return [
                 gr.Dropdown(choices=names["base"], value=_first(names["base"])),
                 gr.Dropdown(choices=names["adapter"], value=_first(names["adapter"])),
@@ -371,9 +447,15 @@ def build_app(
                 *[gr.Dropdown(choices=_choices(models, "lora"), value=NO_LORA) for _ in lora_names],
                 gr.Dropdown(choices=_choices(models, "encoder"), value=NO_LORA),
                 gr.Dropdown(choices=_choices(models, "controlnet"), value=NO_LORA),
+                gr.Dropdown(choices=_choices(models, "ip_adapter"), value=NO_LORA),
+                gr.Dropdown(choices=[NO_LORA, *offered], value=NO_LORA, interactive=bool(offered)),
+                gr.Markdown(offered_note, visible=bool(offered_note)),
             ]
 
-        refresh.click(rescan, outputs=[base, adapter, image_lora, *lora_names, encoder, controlnet], api_name="rescan")
+        refresh.click(
+            rescan, outputs=[base, adapter, image_lora, *lora_names, encoder, controlnet, ip_adapter, preset, preset_note],
+            api_name="rescan",
+        )
     return demo
 
 

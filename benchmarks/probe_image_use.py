@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise-seed", type=int, default=0)
     parser.add_argument("--timesteps", type=int, nargs="+", default=list(PROBE_TIMESTEPS))
     parser.add_argument("--prompt", choices=("caption", "empty"), default="caption", help="text condition: the clips' captions or none")
+    parser.add_argument(
+        "--kinds", default="pattern",
+        help="world scene kinds of the held-out clips, comma-separated (default: pattern, the world the shipped family saw)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/probe_image_use.json"))
     args = parser.parse_args(argv)
     args.base, args.adapter = shown(args.base), shown(args.adapter)
@@ -59,13 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     base.freeze(torch.device("cpu"), torch.float32)
     adapter = load_adapter(args.adapter, torch_dtype=torch.float32).eval()
     motion_unet = inject(base.unet, adapter)
-    pixels, captions = world_clips(args.clips, args.frames, args.stride, args.size, args.seed)
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    pixels, captions = world_clips(args.clips, args.frames, args.stride, args.size, args.seed, kinds=kinds)
     latents = base.encode_frames(pixels).float()  # posterior means
     prompts = captions if args.prompt == "caption" else [""] * len(captions)
     hidden, _ = base.encode_prompts(prompts, args.size, args.size)
     alphas = base.scheduler.alphas_cumprod
     timesteps = tuple(args.timesteps)
-    settings = {k: getattr(args, k) for k in ("clips", "frames", "stride", "size", "seed", "noise_seed", "prompt")}
+    settings = {k: getattr(args, k) for k in ("clips", "frames", "stride", "size", "seed", "noise_seed", "prompt", "kinds")}
     report = {"settings": {**settings, "base": args.base, "adapter": args.adapter}, "models": {}}
 
     print(f"image use on {args.clips} held-out world clips (seed {args.seed}), eps MSE on frames 1..{args.frames - 1}")

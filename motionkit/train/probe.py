@@ -48,16 +48,24 @@ class ProbeRow:
 
 
 def world_clips(
-    num_clips: int, num_frames: int = 8, stride: int = 2, size: int = 64, seed: int = PROBE_SEED, style: str = "natural"
+    num_clips: int,
+    num_frames: int = 8,
+    stride: int = 2,
+    size: int = 64,
+    seed: int = PROBE_SEED,
+    style: str = "natural",
+    kinds: tuple[str, ...] | None = None,
 ) -> tuple[torch.Tensor, list[str]]:
     """``num_clips`` world clips rendered from ``seed`` (``motionkit.data.world``, deterministic): pixels
-    ``[N, F, 3, H, W]`` in [-1, 1], every ``stride``-th frame from frame 0, and their captions."""
+    ``[N, F, 3, H, W]`` in [-1, 1], every ``stride``-th frame from frame 0, and their captions. ``kinds``:
+    the scene kinds to draw from (default: all of the world's)."""
     from motionkit.data.world import caption, random_spec, render_clip
 
     rng = np.random.default_rng(seed)
     clips, captions = [], []
     for _ in range(num_clips):
-        spec = random_spec(rng, style=style, frames=(num_frames - 1) * stride + 1, size=size)
+        extra = {} if kinds is None else {"kinds": tuple(kinds)}
+        spec = random_spec(rng, style=style, frames=(num_frames - 1) * stride + 1, size=size, **extra)
         frames = render_clip(spec)[::stride]
         clips.append(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
         captions.append(caption(spec))

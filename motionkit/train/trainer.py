@@ -13,6 +13,7 @@ computes exactly what an uninterrupted one does (bitwise on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -445,14 +446,16 @@ class Trainer:
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         hidden, added = self._encode_prompts(prompts, latents)
         model = model if model is not None else self.model
-        prediction = model(
-            noisy.to(self.weight_dtype),
-            timesteps,
-            hidden,
-            added_cond_kwargs=added,
-            image_cond=image_cond,
-            return_dict=False,
-        )[0]
+        # accelerate's prepare autocasts a model's forward; a sharded run's model did not go through it.
+        with self.accelerator.autocast() if self.shards else contextlib.nullcontext():
+            prediction = model(
+                noisy.to(self.weight_dtype),
+                timesteps,
+                hidden,
+                added_cond_kwargs=added,
+                image_cond=image_cond,
+                return_dict=False,
+            )[0]
         return self._loss(prediction, latents, noise, timesteps)
 
     def _noise_and_timesteps(self, latents: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:

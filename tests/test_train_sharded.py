@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from motionkit.errors import MotionkitError
-from tests.test_train import PatternClips, fresh_accelerate_state, make_trainer, reset_accelerate, tiny_base, tiny_config  # noqa: F401
+from tests.test_train import fresh_accelerate_state  # noqa: F401
+from tests.test_train import PatternClips, make_trainer, reset_accelerate, tiny_base, tiny_config
 
 STEPS, EVERY = 3, 2
 STRATEGIES = ("ddp", "fsdp2")
@@ -39,7 +40,10 @@ def _phases(root: Path, strategy: str) -> list[tuple[str, dict]]:
 def _all_phases(root: Path) -> list[tuple[str, dict]]:
     # bf16 too: the sharded model skips accelerate's prepare, so its autocast is motionkit's to apply.
     bf16 = ("fsdp2-bf16", dict(_phases(root, "fsdp2")[1][1], mixed_precision="bf16"))
-    return [phase for strategy in STRATEGIES for phase in _phases(root, strategy)] + [bf16]
+    # One checkpoint format: the sharded run's step-EVERY checkpoint continues as a DDP run.
+    sharded_checkpoint = root / "fsdp2-resumed" / "checkpoints" / f"checkpoint-{EVERY:08d}"
+    crossed = ("fsdp2-to-ddp", dict(_phases(root, "ddp")[2][1], resume_from=str(sharded_checkpoint)))
+    return [phase for strategy in STRATEGIES for phase in _phases(root, strategy)] + [bf16, crossed]
 
 
 def _worker(rank: int, world: int, root: str, ports: list[int], device: str) -> None:
@@ -125,16 +129,24 @@ def test_two_cpu_processes_resume_exactly_and_export_the_gathered_adapter(cpu_ru
 
 def test_fsdp2_computes_the_ddp_run(cpu_runs):
     # Reduce-scatter and all-reduce sum in different orders: equal to float rounding, not bitwise.
-    torch.testing.assert_close(torch.tensor(_losses(cpu_runs / "fsdp2-straight")), torch.tensor(_losses(cpu_runs / "ddp-straight")), rtol=1e-5, atol=1e-6)
+    fsdp_losses, ddp_losses = _losses(cpu_runs / "fsdp2-straight"), _losses(cpu_runs / "ddp-straight")
+    torch.testing.assert_close(torch.tensor(fsdp_losses), torch.tensor(ddp_losses), rtol=1e-5, atol=1e-6)
     ddp, fsdp = _adapter(cpu_runs / "ddp-straight"), _adapter(cpu_runs / "fsdp2-straight")
     for key in ddp:  # Adam's 1/sqrt(v) magnifies last-bit gradient differences where v ~ 0: bound well below lr
         torch.testing.assert_close(fsdp[key], ddp[key], rtol=0, atol=1e-4)
     ddp_ckpt, fsdp_ckpt = _checkpoint(cpu_runs / "ddp-straight", STEPS), _checkpoint(cpu_runs / "fsdp2-straight", STEPS)
     assert ddp_ckpt["trainable"].keys() == fsdp_ckpt["trainable"].keys()  # one checkpoint format for both
     assert ddp_ckpt["optimizer"]["state"].keys() == fsdp_ckpt["optimizer"]["state"].keys()
-    assert json.loads((cpu_runs / "fsdp2-straight" / "summary.json").read_text())["frozen_hashes"] == json.loads(
-        (cpu_runs / "ddp-straight" / "summary.json").read_text()
-    )["frozen_hashes"]
+    hashes = [json.loads((cpu_runs / f"{s}-straight" / "summary.json").read_text())["frozen_hashes"] for s in STRATEGIES]
+    assert hashes[0] == hashes[1]  # the whole frozen weights, gathered, hash as the unsharded ones
+
+
+def test_a_sharded_checkpoint_resumes_as_ddp(cpu_runs):
+    crossed, sharded = _adapter(cpu_runs / "fsdp2-to-ddp"), _adapter(cpu_runs / "fsdp2-straight")
+    for key in sharded:
+        torch.testing.assert_close(crossed[key], sharded[key], rtol=0, atol=1e-4)
+    after = torch.tensor(_losses(cpu_runs / "fsdp2-straight")[EVERY:])
+    torch.testing.assert_close(torch.tensor(_losses(cpu_runs / "fsdp2-to-ddp")), after, rtol=1e-5, atol=1e-6)
 
 
 def test_fsdp2_trains_in_bf16(cpu_runs):

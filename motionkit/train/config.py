@@ -374,9 +374,13 @@ class TrainConfig:
 def _check_sharded(config: TrainConfig) -> None:
     """What a sharded run cannot do: each of these needs every weight whole on one process mid-run."""
     why = "with distributed.strategy fsdp2 no process holds the whole model"
-    require(config.validation.every == 0, f"validation.every needs the whole UNet on one process ({why}): set validation.every=0 and sample the exported adapter")
+    require(
+        config.validation.every == 0,
+        f"validation.every needs the whole UNet on one process ({why}): set validation.every=0 and sample the exported adapter",
+    )
     require(not config.ema, f"ema keeps a whole copy of the trained weights ({why}): set ema=false or use distributed.strategy ddp")
     require(not config.encoder.enabled, "encoder training does not support distributed.strategy fsdp2 yet: use distributed.strategy ddp")
+
 
 _PATH_KEYS = {
     ("base",), ("base_config",), ("adapter",), ("output_dir",), ("resume_from",), ("lora", "base_adapter"),

@@ -48,12 +48,12 @@ def shard_units(motion_unet: nn.Module) -> list[nn.Module]:
     """The modules ``shard_motion_unet`` shards on their own, innermost first."""
     adapter, unet = motion_unet.adapter, motion_unet.unet
     units: list[nn.Module] = []
-    blocks = list(adapter.down_blocks) + list(adapter.up_blocks) + ([adapter.mid_block] if adapter.mid_block is not None else [])
+    blocks = [*adapter.down_blocks, *adapter.up_blocks] + ([adapter.mid_block] if adapter.mid_block is not None else [])
     for block in blocks:
         units.extend(block.motion_modules)
     if adapter.image_cond_conv is not None:
         units.append(adapter.image_cond_conv)
-    units.extend(list(unet.down_blocks) + ([unet.mid_block] if unet.mid_block is not None else []) + list(unet.up_blocks))
+    units.extend([*unet.down_blocks] + ([unet.mid_block] if unet.mid_block is not None else []) + [*unet.up_blocks])
     return units
 
 
@@ -98,8 +98,11 @@ def _like(whole: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if not is_sharded(target):
         return whole.to(target.device, target.dtype)
     if tuple(whole.shape) != tuple(target.shape):
-        raise MotionkitError(f"a checkpoint tensor of shape {tuple(whole.shape)} does not fit {tuple(target.shape)}: resume with the run's config")
-    return distribute_tensor(whole.to(target.device, target.dtype), target.device_mesh, target.placements, src_data_rank=None)
+        raise MotionkitError(
+            f"a checkpoint tensor of shape {tuple(whole.shape)} does not fit {tuple(target.shape)}: resume with the run's config"
+        )
+    whole = whole.to(target.device, target.dtype)
+    return distribute_tensor(whole, target.device_mesh, target.placements, src_data_rank=None)
 
 
 @torch.no_grad()

@@ -75,18 +75,27 @@ def shard_motion_unet(motion_unet: nn.Module, device: torch.device) -> nn.Module
     return motion_unet
 
 
-def full_state(named: Iterable[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """``name -> whole tensor on CPU`` (every process must call it, in the same order)."""
-    return {name: full_tensor(tensor) for name, tensor in named}
+def full_state(named: Iterable[tuple[str, torch.Tensor]], keep: bool = True) -> dict[str, torch.Tensor]:
+    """``name -> whole tensor on CPU`` (every process must call it, in the same order). ``keep=False``: this
+    process only takes part in the gathers and drops each whole tensor at once (an empty dict comes back),
+    so only the process that writes holds the whole set."""
+    out = {}
+    for name, tensor in named:
+        whole = full_tensor(tensor)
+        if keep:
+            out[name] = whole
+    return out
 
 
-def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """``optimizer.state_dict()`` with every sharded state tensor gathered whole (a collective)."""
+def full_optimizer_state(optimizer: torch.optim.Optimizer, keep: bool = True) -> dict[str, Any]:
+    """``optimizer.state_dict()`` with every sharded state tensor gathered whole (a collective; ``keep`` as
+    in ``full_state``: without it the state entries come back empty)."""
     state = optimizer.state_dict()
-    gathered = {
-        index: {key: full_tensor(value) if isinstance(value, torch.Tensor) else value for key, value in entry.items()}
-        for index, entry in state["state"].items()
-    }
+    gathered = {}
+    for index, entry in state["state"].items():
+        whole = {key: full_tensor(value) if isinstance(value, torch.Tensor) else value for key, value in entry.items()}
+        if keep:
+            gathered[index] = whole
     return {**state, "state": gathered}
 
 

@@ -636,10 +636,11 @@ class Trainer:
 
         return plain_config(self.adapter)
 
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """The trained tensors, whole (gathered onto CPU in a sharded run: every process must call it then)."""
+    def trainable_state(self, keep: bool = True) -> dict[str, torch.Tensor]:
+        """The trained tensors, whole (gathered onto CPU in a sharded run: every process must call it then;
+        ``keep=False`` there: this process only helps gather and gets an empty dict)."""
         named = [(n, p.detach()) for n, p in self.trained_module.named_parameters() if p.requires_grad]
-        return full_state(named) if self.shards else dict(named)
+        return full_state(named, keep) if self.shards else dict(named)
 
     def whole_adapter(self) -> nn.Module | None:
         """A sharded run's adapter gathered into a plain module on the main process (None on the others): what
@@ -647,8 +648,9 @@ class Trainer:
         from motionkit.adapter import MotionAdapter
         from motionkit.formats.motionkit_format import plain_config
 
-        state = full_state(self.adapter.state_dict().items())
-        if not self.accelerator.is_main_process:
+        main = self.accelerator.is_main_process
+        state = full_state(self.adapter.state_dict().items(), keep=main)
+        if not main:
             return None
         # The same structure rebuilt unsharded: the preset's layout from the config, or the LoRA'd base adapter.
         whole = self._build_adapter() if self.config.lora.enabled else MotionAdapter(**plain_config(self.adapter))
@@ -668,9 +670,10 @@ class Trainer:
                 f"the last good checkpoint is {last}"
             )
         rng_states = gather_object([serialized_rng({"loader": self.loader_generator})])
-        # Gathers (collectives in a sharded run), so every process takes part before the main one writes.
-        trainable = self.trainable_state()
-        optimizer_state = full_optimizer_state(self.optimizer) if self.shards else self.optimizer.state_dict()
+        # Gathers (collectives in a sharded run): every process takes part, only the main one keeps and writes.
+        main = acc.is_main_process
+        trainable = self.trainable_state(keep=main)
+        optimizer_state = full_optimizer_state(self.optimizer, keep=main) if self.shards else self.optimizer.state_dict()
         path = None
         if acc.is_main_process:
             scaler = getattr(acc, "scaler", None)

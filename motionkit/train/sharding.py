@@ -12,7 +12,7 @@ the device, autocasts and gathers.
 
 Checkpoints hold gathered (full) tensors: the trained weights and AdamW's state in the layout of a plain
 ``optimizer.state_dict()``. A sharded run's checkpoint is therefore the same file a DDP run writes, and it
-resumes under either strategy and any process count.
+resumes under either strategy.
 """
 
 from __future__ import annotations

@@ -58,8 +58,11 @@ def check_engine(strategy: str, environ: Mapping[str, str] | None = None) -> Non
 
 def check_strategy(strategy: str, accelerator: Any) -> None:
     """Raise ``MotionkitError`` (one line) where ``distributed.strategy`` cannot run as launched."""
-    if strategy == "fsdp2" and accelerator.num_processes < 2:
+    import torch.distributed as dist
+
+    # A launcher's single process has a process group (fsdp2 then runs, sharding nothing); a plain one has none.
+    if strategy == "fsdp2" and not (dist.is_available() and dist.is_initialized()):
         raise MotionkitError(
-            "distributed.strategy fsdp2 with one process shards nothing: launch with 'accelerate launch --multi_gpu "
-            "--num_processes N' (cpu=true on CPU), or use distributed.strategy ddp"
+            f"distributed.strategy fsdp2 needs processes started by a launcher ({accelerator.num_processes} plain "
+            "process here): use 'accelerate launch --multi_gpu --num_processes N' (cpu=true on CPU), or distributed.strategy ddp"
         )

@@ -64,12 +64,35 @@ def _worker(rank: int, world: int, root: str, ports: list[int], device: str) -> 
         sharded = [is_sharded(p) for p in trainer.trainable]
         assert all(sharded) if trainer.shards else not any(sharded), folder
         trainer.train()
+    os.environ["MASTER_PORT"] = str(ports[-1])
+    _one_shard_turns_non_finite(rank, Path(root), device)
+
+
+def _one_shard_turns_non_finite(rank: int, root: Path, device: str) -> None:
+    """A NaN in one process's shard only: every process must refuse the checkpoint (none may wait in a gather)."""
+    from motionkit.train.config import DistributedConfig
+    from motionkit.train.sharding import local_view
+    from motionkit.train.trainer import Trainer, TrainingDivergedError
+
+    reset_accelerate()
+    config = tiny_config(root / "fsdp2-nan", batch_size=1, distributed=DistributedConfig("fsdp2"), cpu=device == "cpu")
+    trainer = Trainer(config, base=tiny_base(), dataset=PatternClips()).setup()
+    if rank == trainer.accelerator.num_processes - 1:
+        shard = next(local_view(p) for p in trainer.trainable if local_view(p).numel())
+        with torch.no_grad():
+            shard.view(-1)[0] = float("nan")
+    try:
+        trainer.save_checkpoint()
+    except TrainingDivergedError as err:
+        (root / f"non-finite-{rank}.txt").write_text(str(err))
+    finally:
+        trainer.accelerator.end_training()
 
 
 def _run_all(root: Path, device: str, world: int = 2) -> None:
     import torch.multiprocessing as mp
 
-    ports = [_free_port() for _ in _all_phases(root)]
+    ports = [_free_port() for _ in range(len(_all_phases(root)) + 1)]  # + the non-finite check
     mp.spawn(_worker, args=(world, str(root), ports, device), nprocs=world, join=True)
 
 
@@ -148,6 +171,13 @@ def test_a_sharded_checkpoint_resumes_as_ddp(cpu_runs):
         torch.testing.assert_close(crossed[key], sharded[key], rtol=0, atol=1e-4)
     after = torch.tensor(_losses(cpu_runs / "fsdp2-straight")[EVERY:])
     torch.testing.assert_close(torch.tensor(_losses(cpu_runs / "fsdp2-to-ddp")), after, rtol=1e-5, atol=1e-6)
+
+
+def test_a_non_finite_shard_stops_every_process(cpu_runs):
+    first, last = (cpu_runs / "non-finite-0.txt").read_text(), (cpu_runs / "non-finite-1.txt").read_text()
+    assert "not writing the checkpoint" in first and "(on another process)" in first
+    assert "not writing the checkpoint" in last and "(on another process)" not in last
+    assert not (cpu_runs / "fsdp2-nan" / "checkpoints").exists() or not any((cpu_runs / "fsdp2-nan" / "checkpoints").iterdir())
 
 
 def test_fsdp2_trains_in_bf16(cpu_runs):

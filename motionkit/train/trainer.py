@@ -564,9 +564,8 @@ class Trainer:
     def _check_weights(self, step: int, epoch: int, batch: int) -> None:
         """Stop every process when step ``step``'s update left a non-finite trained weight (an overflowing
         gradient from a finite loss), before the step is recorded or checkpointed."""
-        bad = self._nonfinite_weight()
-        flags = self.accelerator.gather(torch.tensor([0.0 if bad is None else 1.0], device=self.accelerator.device))
-        if bool(flags.any()):
+        bad, anywhere = self._nonfinite_anywhere()
+        if anywhere:
             last = self.last_checkpoint or "none written yet"
             where = f" ({bad})" if bad else " (on another process)"
             raise TrainingDivergedError(
@@ -574,6 +573,13 @@ class Trainer:
                 f"nothing was saved after it and the last good checkpoint is {last}: resume from it with a lower lr or "
                 "mixed_precision bf16/no"
             )
+
+    def _nonfinite_anywhere(self) -> tuple[str | None, bool]:
+        """This process's first non-finite trained weight (or None), and whether any process has one: every
+        process must call it, so all of them stop together (a sharded run's shards differ per process)."""
+        bad = self._nonfinite_weight()
+        flags = self.accelerator.gather(torch.tensor([0.0 if bad is None else 1.0], device=self.accelerator.device))
+        return bad, bool(flags.any())
 
     def _nonfinite_weight(self) -> str | None:
         """The name of the first trained weight holding NaN or inf (in this process's shard), or None when all
@@ -662,12 +668,12 @@ class Trainer:
         from accelerate.utils import gather_object
 
         acc = self.accelerator
-        bad = self._nonfinite_weight()
-        if bad is not None:  # a checkpoint must only ever hold weights a resume can continue from
+        bad, anywhere = self._nonfinite_anywhere()
+        if anywhere:  # a checkpoint must only ever hold weights a resume can continue from
             last = self.last_checkpoint or "none written yet"
             raise TrainingDivergedError(
-                f"not writing the checkpoint of step {self.position.step}: trained weight {bad} is not finite; "
-                f"the last good checkpoint is {last}"
+                f"not writing the checkpoint of step {self.position.step}: trained weight {bad or '(on another process)'} "
+                f"is not finite; the last good checkpoint is {last}"
             )
         rng_states = gather_object([serialized_rng({"loader": self.loader_generator})])
         # Gathers (collectives in a sharded run): every process takes part, only the main one keeps and writes.

@@ -138,7 +138,7 @@ def test_a_short_clip_warns_once(caplog):
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"ACCELERATE_USE_FSDP": "true"}, "FSDP needs GPUs"),
+        ({"ACCELERATE_USE_FSDP": "true"}, "accelerate's FSDP was asked for"),
         ({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}, "--cpu runs one process"),
     ],
 )

@@ -114,7 +114,11 @@ def load_base(path: str, dtype: torch.dtype = torch.float32, config: str | None 
 
 
 def weight_hashes(modules: dict[str, nn.Module]) -> dict[str, str]:
-    """SHA-256 of every frozen tensor (names and bytes) per module: proof the base did not change."""
+    """SHA-256 of every frozen tensor (names and bytes) per module: proof the base did not change. Sharded
+    tensors are gathered one at a time (every process must call it then), so a sharded run's hashes are
+    those of the whole weights, the same as an unsharded run's."""
+    from motionkit.train.sharding import full_tensor
+
     hashes = {}
     for name, module in modules.items():
         digest = hashlib.sha256()
@@ -122,6 +126,6 @@ def weight_hashes(modules: dict[str, nn.Module]) -> dict[str, str]:
             if ".lora_" in key:  # trainable LoRA factors live inside the frozen adapter's layers
                 continue
             digest.update(key.encode("utf-8"))
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(full_tensor(tensor).contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         hashes[name] = digest.hexdigest()
     return hashes

@@ -26,6 +26,7 @@ TRACKERS = ("tensorboard", "wandb")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal", "mixed")
 LOSS_WEIGHTING = ("none", "min_snr", "v")
 ENCODER_KINDS = ("sparsectrl_rgb", "controlnet")
+STRATEGIES = ("ddp", "fsdp2", "zero2", "zero3")
 
 
 def require(ok: bool, message: str) -> None:
@@ -223,6 +224,30 @@ class LoRAConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """How several processes share a run (``accelerate launch`` starts them; see ``train/sharding.py``).
+
+    ``ddp``: every process holds the whole model and averages gradients (one process: plain training).
+    ``fsdp2``: torch's ``fully_shard`` splits the frozen UNet, the adapter, its gradients and AdamW's state
+    across the processes (gloo on CPU, NCCL on GPUs); checkpoints and exports hold the gathered weights, so
+    they are the same files a ``ddp`` run writes. ``zero2``/``zero3``: DeepSpeed ZeRO, refused for now
+    (its partitioned optimizer state does not fit the checkpoint format).
+    """
+
+    strategy: str = "ddp"
+
+    def __post_init__(self) -> None:
+        require(
+            self.strategy in STRATEGIES,
+            f"distributed.strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}",
+        )
+
+    @property
+    def shards(self) -> bool:
+        return self.strategy == "fsdp2"
+
+
+@dataclass(frozen=True)
 class ValidationConfig:
     """Sample videos every ``every`` steps (0: never) through ``motionkit.pipeline``."""
 
@@ -291,6 +316,7 @@ class TrainConfig:
     log_every: int = 10
     log_with: tuple[str, ...] = ("tensorboard",)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     export_formats: tuple[str, ...] = ("motionkit",)
 
     def __post_init__(self) -> None:
@@ -353,6 +379,8 @@ class TrainConfig:
                 not self.data.latent_cache,
                 "encoder.kind controlnet decodes each clip with its control map: remove data.latent_cache",
             )
+        if self.distributed.shards:
+            _check_sharded(self)
 
     # -- construction -------------------------------------------------------------------------------
 
@@ -405,6 +433,18 @@ class TrainConfig:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+def _check_sharded(config: TrainConfig) -> None:
+    """What a sharded run cannot do: each of these needs every weight whole on one process mid-run."""
+    why = "with distributed.strategy fsdp2 no process holds the whole model"
+    require(
+        config.validation.every == 0,
+        f"validation.every needs the whole UNet on one process ({why}): set validation.every=0 and sample the exported adapter",
+    )
+    require(not config.ema, f"ema keeps a whole copy of the trained weights ({why}): set ema=false or use distributed.strategy ddp")
+    require(not config.encoder.enabled, "encoder training does not support distributed.strategy fsdp2 yet: use distributed.strategy ddp")
+
 
 _PATH_KEYS = {
     ("base",), ("base_config",), ("adapter",), ("output_dir",), ("resume_from",), ("lora", "base_adapter"),

@@ -1,6 +1,6 @@
 """What ``accelerate launch`` was asked for against what accelerate set up: refuse a run that would
-silently be something else (FSDP on CPU, several CPU processes through ``--cpu``, fewer processes than
-the launcher started)."""
+silently be something else (accelerate's FSDP or DeepSpeed on CPU, several CPU processes through ``--cpu``,
+fewer processes than the launcher started), and a ``distributed.strategy`` the launch cannot run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ from typing import Any
 from motionkit.errors import MotionkitError
 
 CPU_DDP_HINT = "for several CPU processes use 'accelerate launch --multi_gpu --num_processes N' with cpu=true (DDP over gloo)"
+FSDP2_HINT = (
+    "set distributed.strategy=fsdp2 in the training config and launch with 'accelerate launch --multi_gpu "
+    "--num_processes N' (cpu=true on CPU): motionkit shards with torch's fully_shard itself"
+)
+ZERO_REASON = (
+    "DeepSpeed ZeRO is not wired into motionkit's checkpoints (its partitioned optimizer state would not resume): "
+    "use distributed.strategy fsdp2, which shards weights, gradients and optimizer state, or ddp"
+)
 
 
 def _flag(environ: Mapping[str, str], name: str) -> bool:
@@ -20,15 +28,9 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
 def check_launch(accelerator: Any, environ: Mapping[str, str] | None = None) -> None:
     """Raise ``MotionkitError`` (one line) where the launcher's environment asked for a layout that
     ``accelerator`` (an ``accelerate.Accelerator``) does not run."""
-    from accelerate.utils import DistributedType
-
     env = os.environ if environ is None else environ
     kind = accelerator.distributed_type
     running = f"accelerate set up {kind.value} with {accelerator.num_processes} process(es) on {accelerator.device.type}"
-    if _flag(env, "ACCELERATE_USE_FSDP") and (accelerator.device.type == "cpu" or kind != DistributedType.FSDP):
-        raise MotionkitError(
-            f"FSDP was asked for but {running}: FSDP needs GPUs; run on GPUs, or {CPU_DDP_HINT}"
-        )
     asked = env.get("WORLD_SIZE")
     if asked is not None and asked.isdigit() and int(asked) != accelerator.num_processes:
         raise MotionkitError(f"the launcher started {asked} processes but {running}: check the accelerate config")
@@ -37,4 +39,30 @@ def check_launch(accelerator: Any, environ: Mapping[str, str] | None = None) -> 
         # multi-CPU mode needs MPI).
         raise MotionkitError(
             f"several processes were asked for with --cpu but {running}: accelerate's --cpu runs one process; {CPU_DDP_HINT}"
+        )
+
+
+def check_engine(strategy: str, environ: Mapping[str, str] | None = None) -> None:
+    """Before accelerate starts: raise ``MotionkitError`` (one line) for an engine motionkit does not run,
+    asked for by ``distributed.strategy`` or by the launcher's environment (an accelerate config file)."""
+    env = os.environ if environ is None else environ
+    if strategy in ("zero2", "zero3"):
+        raise MotionkitError(f"distributed.strategy {strategy} was asked for: {ZERO_REASON}")
+    if _flag(env, "ACCELERATE_USE_DEEPSPEED"):
+        raise MotionkitError(f"accelerate's DeepSpeed was asked for (an accelerate config or --use_deepspeed): {ZERO_REASON}")
+    if _flag(env, "ACCELERATE_USE_FSDP"):
+        # accelerate 1.x ignores its FSDP plugin on CPU (it prepares DDP, silently); on GPUs its size-based
+        # wrapping would leave the checkpoints holding one process's shard.
+        raise MotionkitError(f"accelerate's FSDP was asked for (an accelerate config or --use_fsdp): {FSDP2_HINT}")
+
+
+def check_strategy(strategy: str, accelerator: Any) -> None:
+    """Raise ``MotionkitError`` (one line) where ``distributed.strategy`` cannot run as launched."""
+    import torch.distributed as dist
+
+    # A launcher's single process has a process group (fsdp2 then runs, sharding nothing); a plain one has none.
+    if strategy == "fsdp2" and not (dist.is_available() and dist.is_initialized()):
+        raise MotionkitError(
+            f"distributed.strategy fsdp2 needs processes started by a launcher ({accelerator.num_processes} plain "
+            "process here): use 'accelerate launch --multi_gpu --num_processes N' (cpu=true on CPU), or distributed.strategy ddp"
         )

@@ -1,5 +1,6 @@
 """The training loop: a motion adapter (or a MotionLoRA) learns to denoise video clips through a
-frozen image model, on one process or many (accelerate: DDP, FSDP, DeepSpeed).
+frozen image model, on one process or many (accelerate launches them; ``distributed.strategy``: DDP
+replicas, or FSDP2 shards through ``sharding.py``).
 
 Per step: clips -> VAE latents (x scaling_factor, or read from the latent cache) -> DDPM forward noise
 at a random timestep -> the injected UNet predicts epsilon (or v) -> MSE -> AdamW on the adapter only.
@@ -12,6 +13,7 @@ computes exactly what an uninterrupted one does (bitwise on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -38,9 +40,17 @@ from motionkit.train.checkpoint import (
 )
 from motionkit.train.config import TrainConfig
 from motionkit.train.image_cond import IMAGE_COND_CHANNELS, clean_conditioning_frames, joint_dropout, training_image_cond
-from motionkit.train.launch import check_launch
+from motionkit.train.launch import check_engine, check_launch, check_strategy
 from motionkit.train.losses import diffusion_loss, prediction_target
 from motionkit.train.sampler import ResumableBatchSampler, position_generator
+from motionkit.train.sharding import (
+    full_optimizer_state,
+    full_state,
+    load_full_into,
+    local_view,
+    shard_motion_unet,
+    shard_optimizer_state,
+)
 from motionkit.train.timesteps import loss_weights, sample_timestep
 from motionkit.utils.atomic import atomic_write
 
@@ -102,6 +112,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.position = Position()
         self.accelerator: Any = None
+        self.shards = False  # distributed.strategy fsdp2, set by setup()
         self.last_checkpoint: Path | None = None
 
     # ------------------------------------------------------------------ setup
@@ -119,11 +130,12 @@ class Trainer:
         if self.accelerator is not None:
             return self
         from accelerate import Accelerator
-        from accelerate.utils import DistributedType, set_seed
+        from accelerate.utils import set_seed
 
         cfg = self.config
         if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
             raise MotionkitError("mixed_precision fp16 needs a CUDA GPU: use bf16 or no on this machine")
+        check_engine(cfg.distributed.strategy)
         self.accelerator = Accelerator(
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             mixed_precision=cfg.mixed_precision,
@@ -132,14 +144,14 @@ class Trainer:
             cpu=cfg.cpu,
         )
         check_launch(self.accelerator)
+        check_strategy(cfg.distributed.strategy, self.accelerator)
+        self.shards = cfg.distributed.shards
         set_seed(cfg.seed)  # the same on every process: replicas start identical
         self.weight_dtype = WEIGHT_DTYPES[cfg.mixed_precision]
         self._setup_models()
         self._setup_optimization()
         self._setup_data()
         self._resume()
-        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-            self._log("note: FSDP/DeepSpeed runs train, but their checkpoints are not verified to resume exactly")
         if self.accelerator.log_with:  # trackers exist only after init_trackers (main process only)
             self.accelerator.init_trackers("motionkit", config=_flat(cfg.to_dict()))
         return self
@@ -165,6 +177,10 @@ class Trainer:
         from diffusers.optimization import get_scheduler
 
         cfg = self.config
+        if self.shards:
+            # fully_shard swaps every parameter for a sharded one: the optimizer must see the new ones.
+            shard_motion_unet(self.motion_unet, self.accelerator.device)
+            self.trainable = [p for p in self.trained_module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.trainable,
             lr=cfg.lr,
@@ -182,7 +198,10 @@ class Trainer:
             from diffusers.training_utils import EMAModel
 
             self.ema = EMAModel(self.trainable, decay=cfg.ema_decay)
-        self.model, self.optimizer = self.accelerator.prepare(self.denoiser_module(), self.optimizer)
+        if self.shards:  # sharded by motionkit: accelerate only wraps the optimizer (accumulation steps)
+            self.model, self.optimizer = self.motion_unet, self.accelerator.prepare(self.optimizer)
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(self.denoiser_module(), self.optimizer)
 
     def _setup_data(self) -> None:
         cfg, acc = self.config, self.accelerator
@@ -361,11 +380,11 @@ class Trainer:
                 f"{path}: its trained weights do not match this run's adapter (e.g. {odd[0]!r}): "
                 "resume with the config the checkpoint was written with"
             )
-        with torch.no_grad():
-            for name, tensor in ckpt.trainable.items():
-                params[name].copy_(tensor)
+        load_full_into(params, ckpt.trainable)
         state = ckpt.training_state
-        self.optimizer.load_state_dict(state["optimizer"])
+        # Checkpoints hold whole tensors whatever the strategy: a sharded run takes its own part of each.
+        optimizer_state = shard_optimizer_state(state["optimizer"], self.trainable) if self.shards else state["optimizer"]
+        self.optimizer.load_state_dict(optimizer_state)
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self._apply_lr_override(path)
         self._apply_optimizer_settings(path)
@@ -440,14 +459,16 @@ class Trainer:
             noisy, model_timesteps, frame_mask = clean_conditioning_frames(noisy, timesteps, image_cond)
         hidden, added = self._encode_prompts(prompts, latents)
         model = model if model is not None else self.model
-        prediction = model(
-            noisy.to(self.weight_dtype),
-            model_timesteps,
-            hidden,
-            added_cond_kwargs=added,
-            image_cond=image_cond,
-            return_dict=False,
-        )[0]
+        # accelerate's prepare autocasts a model's forward; a sharded run's model did not go through it.
+        with self.accelerator.autocast() if self.shards else contextlib.nullcontext():
+            prediction = model(
+                noisy.to(self.weight_dtype),
+                model_timesteps,
+                hidden,
+                added_cond_kwargs=added,
+                image_cond=image_cond,
+                return_dict=False,
+            )[0]
         return self._loss(prediction, latents, noise, timesteps, frame_mask)
 
     def _noise_and_timesteps(self, latents: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -563,9 +584,8 @@ class Trainer:
     def _check_weights(self, step: int, epoch: int, batch: int) -> None:
         """Stop every process when step ``step``'s update left a non-finite trained weight (an overflowing
         gradient from a finite loss), before the step is recorded or checkpointed."""
-        bad = self._nonfinite_weight()
-        flags = self.accelerator.gather(torch.tensor([0.0 if bad is None else 1.0], device=self.accelerator.device))
-        if bool(flags.any()):
+        bad, anywhere = self._nonfinite_anywhere()
+        if anywhere:
             last = self.last_checkpoint or "none written yet"
             where = f" ({bad})" if bad else " (on another process)"
             raise TrainingDivergedError(
@@ -574,9 +594,17 @@ class Trainer:
                 "mixed_precision bf16/no"
             )
 
+    def _nonfinite_anywhere(self) -> tuple[str | None, bool]:
+        """This process's first non-finite trained weight (or None), and whether any process has one: every
+        process must call it, so all of them stop together (a sharded run's shards differ per process)."""
+        bad = self._nonfinite_weight()
+        flags = self.accelerator.gather(torch.tensor([0.0 if bad is None else 1.0], device=self.accelerator.device))
+        return bad, bool(flags.any())
+
     def _nonfinite_weight(self) -> str | None:
-        """The name of the first trained weight holding NaN or inf, or None when all are finite."""
-        state = self.trainable_state()
+        """The name of the first trained weight holding NaN or inf (in this process's shard), or None when all
+        are finite."""
+        state = {n: local_view(p.detach()) for n, p in self.trained_module.named_parameters() if p.requires_grad}
         finite = torch.stack([torch.isfinite(t).all() for t in state.values()])
         if bool(finite.all()):  # one device sync for all tensors
             return None
@@ -634,27 +662,49 @@ class Trainer:
 
         return plain_config(self.adapter)
 
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach() for n, p in self.trained_module.named_parameters() if p.requires_grad}
+    def trainable_state(self, keep: bool = True) -> dict[str, torch.Tensor]:
+        """The trained tensors, whole (gathered onto CPU in a sharded run: every process must call it then;
+        ``keep=False`` there: this process only helps gather and gets an empty dict)."""
+        named = [(n, p.detach()) for n, p in self.trained_module.named_parameters() if p.requires_grad]
+        return full_state(named, keep) if self.shards else dict(named)
+
+    def whole_adapter(self) -> nn.Module | None:
+        """A sharded run's adapter gathered into a plain module on the main process (None on the others): what
+        ``export`` writes. Every process must call it."""
+        from motionkit.adapter import MotionAdapter
+        from motionkit.formats.motionkit_format import plain_config
+
+        main = self.accelerator.is_main_process
+        state = full_state(self.adapter.state_dict().items(), keep=main)
+        if not main:
+            return None
+        # The same structure rebuilt unsharded: the preset's layout from the config, or the LoRA'd base adapter.
+        whole = self._build_adapter() if self.config.lora.enabled else MotionAdapter(**plain_config(self.adapter))
+        whole.load_state_dict(state, strict=True)
+        return whole
 
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current step (every process must call it: RNG states are gathered)."""
         from accelerate.utils import gather_object
 
         acc = self.accelerator
-        bad = self._nonfinite_weight()
-        if bad is not None:  # a checkpoint must only ever hold weights a resume can continue from
+        bad, anywhere = self._nonfinite_anywhere()
+        if anywhere:  # a checkpoint must only ever hold weights a resume can continue from
             last = self.last_checkpoint or "none written yet"
             raise TrainingDivergedError(
-                f"not writing the checkpoint of step {self.position.step}: trained weight {bad} is not finite; "
-                f"the last good checkpoint is {last}"
+                f"not writing the checkpoint of step {self.position.step}: trained weight {bad or '(on another process)'} "
+                f"is not finite; the last good checkpoint is {last}"
             )
         rng_states = gather_object([serialized_rng({"loader": self.loader_generator})])
+        # Gathers (collectives in a sharded run): every process takes part, only the main one keeps and writes.
+        main = acc.is_main_process
+        trainable = self.trainable_state(keep=main)
+        optimizer_state = full_optimizer_state(self.optimizer, keep=main) if self.shards else self.optimizer.state_dict()
         path = None
         if acc.is_main_process:
             scaler = getattr(acc, "scaler", None)
             training_state = {
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "lr_scheduler": self.lr_scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
@@ -667,7 +717,7 @@ class Trainer:
             path = save_checkpoint(
                 self.checkpoint_root,
                 self.position,
-                trainable=self.trainable_state(),
+                trainable=trainable,
                 adapter_config=self.trained_config(),
                 training_state=training_state,
                 rng_states=list(rng_states),
@@ -762,8 +812,9 @@ class Trainer:
         if len(set(replicas)) != 1:
             raise MotionkitError(f"the {len(replicas)} replicas ended with different weights: check the distributed setup")
         exported: dict[str, str] = {}
+        whole = self.whole_adapter() if self.shards else None
         if acc.is_main_process:
-            exported = self.export()
+            exported = self.export(whole) if whole is not None else self.export()
             summary = {
                 "steps": self.position.step,
                 "final_loss": self.history[-1]["loss"] if self.history else None,
@@ -772,6 +823,7 @@ class Trainer:
                 "adapter_sha256": digest,
                 "replica_sha256": list(replicas),
                 "processes": acc.num_processes,
+                "strategy": self.config.distributed.strategy,
                 # relative to output_dir, so the summary stays right wherever the run folder moves
                 "exported": {fmt: os.path.relpath(p, self.output_dir) for fmt, p in exported.items()},
             }
@@ -780,10 +832,12 @@ class Trainer:
         acc.wait_for_everyone()
         return TrainResult(self.position.step, list(self.history), self.output_dir, exported, self.frozen_hashes, digest)
 
-    def export(self) -> dict[str, str]:
-        """Write the trained weights (EMA weights when EMA is on) in every format of ``export_formats``."""
+    def export(self, adapter: nn.Module | None = None) -> dict[str, str]:
+        """Write the trained weights (EMA weights when EMA is on) in every format of ``export_formats``;
+        ``adapter``: the module to write instead of the trained one (a sharded run's ``whole_adapter``)."""
         from motionkit.formats import save_adapter
 
+        adapter = self.adapter if adapter is None else adapter
         out: dict[str, str] = {}
         if self.ema is not None:
             self.ema.store(self.trainable)
@@ -792,7 +846,7 @@ class Trainer:
             if self.config.lora.enabled:
                 from motionkit.train.motion_lora import save_trained_lora
 
-                out["motion_lora"] = str(save_trained_lora(self.adapter, self.output_dir / "motion_lora.safetensors"))
+                out["motion_lora"] = str(save_trained_lora(adapter, self.output_dir / "motion_lora.safetensors"))
                 return out
             targets = {
                 "motionkit": self.output_dir / "adapter",
@@ -800,7 +854,7 @@ class Trainer:
                 "animatediff": self.output_dir / "adapter-animatediff.safetensors",
             }
             for fmt in self.config.export_formats:
-                out[fmt] = str(save_adapter(self.adapter, targets[fmt], format=fmt))
+                out[fmt] = str(save_adapter(adapter, targets[fmt], format=fmt))
             return out
         finally:
             if self.ema is not None:

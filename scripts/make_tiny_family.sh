@@ -30,8 +30,9 @@ train_stage() {
 }
 
 if wants data; then
-  # The world, rendered twice: the natural style (base model, motion adapter) and neon (personalized model).
-  timed data-natural $PY -m motionkit.data.world "$WORK/data/natural" --clips 2000 --style natural --seed 1 --images-per-clip 2
+  # The world, rendered twice: the natural style (base model, motion adapter; with depth and edge maps for
+  # the ControlNet) and neon (personalized model).
+  timed data-natural $PY -m motionkit.data.world "$WORK/data/natural" --clips 2000 --style natural --seed 1 --images-per-clip 2 --maps depth,edges
   timed data-neon $PY -m motionkit.data.world "$WORK/data/neon" --clips 800 --style neon --seed 2 --images-per-clip 2
 fi
 wants vae && train_stage vae train-image vae

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +65,37 @@ def test_missing_family_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(MotionkitError, match="make_tiny_family.sh") as info:
         assets.tiny_family_path()
     assert "\n" not in str(info.value)
+
+
+def _evaluate_i2v():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "tiny_family" / "evaluate_i2v.py"
+    spec = importlib.util.spec_from_file_location("evaluate_i2v", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_i2v_targets_judge_against_the_real_clip_through_the_vae():
+    evaluate = _evaluate_i2v()
+    real = {"psnr_image": 16.0, "psnr_frame0": 23.0, "motion_score": 0.6, "jump_ratio": 1.0, "warping_error": 0.003}
+    held = {"psnr_image": 15.6, "psnr_frame0": 24.5, "motion_score": 0.4, "jump_ratio": 1.2, "warping_error": 0.005}
+    assert all(evaluate.verdicts(held, real).values())
+    frozen = {**held, "psnr_image": 15.4, "psnr_frame0": 25.5, "motion_score": 0.2, "jump_ratio": 1.6, "warping_error": 0.007}
+    assert not any(evaluate.verdicts(frozen, real).values())
+
+
+def test_i2v_evaluation_runs_on_the_family(family, tmp_path):
+    import json
+
+    out = tmp_path / "eval"
+    code = _evaluate_i2v().main([
+        "--family", str(family), "--clips", "1", "--frames", "4", "--steps", "2", "--sheet-clips", "1", "--out", str(out),
+    ])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["passed"]) == {"psnr_image", "psnr_frame0", "motion_score", "jump_ratio", "warping_error"}
+    generated, real = report["mean"]["generated"], report["mean"]["real_through_vae"]
+    assert 5.0 < generated["psnr_image"] < 60.0 and 5.0 < real["psnr_image"] < 60.0
+    assert (out / "contact_sheet.png").stat().st_size > 0 and "| psnr_image |" in (out / "table.md").read_text()

@@ -203,18 +203,6 @@ def _pipeline_size(pipe: Any) -> int:
     return pipe.unet.config.sample_size * pipe.vae_scale_factor
 
 
-def _vae_round_trip(pipe: Any, frames: Any) -> Any:
-    """uint8 ``[F, H, W, 3]`` through the pipeline's VAE (encode, latent mode, decode), back to uint8."""
-    import numpy as np
-    import torch
-
-    batch = torch.from_numpy(np.array(frames, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    batch = batch.to(pipe.vae.device, pipe.vae.dtype)
-    with torch.no_grad():
-        decoded = pipe.vae.decode(pipe.vae.encode(batch).latent_dist.mode()).sample
-    return ((decoded.float().permute(0, 2, 3, 1).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
-
-
 def measure_references(pipe: Any, family: TinyFamily, *, frames: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """The VAE's reconstruction of the image and real world clips through the VAE, measured as the videos are.
 
@@ -223,11 +211,12 @@ def measure_references(pipe: Any, family: TinyFamily, *, frames: int) -> tuple[d
     import numpy as np
 
     from motionkit.family import world_reference_clips
+    from motionkit.pipeline.image_input import vae_round_trip
     from motionkit.metrics import adherence_report, colour_delta_e, colour_histogram_distance, evaluate_video, fit_video, psnr, ssim
 
     size = _pipeline_size(pipe)
     image = _seen_image(family, size)
-    reconstruction = _vae_round_trip(pipe, image[None])[0]
+    reconstruction = vae_round_trip(pipe.vae, image[None])[0]
     vae = {
         "psnr_image": psnr(reconstruction, image),
         "ssim_image": ssim(reconstruction, image),
@@ -238,7 +227,7 @@ def measure_references(pipe: Any, family: TinyFamily, *, frames: int) -> tuple[d
     measured, shown = [], None
     for clip in clips:
         real = fit_video(clip, size, size)
-        through = _vae_round_trip(pipe, real)
+        through = vae_round_trip(pipe.vae, real)
         shown = through if shown is None else shown
         # Each clip is judged against its own first frame: the image it would have been conditioned on.
         adherence = adherence_report(through, real[0])
@@ -267,6 +256,7 @@ def _make_video(
     import torch
 
     from motionkit.metrics import adherence_report, evaluate_video, psnr
+    from motionkit.pipeline.image_input import vae_round_trip
     from motionkit.video_io import write_video
 
     size = _pipeline_size(pipe)
@@ -285,7 +275,7 @@ def _make_video(
     video = (np.nan_to_num(np.clip(output.frames[0], 0.0, 1.0)) * 255).round().astype(np.uint8)
     # A first frame can be no closer to the image than the VAE's own round trip of it.
     image = _seen_image(family, size)
-    reconstruction = _vae_round_trip(pipe, image[None])[0]
+    reconstruction = vae_round_trip(pipe.vae, image[None])[0]
     written = [str(write_video(video, stem.with_suffix(suffix), fps=8)) for suffix in (".mp4", ".gif")]
     adherence = adherence_report(video, image)
     return video, {

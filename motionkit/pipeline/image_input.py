@@ -66,3 +66,13 @@ def load_image(image: ImageInput) -> PIL.Image.Image:
 def prepare_image(image: ImageInput, height: int, width: int, processor: VaeImageProcessor) -> torch.Tensor:
     """``[1, 3, height, width]`` in [-1, 1], resized to cover the size and centre-cropped."""
     return processor.preprocess(load_image(image), height=height, width=width, resize_mode="crop")
+
+
+def vae_round_trip(vae: torch.nn.Module, frames: np.ndarray) -> np.ndarray:
+    """uint8 ``[F, H, W, 3]`` through ``vae`` (encode, the posterior's mode, decode), back to uint8: the
+    ceiling of any video the model decodes, as adherence figures are quoted against it."""
+    batch = torch.from_numpy(np.array(frames, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    batch = batch.to(vae.device, vae.dtype)
+    with torch.no_grad():
+        decoded = vae.decode(vae.encode(batch).latent_dist.mode()).sample
+    return ((decoded.float().permute(0, 2, 3, 1).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)

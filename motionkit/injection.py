@@ -16,6 +16,7 @@ from torch import nn
 
 from motionkit.adapter import MotionAdapter
 from motionkit.errors import LayoutMismatchError, MotionkitError
+from motionkit.frozen_conv import FrozenConvInputs
 from motionkit.unet_layout import Layout, unet_layout
 
 __all__ = ["Layout", "MotionUNet", "check_fits", "inject", "unet_layout"]
@@ -69,6 +70,9 @@ class MotionUNet(nn.Module):
         self.motion_strength = 1.0
         self._image_cond: torch.Tensor | None = None
         self._handles = []
+        self.frozen_convs: FrozenConvInputs | None = None
+        # Frozen UNet convolutions keep no input for backward (motionkit.frozen_conv); False keeps them.
+        self.lean_frozen_convs = True
         self.attach()
 
     def attach(self) -> None:
@@ -89,6 +93,7 @@ class MotionUNet(nn.Module):
                 self._handles.append(target.register_forward_hook(self._motion_hook(module)))
         if adapter.image_cond_conv is not None:
             self._handles.append(unet.conv_in.register_forward_hook(self._image_cond_hook))
+        self.frozen_convs = FrozenConvInputs(unet)
         unet._motionkit_injected = True
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -151,6 +156,7 @@ class MotionUNet(nn.Module):
         if image_cond is not None and self.adapter.image_cond_conv is None:
             raise MotionkitError("image_cond was given but this adapter has no image-conditioning branch")
         self.num_frames = f
+        self.frozen_convs.enabled = self.lean_frozen_convs
         try:
             out = self.unet(
                 frames_in_batch,
@@ -216,6 +222,9 @@ class MotionUNet(nn.Module):
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self.frozen_convs is not None:
+            self.frozen_convs.remove()
+            self.frozen_convs = None
         self.unet._motionkit_injected = False
         for name, p in self.unet.named_parameters():
             p.requires_grad_(self._requires_grad.get(name, True))

@@ -211,3 +211,26 @@ def test_frozen_convolutions_keep_no_input_and_gradients_are_unchanged():
     probe.remove()
     motion.eject()
     assert all(not m._forward_pre_hooks for m in unet.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_feed_forward_chunks_on_cpu_give_the_same_output_and_are_undone():
+    from diffusers.models.attention import BasicTransformerBlock
+
+    from motionkit.feed_forward_chunks import frames_per_chunk
+
+    assert frames_per_chunk(32, 256) == 2 and frames_per_chunk(6, 64) == 6 and frames_per_chunk(7, 256) == 1
+    unet = tiny_unet("tiny-sd")
+    motion = inject(unet, randomize_(MotionAdapter.from_unet(unet, preset="animatediff-v2")))
+    inputs = unet_inputs(unet, batch=2, frames=6)
+    blocks = [m for m in unet.modules() if isinstance(m, BasicTransformerBlock)]
+    blocks[0].set_chunk_feed_forward(3, 0)  # a user's own setting is kept
+    seen = []
+    blocks[-1].ff.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        motion.chunk_feed_forwards = False
+        whole = motion(**inputs).sample
+        motion.chunk_feed_forwards = True
+        chunked = motion(**inputs).sample
+    assert seen[0] == 12 and set(seen[1:]) == {2}, "12 frames of 16 x 16 positions run 2 frames a chunk"
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+    assert blocks[0]._chunk_size == 3 and all(b._chunk_size is None for b in blocks[1:])

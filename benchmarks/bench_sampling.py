@@ -52,6 +52,16 @@ def build(unet_name: str, device: str, dtype: torch.dtype) -> tuple[MotionPipeli
     return ours, theirs
 
 
+def set_savings(pipe: MotionPipeline, on: bool) -> None:
+    """motionkit's exact-path savings on or off: fused temporal projections and the CPU chunks."""
+    pipe.motion_unet.chunk_feed_forwards = on
+    for module in pipe.motion_unet.adapter.modules():
+        if hasattr(module, "fuse_projections"):
+            module.fuse_projections = on
+        if hasattr(module, "chunk_sequences"):
+            module.chunk_sequences = on
+
+
 def measure(run: Callable[[], Any], device: str, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
     """(seconds, peak MiB) of one call, after the caller's warm-up."""
     gc.collect()
@@ -98,10 +108,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--clock", default="wall", choices=sorted(CLOCKS), help=CLOCK_HELP)
+    parser.add_argument("--savings", default="on", choices=["on", "off"], help="motionkit's exact-path savings")
     args = parser.parse_args()
 
     dtype = getattr(torch, args.dtype)
     ours, theirs = build(args.unet, args.device, dtype)
+    set_savings(ours, args.savings == "on")
     call = dict(
         prompt="a corgi running on the beach", negative_prompt="blurry", num_frames=args.frames,
         height=args.size, width=args.size, num_inference_steps=args.steps, guidance_scale=args.guidance,
@@ -125,7 +137,7 @@ def main() -> None:
 
     print(
         f"device={args.device} dtype={args.dtype} unet={args.unet} frames={args.frames} size={args.size} "
-        f"steps={args.steps} guidance={args.guidance} clock={args.clock}"
+        f"steps={args.steps} guidance={args.guidance} clock={args.clock} savings={args.savings}"
     )
     for name, (per_step, mib) in results.items():
         print(f"{name:>10}: {per_step * 1000:9.1f} ms/step   peak {mib:9.1f} MiB")

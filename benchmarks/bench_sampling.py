@@ -23,6 +23,8 @@ from typing import Any, Callable
 import torch
 from diffusers import AnimateDiffPipeline
 
+from common import CLOCK_HELP, CLOCKS
+
 from motionkit import MotionAdapter
 from motionkit.formats.diffusers_format import to_diffusers_adapter
 from motionkit.pipeline.motion_pipeline import MotionPipeline
@@ -50,7 +52,17 @@ def build(unet_name: str, device: str, dtype: torch.dtype) -> tuple[MotionPipeli
     return ours, theirs
 
 
-def measure(run: Callable[[], Any], device: str) -> tuple[float, float]:
+def set_savings(pipe: MotionPipeline, on: bool) -> None:
+    """motionkit's exact-path savings on or off: fused temporal projections and the CPU chunks."""
+    pipe.motion_unet.chunk_feed_forwards = on
+    for module in pipe.motion_unet.adapter.modules():
+        if hasattr(module, "fuse_projections"):
+            module.fuse_projections = on
+        if hasattr(module, "chunk_sequences"):
+            module.chunk_sequences = on
+
+
+def measure(run: Callable[[], Any], device: str, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
     """(seconds, peak MiB) of one call, after the caller's warm-up."""
     gc.collect()
     if device.startswith("cuda"):
@@ -77,9 +89,9 @@ def measure(run: Callable[[], Any], device: str) -> tuple[float, float]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    start = time.perf_counter()
+    start = clock()
     run()
-    seconds = time.perf_counter() - start
+    seconds = clock() - start
     done.set()
     sampler.join()
     return seconds, max(peak[0] - base, 0) / 2**20
@@ -95,10 +107,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="height and width in pixels (multiple of 8)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--clock", default="wall", choices=sorted(CLOCKS), help=CLOCK_HELP)
+    parser.add_argument("--savings", default="on", choices=["on", "off"], help="motionkit's exact-path savings")
     args = parser.parse_args()
 
     dtype = getattr(torch, args.dtype)
     ours, theirs = build(args.unet, args.device, dtype)
+    set_savings(ours, args.savings == "on")
     call = dict(
         prompt="a corgi running on the beach", negative_prompt="blurry", num_frames=args.frames,
         height=args.size, width=args.size, num_inference_steps=args.steps, guidance_scale=args.guidance,
@@ -114,7 +129,7 @@ def main() -> None:
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pipes}
     for _ in range(args.repeats):  # interleaved, so load on a shared machine hits both alike
         for name, pipe in pipes.items():
-            samples[name].append(measure(runner(pipe), args.device))
+            samples[name].append(measure(runner(pipe), args.device, CLOCKS[args.clock]))
     results = {
         name: (statistics.median(t for t, _ in runs) / args.steps, max(m for _, m in runs))
         for name, runs in samples.items()
@@ -122,7 +137,7 @@ def main() -> None:
 
     print(
         f"device={args.device} dtype={args.dtype} unet={args.unet} frames={args.frames} size={args.size} "
-        f"steps={args.steps} guidance={args.guidance}"
+        f"steps={args.steps} guidance={args.guidance} clock={args.clock} savings={args.savings}"
     )
     for name, (per_step, mib) in results.items():
         print(f"{name:>10}: {per_step * 1000:9.1f} ms/step   peak {mib:9.1f} MiB")

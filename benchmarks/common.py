@@ -32,6 +32,12 @@ def sd_vae(seed: int = 0) -> Any:
     return AutoencoderKL(**SD_VAE_CONFIG).eval()
 
 
+# "cpu": this process's CPU time. With one thread on a machine other jobs share, it follows the work done
+# rather than the share of the cores the scheduler gave; "wall" is what a user waits.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK_HELP = "wall: elapsed time; cpu: this process's CPU time (steadier on a shared machine, with OMP_NUM_THREADS=1)"
+
+
 def time_once(fn: Callable[[], Any], device: str) -> float:
     """Seconds for one call; on CUDA the queue is drained before and after."""
     if device == "cuda":

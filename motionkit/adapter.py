@@ -232,6 +232,13 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
         backends = {m.backend for m in self.modules() if isinstance(m, TemporalAttention)}
         return backends.pop() if len(backends) == 1 else "mixed"
 
+    def set_recompute(self, mode: str) -> None:
+        """What every motion module reruns in backward instead of keeping: ``none``, ``cheap`` (norms,
+        activations, adds and copies) or ``feed_forward`` (also the feed-forward's widening projection).
+        Gradients are the same in every mode; see ``motionkit.modules.recompute``."""
+        for module in self.motion_modules():
+            module.set_recompute(mode)
+
     def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None) -> None:
         for module in self.motion_modules():
             module.gradient_checkpointing = enable

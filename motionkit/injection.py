@@ -8,6 +8,7 @@ back the UNet exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ from torch import nn
 
 from motionkit.adapter import MotionAdapter
 from motionkit.errors import LayoutMismatchError, MotionkitError
+from motionkit.feed_forward_chunks import chunked_feed_forwards
+from motionkit.frozen_conv import FrozenConvInputs
 from motionkit.unet_layout import Layout, unet_layout
 
 __all__ = ["Layout", "MotionUNet", "check_fits", "inject", "unet_layout"]
@@ -69,6 +72,11 @@ class MotionUNet(nn.Module):
         self.motion_strength = 1.0
         self._image_cond: torch.Tensor | None = None
         self._handles = []
+        self.frozen_convs: FrozenConvInputs | None = None
+        # Frozen UNet convolutions keep no input for backward (motionkit.frozen_conv); False keeps them.
+        self.lean_frozen_convs = True
+        # On CPU the UNet's feed-forwards run a few frames at a time (motionkit.feed_forward_chunks).
+        self.chunk_feed_forwards = True
         self.attach()
 
     def attach(self) -> None:
@@ -89,6 +97,7 @@ class MotionUNet(nn.Module):
                 self._handles.append(target.register_forward_hook(self._motion_hook(module)))
         if adapter.image_cond_conv is not None:
             self._handles.append(unet.conv_in.register_forward_hook(self._image_cond_hook))
+        self.frozen_convs = FrozenConvInputs(unet)
         unet._motionkit_injected = True
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -151,16 +160,24 @@ class MotionUNet(nn.Module):
         if image_cond is not None and self.adapter.image_cond_conv is None:
             raise MotionkitError("image_cond was given but this adapter has no image-conditioning branch")
         self.num_frames = f
+        self.frozen_convs.enabled = self.lean_frozen_convs
+        chunks = (
+            chunked_feed_forwards(self.unet, b * f, h * w)
+            # Not under the UNet's checkpointing: its recompute, after this block, must run the same operators.
+            if self.chunk_feed_forwards and sample.device.type == "cpu" and not getattr(self.unet, "is_gradient_checkpointing", False)
+            else contextlib.nullcontext()
+        )
         try:
-            out = self.unet(
-                frames_in_batch,
-                timestep,
-                encoder_hidden_states,
-                added_cond_kwargs=added_cond_kwargs,
-                cross_attention_kwargs=cross_attention_kwargs,
-                return_dict=False,
-                **unet_kwargs,
-            )[0]
+            with chunks:
+                out = self.unet(
+                    frames_in_batch,
+                    timestep,
+                    encoder_hidden_states,
+                    added_cond_kwargs=added_cond_kwargs,
+                    cross_attention_kwargs=cross_attention_kwargs,
+                    return_dict=False,
+                    **unet_kwargs,
+                )[0]
         finally:
             self._image_cond = None
         out = out.reshape(b, f, *out.shape[1:]).transpose(1, 2)
@@ -216,6 +233,9 @@ class MotionUNet(nn.Module):
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self.frozen_convs is not None:
+            self.frozen_convs.remove()
+            self.frozen_convs = None
         self.unet._motionkit_injected = False
         for name, p in self.unet.named_parameters():
             p.requires_grad_(self._requires_grad.get(name, True))

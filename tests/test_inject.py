@@ -181,3 +181,56 @@ def test_second_injection_is_refused_until_eject():
         inject(unet, MotionAdapter.from_unet(unet, preset="animatediff-v3"))
     motion.eject()
     inject(unet, MotionAdapter.from_unet(unet, preset="animatediff-v3"))
+
+
+def test_frozen_convolutions_keep_no_input_and_gradients_are_unchanged():
+    from torch.multiprocessing.reductions import StorageWeakRef
+
+    unet = tiny_unet("tiny-sd")
+    adapter = randomize_(MotionAdapter.from_unet(unet, preset="animatediff-v2"))
+    motion = inject(unet, adapter)
+    inputs = unet_inputs(unet, frames=4)
+    conv = unet.up_blocks[-1].resnets[-1].conv1  # after motion modules: its input needs a gradient
+    seen = []
+    probe = conv.register_forward_pre_hook(lambda _m, args: seen.append(StorageWeakRef(args[0].untyped_storage())))
+
+    def run(lean: bool):
+        motion.lean_frozen_convs = lean
+        adapter.zero_grad()
+        seen.clear()
+        out = motion(**inputs).sample
+        kept = not seen[0].expired()  # forward is over: only backward could still need the input
+        out.square().mean().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in adapter.named_parameters()}, kept
+
+    (out_a, grads_a, kept_a), (out_b, grads_b, kept_b) = run(True), run(False)
+    assert kept_b and not kept_a
+    torch.testing.assert_close(out_a, out_b, atol=0, rtol=0)
+    for name in grads_b:
+        torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-5, msg=name)
+    probe.remove()
+    motion.eject()
+    assert all(not m._forward_pre_hooks for m in unet.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_feed_forward_chunks_on_cpu_give_the_same_output_and_are_undone():
+    from diffusers.models.attention import BasicTransformerBlock
+
+    from motionkit.feed_forward_chunks import frames_per_chunk
+
+    assert frames_per_chunk(32, 256) == 2 and frames_per_chunk(6, 64) == 6 and frames_per_chunk(7, 256) == 1
+    unet = tiny_unet("tiny-sd")
+    motion = inject(unet, randomize_(MotionAdapter.from_unet(unet, preset="animatediff-v2")))
+    inputs = unet_inputs(unet, batch=2, frames=6)
+    blocks = [m for m in unet.modules() if isinstance(m, BasicTransformerBlock)]
+    blocks[0].set_chunk_feed_forward(3, 0)  # a user's own setting is kept
+    seen = []
+    blocks[-1].ff.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        motion.chunk_feed_forwards = False
+        whole = motion(**inputs).sample
+        motion.chunk_feed_forwards = True
+        chunked = motion(**inputs).sample
+    assert seen[0] == 12 and set(seen[1:]) == {2}, "12 frames of 16 x 16 positions run 2 frames a chunk"
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+    assert blocks[0]._chunk_size == 3 and all(b._chunk_size is None for b in blocks[1:])

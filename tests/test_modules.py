@@ -121,3 +121,73 @@ def test_too_many_frames_message():
     tt = TemporalTransformer(16, heads=2, norm_num_groups=4, max_seq_length=8)
     with pytest.raises(Exception, match="exceed the adapter's position table of 8.*context windows"):
         tt(torch.randn(9, 16, 2, 2), 9)
+
+
+# -- exact-path savings: each equals the plain path it replaces ----------------------------------------------
+
+
+def test_fused_projections_give_the_same_output_and_gradients():
+    torch.manual_seed(0)
+    module = _randomize(MotionModule(32, 4, temporal_norm="across_frames"))
+    x = torch.randn(2 * 6, 32, 4, 4, requires_grad=True)
+
+    def run(fused: bool):
+        for m in module.modules():
+            if hasattr(m, "fuse_projections"):
+                m.fuse_projections = fused
+        module.zero_grad()
+        x.grad = None
+        out = module(x, 6)
+        out.square().mean().backward()
+        return out.detach(), x.grad.clone(), {n: p.grad.clone() for n, p in module.named_parameters()}
+
+    (out_a, dx_a, grads_a), (out_b, dx_b, grads_b) = run(True), run(False)
+    torch.testing.assert_close(out_a, out_b, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(dx_a, dx_b, atol=1e-6, rtol=1e-5)
+    for name in grads_b:
+        torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_cpu_chunks_of_sequences_give_the_same_tokens(monkeypatch):
+    import motionkit.modules.temporal_transformer as tt_module
+
+    module = _randomize(MotionModule(32, 4, temporal_norm="across_frames"))
+    x = torch.randn(2 * 8, 32, 6, 6)
+    with torch.no_grad():
+        module.temporal_transformer.chunk_sequences = False
+        whole = module(x, 8)
+        module.temporal_transformer.chunk_sequences = True
+        calls = []
+        handle = module.temporal_transformer.proj_in.register_forward_hook(lambda *_: calls.append(1))
+        monkeypatch.setattr(tt_module, "CPU_CHUNK_ELEMENTS", 8 * 32 * 5)  # 5 sequences a chunk: 72 -> 15 chunks
+        chunked = module(x, 8)
+        handle.remove()
+    assert len(calls) == 15
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["cheap", "feed_forward"])
+def test_selective_recompute_gives_the_same_gradients(mode):
+    module = _randomize(MotionModule(32, 4, temporal_norm="across_frames", use_temporal_conv=True))
+    x = torch.randn(2 * 6, 32, 4, 4, requires_grad=True)
+    ff_calls = []
+    block = module.temporal_transformer.transformer_blocks[0]
+    block.ff.register_forward_pre_hook(lambda *_: ff_calls.append(1))
+
+    def run(recompute: str):
+        module.set_recompute(recompute)
+        module.zero_grad()
+        x.grad = None
+        ff_calls.clear()
+        out = module(x, 6)
+        out.square().mean().backward()
+        return out.detach(), x.grad.clone(), {n: p.grad.clone() for n, p in module.named_parameters()}, len(ff_calls)
+
+    (out_a, dx_a, grads_a, calls_a), (out_b, dx_b, grads_b, calls_b) = run(mode), run("none")
+    assert calls_b == 1 and calls_a == 2, "backward reruns the recomputed parts of the module"
+    torch.testing.assert_close(out_a, out_b, atol=0, rtol=0)
+    torch.testing.assert_close(dx_a, dx_b, atol=1e-6, rtol=1e-5)
+    for name in grads_b:
+        torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="unknown recompute mode"):
+        module.set_recompute("everything")

@@ -185,6 +185,22 @@ def test_gradient_checkpointing_and_bf16_compute_the_same_step(tmp_path):
     assert abs(bf16_loss - plain_loss) < 0.05 * plain_loss
 
 
+def test_recompute_computes_the_same_step_and_is_validated(tmp_path):
+    from motionkit.modules.recompute import RECOMPUTE_MODES
+    from motionkit.train.config import RECOMPUTE
+
+    assert RECOMPUTE == RECOMPUTE_MODES
+    plain_loss, plain = _loss_and_grads(make_trainer(tmp_path / "a").setup())
+    lean = make_trainer(tmp_path / "b", recompute="feed_forward").setup()
+    assert {m.recompute for m in lean.adapter.motion_modules()} == {"feed_forward"}
+    lean_loss, lean_grads = _loss_and_grads(lean)
+    assert lean_loss == plain_loss and plain.keys() == lean_grads.keys()
+    for name in plain:
+        torch.testing.assert_close(lean_grads[name], plain[name])
+    with pytest.raises(MotionkitError, match="recompute 'all' is not one of none, cheap, feed_forward"):
+        tiny_config(tmp_path / "c", recompute="all")
+
+
 def test_prediction_type_follows_the_base_scheduler(tmp_path):
     from diffusers import DDIMScheduler
 

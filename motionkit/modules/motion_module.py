@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from motionkit.modules.recompute import check_recompute, selective_checkpoint
 from motionkit.modules.temporal_conv import TemporalConvBlock
 from motionkit.modules.temporal_transformer import TemporalTransformer
 
@@ -49,6 +50,11 @@ class MotionModule(nn.Module):
             nn.init.zeros_(self.temporal_transformer.proj_out.weight)
             nn.init.zeros_(self.temporal_transformer.proj_out.bias)
         self.gradient_checkpointing = False
+        # What backward reruns instead of keeping (motionkit.modules.recompute); full checkpointing wins.
+        self.recompute = "none"
+
+    def set_recompute(self, mode: str) -> None:
+        self.recompute = check_recompute(mode)
 
     def _forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         if self.temporal_conv is not None:
@@ -58,6 +64,8 @@ class MotionModule(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
             return torch.utils.checkpoint.checkpoint(self._forward, x, num_frames, use_reentrant=False)
+        if torch.is_grad_enabled() and self.recompute != "none":
+            return selective_checkpoint(self._forward, x, num_frames, mode=self.recompute)
         return self._forward(x, num_frames)

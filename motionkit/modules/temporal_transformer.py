@@ -16,6 +16,11 @@ from motionkit.errors import MotionkitError
 from motionkit.modules.attention import TemporalAttention
 from motionkit.modules.norm import frame_group_norm_5d
 from motionkit.modules.position import sinusoidal_table
+from motionkit.modules.recompute import feed_forward_region
+
+# Without autograd on CPU, sequences run through the blocks in chunks of about this many token
+# elements (rows x channels), so each chunk's activations stay in cache between operators.
+CPU_CHUNK_ELEMENTS = 1 << 17
 
 
 class TemporalTransformerBlock(nn.Module):
@@ -41,7 +46,8 @@ class TemporalTransformerBlock(nn.Module):
             return frames
 
         x = attend(x) if frame_windows is None else frame_windows(lambda index: attend(x[:, index]), x.shape[1])
-        return x + self.ff(self.ff_norm(x))
+        with feed_forward_region():
+            return x + self.ff(self.ff_norm(x))
 
 
 class TemporalTransformer(nn.Module):
@@ -68,6 +74,25 @@ class TemporalTransformer(nn.Module):
         self.register_buffer("pos_table", sinusoidal_table(max_seq_length, channels), persistent=False)
         # FreeNoise's windowed attention (set by the pipeline's enable_free_noise); None attends over every frame.
         self.frame_windows: Optional[Callable] = None
+        # Cache-sized chunks of sequences on CPU without autograd (same result; False runs all at once).
+        self.chunk_sequences = True
+
+    def _run_blocks(self, tokens: torch.Tensor, positions: torch.Tensor, windows: Optional[Callable]) -> torch.Tensor:
+        tokens = self.proj_in(tokens)
+        for block in self.transformer_blocks:
+            tokens = block(tokens, positions, windows)
+        return self.proj_out(tokens)
+
+    def _chunked(self, tokens: torch.Tensor, positions: torch.Tensor, windows: Optional[Callable]) -> torch.Tensor:
+        """Every operator in the blocks is per sequence, so chunks of sequences give the same tokens."""
+        n, f, c = tokens.shape
+        per_chunk = max(1, CPU_CHUNK_ELEMENTS // (f * c))
+        if not self.chunk_sequences or tokens.device.type != "cpu" or torch.is_grad_enabled() or n <= per_chunk:
+            return self._run_blocks(tokens, positions, windows)
+        out = torch.empty_like(tokens)
+        for start in range(0, n, per_chunk):
+            out[start : start + per_chunk] = self._run_blocks(tokens[start : start + per_chunk], positions, windows)
+        return out
 
     @property
     def max_seq_length(self) -> int:
@@ -86,11 +111,8 @@ class TemporalTransformer(nn.Module):
         b = bf // num_frames
         normed = frame_group_norm_5d(x, self.norm, num_frames, self.temporal_norm)  # [B, F, C, H, W]
         tokens = normed.permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
-        tokens = self.proj_in(tokens)
         positions = self.pos_table[:attended].to(tokens.dtype)
-        for block in self.transformer_blocks:
-            tokens = block(tokens, positions, windows)
-        tokens = self.proj_out(tokens)
+        tokens = self._chunked(tokens, positions, windows)
         # The residual add performs the layout change back, saving a separate contiguous copy.
         update = tokens.view(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2)  # [B, F, C, H, W] view
         return (x.view(b, num_frames, c, h, w) + update).view(bf, c, h, w)

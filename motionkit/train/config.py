@@ -27,6 +27,8 @@ TIMESTEP_SAMPLING = ("uniform", "logit_normal", "mixed")
 LOSS_WEIGHTING = ("none", "min_snr", "v")
 ENCODER_KINDS = ("sparsectrl_rgb", "controlnet")
 STRATEGIES = ("ddp", "fsdp2", "zero2", "zero3")
+# motionkit.modules.recompute.RECOMPUTE_MODES, named here so reading a config imports no torch.
+RECOMPUTE = ("none", "cheap", "feed_forward")
 
 
 def require(ok: bool, message: str) -> None:
@@ -304,6 +306,8 @@ class TrainConfig:
     mixed_precision: str = "no"
     cpu: bool = False  # run on CPU even beside a GPU; with several processes that is DDP over gloo
     gradient_checkpointing: bool = False
+    # what the motion modules rerun in backward instead of keeping (same gradients): none | cheap | feed_forward
+    recompute: str = "none"
     # EMA of the trained weights (exported instead of the raw ones when on)
     ema: bool = False
     ema_decay: float = 0.9999
@@ -346,6 +350,7 @@ class TrainConfig:
             self.timestep_sampling in TIMESTEP_SAMPLING,
             f"timestep_sampling {self.timestep_sampling!r} is not one of {', '.join(TIMESTEP_SAMPLING)}",
         )
+        require(self.recompute in RECOMPUTE, f"recompute {self.recompute!r} is not one of {', '.join(RECOMPUTE)}")
         require(self.logit_normal_std > 0, f"logit_normal_std must be > 0, got {self.logit_normal_std}")
         _probability(self.uniform_share, "uniform_share")
         require(

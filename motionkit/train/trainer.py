@@ -170,6 +170,7 @@ class Trainer:
         self._check_frozen_layout()
         if self.config.gradient_checkpointing:
             self.motion_unet.enable_gradient_checkpointing()
+        self.adapter.set_recompute(self.config.recompute)
         self.frozen_hashes = weight_hashes(self._frozen_modules())
         self.noise_scheduler = self._noise_scheduler()
 

@@ -1,14 +1,18 @@
 """Step caching (DeepCache): reuse the UNet's deep features across neighbouring denoising steps.
 
 Neighbouring steps of a sampler change the UNet's deep, low-resolution features little, while the
-shallow, high-resolution blocks carry the detail that moves. So on a *full* step the whole UNet runs
-(exactly as without caching) and the feature entering up block ``n - 1 - branch`` is kept; on a
-*cached* step only ``conv_in``, down blocks ``0..branch`` and up blocks ``n - 1 - branch..n - 1`` run,
-with the kept feature standing in for everything deeper. The motion modules hang on those blocks
-(``motionkit.injection``), so the shallow ones run on every step and the deep ones on full steps only.
+shallow, high-resolution layers carry the detail that moves. The UNet's skip branches pair each feature
+the down path keeps (``conv_in``'s output is branch 0, then every down layer's and downsampler's, in
+order) with the up layer that consumes it (branch 0: the very last one). On a *full* step the whole UNet
+runs, exactly as without caching, and the feature entering the up layer of skip branch ``branch`` is
+kept; on a *cached* step only the layers that make branches ``0..branch`` and the up layers that consume
+them run, with the kept feature standing in for everything deeper. The motion modules hang on those
+layers (``motionkit.injection``), so the shallow ones run on every step and the deep ones on full steps.
 
-``branch`` 0 (default) keeps the shallowest skip branch only: the cheapest cached step. A larger
-``branch`` recomputes more of the UNet on cached steps: slower, closer to exact sampling.
+``branch`` 0 (default): a cached step runs ``conv_in``, the last up layer and ``conv_out`` only, the
+cheapest. A larger ``branch`` recomputes more of the UNet on cached steps: slower, closer to exact.
+Only SD-style blocks (``CrossAttnDownBlock2D``, ``DownBlock2D``, ``CrossAttnUpBlock2D``, ``UpBlock2D``:
+SD 1.x, 2.x and SDXL) can be cut between layers; other UNets are refused.
 
 Schedule: full steps every ``interval`` steps, step 0 always full (``"uniform"``); ``"quadratic"``
 spaces the same number of full steps densely at the start of the schedule, where the layout forms,
@@ -33,10 +37,53 @@ from typing import Any, Callable
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.utils.peft_utils import apply_lora_scale
 
 from motionkit.errors import MotionkitError
 
 SCHEDULES = ("uniform", "quadratic")
+# The blocks whose layers run one by one here: each layer a resnet, then (cross-attention blocks) a transformer.
+DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D")
+UP_BLOCKS = ("CrossAttnUpBlock2D", "UpBlock2D")
+
+
+def _down_stages(unet: UNet2DConditionModel) -> list[tuple[int, int | None]]:
+    """``(down block, layer)`` of every down feature after ``conv_in``'s, in order; layer ``None``: the downsampler."""
+    stages: list[tuple[int, int | None]] = []
+    for index, block in enumerate(unet.down_blocks):
+        stages += [(index, layer) for layer in range(len(block.resnets))]
+        if block.downsamplers:
+            stages.append((index, None))
+    return stages
+
+
+def _up_layers(unet: UNet2DConditionModel) -> list[tuple[int, int]]:
+    """``(up block, layer)`` of every up layer in order; the one at position ``p`` of ``P`` takes skip branch ``P - 1 - p``."""
+    return [(index, layer) for index, block in enumerate(unet.up_blocks) for layer in range(len(block.resnets))]
+
+
+def skip_branches(unet: UNet2DConditionModel) -> int:
+    """How many skip branches the UNet has; refuses UNets whose layers cannot be cut one by one."""
+    kinds = [type(b).__name__ for b in unet.down_blocks if type(b).__name__ not in DOWN_BLOCKS]
+    kinds += [type(b).__name__ for b in unet.up_blocks if type(b).__name__ not in UP_BLOCKS]
+    branches = 1 + len(_down_stages(unet))
+    if kinds or branches != len(_up_layers(unet)):
+        found = f"has {', '.join(sorted(set(kinds)))} blocks" if kinds else "pairs its skip features unevenly"
+        raise MotionkitError(f"step caching runs SD-style UNets only and this one {found}: sample without cache_interval")
+    return branches
+
+
+def _layer_output(output: Any) -> torch.Tensor:
+    """A resnet's or transformer's output (transformers return ``(sample,)`` with ``return_dict=False``)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    return output[0] if isinstance(output, tuple) else output.sample
+
+
+def _last_module(block: torch.nn.Module, layer: int) -> torch.nn.Module:
+    """The module whose output ends ``layer`` of ``block`` (where the motion module hangs, too)."""
+    attentions = getattr(block, "attentions", None)
+    return attentions[layer] if attentions else block.resnets[layer]
 
 
 @dataclass(frozen=True)
@@ -78,9 +125,9 @@ def check_step_cache(
         )
     if schedule not in SCHEDULES:
         raise MotionkitError(f"cache_schedule {schedule!r} is not one of {', '.join(SCHEDULES)}")
-    levels = len(unet.up_blocks) if unet is not None else None
-    if not _is_whole(branch) or branch < 0 or (levels is not None and branch >= levels):
-        span = f"0 to {levels - 1}" if levels is not None else "at least 0"
+    branches = skip_branches(unet) if unet is not None else None
+    if not _is_whole(branch) or branch < 0 or (branches is not None and branch >= branches):
+        span = f"0 to {branches - 1}" if branches is not None else "at least 0"
         raise MotionkitError(f"cache_branch must be a whole number from {span} (0: the shallowest, fastest), got {branch!r}")
     if interval is None or interval == 1:
         return None
@@ -93,8 +140,9 @@ class StepCache:
     def __init__(self, settings: StepCacheSettings, unet: UNet2DConditionModel, num_steps: int):
         self.settings = settings
         self.unet = unet
-        # The up block whose input is kept: it consumes the shallowest ``branch + 1`` skip levels.
-        self.entry = len(unet.up_blocks) - 1 - settings.branch
+        ups = _up_layers(unet)
+        # The up layer whose input is kept: it consumes skip branch ``branch``.
+        self.entry = ups[len(ups) - 1 - settings.branch]
         self._full = settings.full_steps(num_steps)
         self._features: dict[tuple[tuple[int, ...], int], torch.Tensor] = {}
         self.full_calls = 0
@@ -108,8 +156,6 @@ class StepCache:
         return functools.partial(self._run, motion_unet, step, tuple(frames))
 
     def _run(self, motion_unet: Callable[..., Any], step: int, frames: tuple[int, ...], sample: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("down_intrablock_additional_residuals") is not None:
-            raise MotionkitError("step caching does not take T2I-Adapter residuals: sample without cache_interval")
         # The guidance batch is part of the key: a window's call with and without CFG keeps separate features.
         key = (frames, int(sample.shape[0]))
         feature = None if self.is_full(step) else self._features.get(key)
@@ -125,12 +171,23 @@ class StepCache:
 
     @contextlib.contextmanager
     def _keeping(self, key: tuple[tuple[int, ...], int]) -> Iterator[None]:
-        """Run the whole UNet and keep the input of the entry up block (a read-only hook: outputs are untouched)."""
+        """Run the whole UNet and keep the input of the entry up layer (read-only hooks: outputs are untouched).
 
-        def keep(_block: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        A block's first layer takes the block's input; a later one the output of the layer before, read after
+        the motion module hooked there has run (hooks run in the order they were added)."""
+        block_index, layer = self.entry
+        block = self.unet.up_blocks[block_index]
+
+        def keep_input(_block: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
             self._features[key] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
 
-        handle = self.unet.up_blocks[self.entry].register_forward_pre_hook(keep, with_kwargs=True)
+        def keep_output(_module: torch.nn.Module, _args: tuple, output: Any) -> None:
+            self._features[key] = _layer_output(output)
+
+        if layer == 0:
+            handle = block.register_forward_pre_hook(keep_input, with_kwargs=True)
+        else:
+            handle = _last_module(block, layer - 1).register_forward_hook(keep_output)
         try:
             yield
         finally:
@@ -179,6 +236,16 @@ def _embeddings(
     return sample, emb, states
 
 
+def _run_layer(block: torch.nn.Module, layer: int, hidden: torch.Tensor, emb: torch.Tensor, attention: dict[str, Any]) -> torch.Tensor:
+    """One layer of an SD-style block: its resnet, then its transformer where the block has them."""
+    hidden = block.resnets[layer](hidden, emb)
+    attentions = getattr(block, "attentions", None)
+    if attentions:
+        hidden = attentions[layer](hidden, **attention, return_dict=False)[0]
+    return hidden
+
+
+@apply_lora_scale("cross_attention_kwargs")  # LoRA scales as the full forward applies them
 def shallow_forward(
     unet: UNet2DConditionModel,
     feature: torch.Tensor,
@@ -197,44 +264,46 @@ def shallow_forward(
     encoder_attention_mask: torch.Tensor | None = None,
     return_dict: bool = True,
 ) -> tuple[torch.Tensor]:
-    """``UNet2DConditionModel.forward``'s signature, computing only the blocks of skip levels ``0..branch``,
-    with ``feature`` (kept on a full step) as the input of up block ``n - 1 - branch``. Returns ``(sample,)``."""
+    """``UNet2DConditionModel.forward``'s signature, computing only the layers of skip branches ``0..branch``,
+    with ``feature`` (kept on a full step) as the input of the up layer of branch ``branch``. Returns ``(sample,)``.
+
+    ControlNet residuals are added to the branches computed here; the mid-block residual acted on ``feature``."""
     if attention_mask is not None or encoder_attention_mask is not None or down_intrablock_additional_residuals is not None:
         raise MotionkitError("step caching does not take attention masks or T2I-Adapter residuals: sample without cache_interval")
     if cross_attention_kwargs is not None and cross_attention_kwargs.get("gligen") is not None:
         raise MotionkitError("step caching does not take GLIGEN inputs: sample without cache_interval")
-    # Sizes that the up blocks cannot reach by doubling get the skip feature's size handed down, as in the full forward.
-    factor = 2 ** unet.num_upsamplers
-    forward_upsample_size = any(dim % factor for dim in sample.shape[-2:])
+    if any(getattr(block, "b1", None) is not None for block in unet.up_blocks):
+        raise MotionkitError("step caching does not take FreeU: disable_freeu() or sample without cache_interval")
+    # Sizes that the up path cannot reach by doubling get the skip feature's size handed down, as in the full forward.
+    forward_upsample_size = any(dim % 2**unet.num_upsamplers for dim in sample.shape[-2:])
     sample, emb, states = _embeddings(unet, sample, timestep, encoder_hidden_states, added_cond_kwargs, timestep_cond, class_labels)
     attention = dict(encoder_hidden_states=states, cross_attention_kwargs=cross_attention_kwargs)
 
     hidden = unet.conv_in(sample)
-    skips: tuple[torch.Tensor, ...] = (hidden,)
-    for block in unet.down_blocks[: branch + 1]:
-        if getattr(block, "has_cross_attention", False):
-            hidden, res = block(hidden_states=hidden, temb=emb, **attention)
+    skips = [hidden]
+    for block_index, layer in _down_stages(unet)[:branch]:
+        block = unet.down_blocks[block_index]
+        if layer is None:
+            for downsampler in block.downsamplers:
+                hidden = downsampler(hidden)
         else:
-            hidden, res = block(hidden_states=hidden, temb=emb)
-        skips += res
-    first = len(unet.up_blocks) - 1 - branch
-    kept_up = unet.up_blocks[first:]
-    # The deepest computed down block also downsamples for the skipped levels; that output goes unused.
-    skips = skips[: sum(len(block.resnets) for block in kept_up)]
+            hidden = _run_layer(block, layer, hidden, emb, attention)
+        skips.append(hidden)
     if down_block_additional_residuals is not None:
-        skips = tuple(s + r for s, r in zip(skips, down_block_additional_residuals))
+        skips = [skip + residual for skip, residual in zip(skips, down_block_additional_residuals)]
 
+    ups = _up_layers(unet)
+    last = len(ups) - 1
     hidden = feature
-    upsample_size = None
-    for index, block in enumerate(kept_up, start=first):
-        used = len(block.resnets)
-        res, skips = skips[-used:], skips[:-used]
-        if index < len(unet.up_blocks) - 1 and forward_upsample_size:
-            upsample_size = skips[-1].shape[2:]
-        if getattr(block, "has_cross_attention", False):
-            hidden = block(hidden_states=hidden, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size, **attention)
-        else:
-            hidden = block(hidden_states=hidden, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size)
+    for position in range(last - branch, last + 1):
+        block_index, layer = ups[position]
+        block = unet.up_blocks[block_index]
+        hidden = _run_layer(block, layer, torch.cat([hidden, skips[last - position]], dim=1), emb, attention)
+        if layer == len(block.resnets) - 1 and block.upsamplers:
+            # The size of the skip the next block's first layer takes, as the full forward hands it down.
+            size = skips[last - position - 1].shape[2:] if forward_upsample_size else None
+            for upsampler in block.upsamplers:
+                hidden = upsampler(hidden, size)
     if unet.conv_norm_out:
         hidden = unet.conv_act(unet.conv_norm_out(hidden))
     return (unet.conv_out(hidden),)

@@ -213,6 +213,24 @@ def test_sdxl_pipeline():
     _assert_close_not_equal(cached, exact)
 
 
+def test_controlnet_residuals_reach_cached_steps():
+    from diffusers import ControlNetModel
+    from PIL import Image
+
+    components = tiny_pipeline_components()
+    controlnet = randomize_(ControlNetModel.from_unet(components["unet"]), seed=1, std=0.05).eval()
+    adapter = randomize_(MotionAdapter.from_unet(components["unet"], max_seq_length=8))
+    pipe = MotionPipeline.from_components(components, adapter, controlnet=controlnet)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(3)
+    video = [Image.fromarray((torch.rand(SIZE, SIZE, 3, generator=generator) * 255).byte().numpy()) for _ in range(4)]
+    exact = _latents(pipe, conditioning_frames=video)
+    with _Calls(pipe.unet) as calls:
+        cached = _latents(pipe, conditioning_frames=video, cache_interval=2)
+    assert calls.deep == len(range(0, STEPS, 2))
+    _assert_close_not_equal(cached, exact)  # the residuals' use on cached steps: test_shallow_forward_...
+
+
 @pytest.mark.parametrize(
     "kwargs, needle",
     [

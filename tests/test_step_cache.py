@@ -250,9 +250,14 @@ def test_bad_values_are_refused_in_one_line(pipe, kwargs, needle):
     assert "\n" not in str(err.value)
 
 
-def test_check_returns_none_when_off():
+def test_check_returns_none_when_off_and_refuses_other_unets_only_when_on():
     assert check_step_cache(None) is None and check_step_cache(1) is None
     assert check_step_cache(3, 1) == StepCacheSettings(3, 1)
+    unet = tiny_unet("tiny-sd")
+    unet.up_blocks[0].__class__ = type("OtherUpBlock", (type(unet.up_blocks[0]),), {})
+    assert check_step_cache(None, unet=unet) is None
+    with pytest.raises(MotionkitError, match="step caching runs SD-style UNets only and this one has OtherUpBlock blocks"):
+        check_step_cache(2, unet=unet)
 
 
 # -- the CLI --------------------------------------------------------------------------------------------------
@@ -297,7 +302,7 @@ def test_cli_batch_key_and_refusals(assets, tmp_path, capsys):
     metas = {p.name: json.loads(p.read_text()) for p in (tmp_path / "videos").glob("*.json")}
     assert sorted(m["settings"]["cache_interval"] for m in metas.values()) == [2, 3]
     capsys.readouterr()
-    for bad in ("0", "-1"):
+    for bad in ("0", "-1", "2.5", "two"):
         assert _animate(assets, "--cache-interval", bad, "--out", str(tmp_path / "x.gif")) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "--cache-interval must be a whole number of at least 1" in err, err

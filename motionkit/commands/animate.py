@@ -126,7 +126,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--free-noise-noise", choices=("shuffle_context", "repeat_context", "random"), help="FreeNoise noise rescheduling (default shuffle_context)")
     add("--motion-strength", type=float, help="scale on the motion modules' output, any adapter: 1.0 as trained (default), 0 the image model, 0.5 calmer, 1.5 livelier")
     add("--preset", choices=("animatelcm", "lightning-1", "lightning-2", "lightning-4", "lightning-8"), help="few-step sampling for AnimateLCM / AnimateDiff-Lightning modules: sets scheduler, steps and guidance (flags given win)")
-    add("--cache-interval", type=int, metavar="N", help="step caching: the whole UNet every Nth step, only its shallow blocks in between (faster, approximate; default off)")
+    add("--cache-interval", type=_int_or_text, metavar="N", help="step caching: the whole UNet every Nth step, only its shallowest layers in between (faster, close to exact; default off)")
     add("--frames", type=int, help="number of frames (default 16)")
     add("--width", type=int, help="width in pixels, a multiple of 8 (default: the base model's native size)")
     add("--height", type=int, help="height in pixels, a multiple of 8 (default: the base model's native size)")
@@ -206,6 +206,14 @@ class Plan:
     control: Any = None  # a motionkit.pipeline.control_plan.ControlPlan, or None
     ip_adapter: Any = None  # a motionkit.pipeline.ip_adapter_plan.IPAdapterPlan, or None
     jobs: list[Job] = field(default_factory=list)
+
+
+def _int_or_text(value: str) -> int | str:
+    """A whole number, or the text as given, so that the settings check refuses it in one line (argparse would print its usage)."""
+    try:
+        return int(value)
+    except ValueError:
+        return value
 
 
 def _flag(key: str) -> str:

@@ -125,11 +125,13 @@ def check_step_cache(
         )
     if schedule not in SCHEDULES:
         raise MotionkitError(f"cache_schedule {schedule!r} is not one of {', '.join(SCHEDULES)}")
-    branches = skip_branches(unet) if unet is not None else None
+    off = interval is None or interval == 1
+    # Only a UNet that caches must be cut between layers: with caching off any UNet samples as before.
+    branches = skip_branches(unet) if unet is not None and not off else None
     if not _is_whole(branch) or branch < 0 or (branches is not None and branch >= branches):
         span = f"0 to {branches - 1}" if branches is not None else "at least 0"
         raise MotionkitError(f"cache_branch must be a whole number from {span} (0: the shallowest, fastest), got {branch!r}")
-    if interval is None or interval == 1:
+    if off:
         return None
     return StepCacheSettings(interval, branch, schedule)
 

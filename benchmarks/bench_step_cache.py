@@ -7,8 +7,8 @@ for all and runs untimed afterwards):
 - ``tiny-family``: the shipped tiny family (trained weights), image-to-video from its conditioning frame,
   8 frames at 64 px, 25 DDIM steps, guidance 4.0. Frame metrics mean something here.
 - ``medium``: ``bench_sampling``'s medium-sd UNet with a random animatediff-v2 adapter, text-to-video,
-  ``--medium-frames`` (16) frames at 128 px, 25 DDIM steps, guidance 7.5. Random weights decode to nearly flat frames, so
-  frame PSNR is inflated there: read the latent PSNR (peak-to-peak of the exact latents as the range).
+  ``--medium-frames`` (16) frames at 128 px, 25 DDIM steps, guidance 7.5. Random weights decode to textures,
+  not pictures, so the latent PSNR (peak-to-peak of the exact latents as the range) is given beside the frames'.
 
 Time is the process's CPU time (torch on ``--threads`` threads, 1 by default), so other jobs on a shared
 machine do not skew the ratios; wall seconds are recorded beside it.

@@ -73,6 +73,8 @@ DEFAULTS: dict[str, Any] = {
     "free_noise_noise": "shuffle_context",
     "motion_strength": 1.0,
     "preset": None,
+    # Step caching (motionkit.pipeline.step_cache): None is off, exact sampling.
+    "cache_interval": None,
 }
 # Prompt forms other than --prompt TEXT: schedules by frame.
 SCHEDULE_KEYS = ("prompt_at", "prompt_schedule", "negative_at", "negative_schedule")
@@ -91,7 +93,7 @@ PROMPT_KEYS = {
     "strength", "motion_scale", "noise_aug", "image_guidance", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
     "video", "video_fps", "video_frames", "decode_chunk",
     "prompt_interpolation", "free_noise", "free_noise_length", "free_noise_stride", "free_noise_weighting", "free_noise_noise",
-    "motion_strength", *SCHEDULE_KEYS,
+    "motion_strength", "cache_interval", *SCHEDULE_KEYS,
 }
 
 
@@ -124,6 +126,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--free-noise-noise", choices=("shuffle_context", "repeat_context", "random"), help="FreeNoise noise rescheduling (default shuffle_context)")
     add("--motion-strength", type=float, help="scale on the motion modules' output, any adapter: 1.0 as trained (default), 0 the image model, 0.5 calmer, 1.5 livelier")
     add("--preset", choices=("animatelcm", "lightning-1", "lightning-2", "lightning-4", "lightning-8"), help="few-step sampling for AnimateLCM / AnimateDiff-Lightning modules: sets scheduler, steps and guidance (flags given win)")
+    add("--cache-interval", type=_int_or_text, metavar="N", help="step caching: the whole UNet every Nth step, only its shallowest layers in between (faster, close to exact; default off)")
     add("--frames", type=int, help="number of frames (default 16)")
     add("--width", type=int, help="width in pixels, a multiple of 8 (default: the base model's native size)")
     add("--height", type=int, help="height in pixels, a multiple of 8 (default: the base model's native size)")
@@ -203,6 +206,14 @@ class Plan:
     control: Any = None  # a motionkit.pipeline.control_plan.ControlPlan, or None
     ip_adapter: Any = None  # a motionkit.pipeline.ip_adapter_plan.IPAdapterPlan, or None
     jobs: list[Job] = field(default_factory=list)
+
+
+def _int_or_text(value: str) -> int | str:
+    """A whole number, or the text as given, so that the settings check refuses it in one line (argparse would print its usage)."""
+    try:
+        return int(value)
+    except ValueError:
+        return value
 
 
 def _flag(key: str) -> str:
@@ -290,9 +301,11 @@ def _check_travel(s: dict[str, Any], at: str) -> None:
     from motionkit.pipeline.free_noise import FreeNoise
     from motionkit.pipeline.motion_strength import check_motion_strength
     from motionkit.pipeline.prompt_schedule import INTERPOLATIONS
+    from motionkit.pipeline.step_cache import check_step_cache
 
     try:
         check_motion_strength(s["motion_strength"])
+        check_step_cache(s["cache_interval"], name="--cache-interval")
         if s["prompt_interpolation"] not in INTERPOLATIONS:
             raise MotionkitError(f"--prompt-interpolation must be one of {', '.join(INTERPOLATIONS)}, got {s['prompt_interpolation']!r}")
         if s["free_noise"]:
@@ -627,6 +640,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         negative_prompt=s["negative_prompt"] if job.negative is None else job.negative,
         prompt_interpolation=s["prompt_interpolation"],
         motion_strength=s["motion_strength"],
+        cache_interval=s["cache_interval"],
         image=str(job.image) if job.image else None,
         video=job.video,
         num_frames=s["frames"],

@@ -66,6 +66,7 @@ from motionkit.pipeline.image_input import ImageInput, prepare_image
 from motionkit.pipeline.ip_adapter import IPConditioning, prepare_ip_adapter
 from motionkit.pipeline.motion_strength import check_motion_strength
 from motionkit.pipeline.prompt_schedule import Interpolator, PromptKey, PromptSchedule, as_schedule, encode_schedule
+from motionkit.pipeline.step_cache import StepCache, StepCacheSettings, check_step_cache
 from motionkit.pipeline.video_input import VideoInput, encode_video, video_frames, video_length
 
 logger = logging.getLogger(__name__)
@@ -601,6 +602,9 @@ class MotionPipeline(
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         cross_attention_kwargs: dict[str, Any] | None = None,
         clip_skip: int | None = None,
+        cache_interval: int | None = None,
+        cache_branch: int = 0,
+        cache_schedule: str = "uniform",
         return_dict: bool = True,
         **family_kwargs: Any,
     ) -> MotionPipelineOutput | tuple:
@@ -635,6 +639,10 @@ class MotionPipeline(
         ``prompt_interpolation`` (``"linear"``, ``"slerp"`` or a callable); works with every other option.
         ``motion_strength``: scale on the motion modules' residuals (1.0 as trained, 0.0 the image model alone,
         in between less motion, above 1 more).
+        Step caching (DeepCache, ``motionkit.pipeline.step_cache``): ``cache_interval`` N runs the whole UNet every
+        Nth step and only its shallow blocks in between, on the deep features of the last full step (``None`` or 1:
+        off, exact); ``cache_branch`` the skip level kept (0, default: the shallowest, fastest); ``cache_schedule``
+        ``"uniform"`` or ``"quadratic"`` (full steps crowded at the start).
         ``family_kwargs``: prompt arguments of other families (``MotionPipelineXL``'s ``prompt_2``, sizes, ...).
         """
         if self.motion_unet is None:
@@ -660,6 +668,7 @@ class MotionPipeline(
         if not 0.0 < strength <= 1.0:
             raise MotionkitError(f"strength must lie in (0, 1], got {strength}")
         motion_strength = check_motion_strength(motion_strength)
+        step_cache = check_step_cache(cache_interval, cache_branch, cache_schedule, self.unet)
         if image_guidance not in IMAGE_GUIDANCE:
             raise MotionkitError(f"image_guidance {image_guidance!r} is not one of {', '.join(IMAGE_GUIDANCE)}")
         if image is not None and image_guidance == "svd" and min_guidance_scale is None and max_guidance_scale is None:
@@ -731,7 +740,7 @@ class MotionPipeline(
             with ip.processor_scales(self.unet) if ip is not None else contextlib.nullcontext():
                 latents = self._denoise(
                     latents, timesteps, text, guidance, do_cfg, cond, control, noise, context, extra_step_kwargs,
-                    cross_attention_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs, ip,
+                    cross_attention_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs, ip, step_cache,
                 )
         self.motion_unet.motion_strength = 1.0
 
@@ -759,9 +768,12 @@ class MotionPipeline(
         callback: Callable | None,
         callback_inputs: list[str],
         ip: IPConditioning | None = None,
+        step_cache: StepCacheSettings | None = None,
     ) -> torch.Tensor:
         """One full pass over ``timesteps``; returns the clean latents (a callback may replace ``text``'s tensors)."""
         num_frames = latents.shape[2]
+        # Kept deep features live for this pass only.
+        cache = StepCache(step_cache, self.unet, len(timesteps)) if step_cache is not None else None
         anchor = cond is not None and cond.anchor
         self._num_timesteps = len(timesteps)
         with self.progress_bar(total=len(timesteps)) as progress:
@@ -788,7 +800,8 @@ class MotionPipeline(
                     unet_added, unet_cross = (added_cond_kwargs, cross_attention_kwargs) if ip is None else (
                         ip.unet_kwargs(frames, added_cond_kwargs, cross_attention_kwargs)
                     )
-                    out = self.motion_unet(
+                    unet = self.motion_unet if cache is None else cache.runner(self.motion_unet, i, frames)
+                    out = unet(
                         window_input,
                         t if clean_frame is None else self._frame_timesteps(t, clean_frame, frames),
                         encoder_hidden_states=embeds,

@@ -155,3 +155,12 @@ def test_windows_without_frame_zero_run_at_one_timestep(pipe, image, monkeypatch
         has_zero = bool((steps == 0).any())
         assert has_zero == torch.equal(call["sample"][0, :, 0], pipe._encode_image(image, 1, SIZE, SIZE, torch.device("cpu"), torch.float32)[0])
         assert int((steps == 0).sum()) <= 1
+
+
+def test_clean_frame_composes_with_step_caching(pipe, image):
+    latent = pipe._encode_image(image, 1, SIZE, SIZE, torch.device("cpu"), torch.float32)
+    args = dict(num_frames=4, height=SIZE, width=SIZE, num_inference_steps=4, guidance_scale=3.0, output_type="latent")
+    exact = pipe("a ball", image=image, generator=torch.Generator().manual_seed(0), **args).frames
+    cached = pipe("a ball", image=image, cache_interval=2, generator=torch.Generator().manual_seed(0), **args).frames
+    assert torch.equal(cached[:, :, 0], latent.to(cached))
+    assert not torch.equal(cached, exact) and torch.isfinite(cached).all()

@@ -367,7 +367,7 @@ def test_tiny_family_controlnet_and_zoom_lora_configs():
     assert controlnet.encoder.enabled and controlnet.encoder.kind == "controlnet"
     assert Path(controlnet.encoder.control_dir).resolve() == work / "data" / "natural" / "maps" / "depth"
     assert Path(controlnet.output_dir).resolve() == work / "controlnet"
-    assert len(controlnet.encoder.conditioning_embedding_out_channels) == 4  # the tiny VAE's factor 8
+    assert len(controlnet.encoder.conditioning_embedding_out_channels) == 3  # the tiny VAE's factor 4
     encoder = TrainConfig.from_yaml(folder / "encoder.yaml")
     assert (controlnet.max_steps, controlnet.batch_size, controlnet.data) == (encoder.max_steps, encoder.batch_size, encoder.data)
     zoom = TrainConfig.from_yaml(folder / "motion_lora_zoom.yaml")

@@ -200,7 +200,7 @@ def test_sparsectrl_original_ckpt_loads_into_diffusers_model(tmp_path, variant, 
         assert tuple(loaded.config[key]) == tuple(model.config[key]) if isinstance(model.config[key], (list, tuple)) else loaded.config[key] == model.config[key]
     channels = VARIANTS[variant]["conditioning_channels"]
     for got, expected in zip(_run(loaded, channels), _run(model, channels)):
-        assert torch.equal(got, expected)
+        assert_same_output(got, expected)
 
     info = detect_format(tmp_path / "sc.ckpt")
     assert (info.format, info.version, info.container, info.max_frames) == ("sparsectrl", variant, "pickle", 32)
@@ -326,6 +326,12 @@ def controlnet_to_ldm(model, prefix: str = "control_model.") -> dict[str, torch.
     return out
 
 
+def assert_same_output(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal weights give equal outputs up to the last bits: the CPU convolution kernel can differ for a
+    tensor read from a file (another memory layout) from one built in memory."""
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def _controlnet_output(model):
     g = torch.Generator().manual_seed(5)
     sample, text = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 7, model.config.cross_attention_dim, generator=g)
@@ -354,7 +360,7 @@ def test_controlnet_ldm_single_files(tmp_path, name, prefix):
     assert isinstance(loaded, ControlNetModel)
     assert_same_weights(model, loaded)
     for got, expected in zip(_controlnet_output(loaded), _controlnet_output(model)):
-        assert torch.equal(got, expected)
+        assert_same_output(got, expected)
     info = detect_format(path)
     assert (info.format, info.version) == ("controlnet", "custom")
     assert info.notes[0] == "ControlNet (original LDM layout)"
@@ -366,7 +372,7 @@ def test_controlnet_heads_override_and_diffusers_folder(tmp_path):
     save_file(controlnet_to_ldm(model), str(tmp_path / "cn.safetensors"))
     loaded = load_control_model(tmp_path / "cn.safetensors", config={"attention_head_dim": 4})
     for got, expected in zip(_controlnet_output(loaded), _controlnet_output(model)):
-        assert torch.equal(got, expected)
+        assert_same_output(got, expected)
     default_heads = load_control_model(tmp_path / "cn.safetensors")
     assert_same_weights(model, default_heads)
     assert default_heads.config.attention_head_dim == 8
@@ -389,7 +395,7 @@ def test_sdxl_controlnet_single_file_in_diffusers_layout(tmp_path):
     assert_same_weights(model, loaded)
     assert loaded.config.transformer_layers_per_block == (1, 2) and loaded.config.use_linear_projection
     for got, expected in zip(_controlnet_output(loaded), _controlnet_output(model)):
-        assert torch.equal(got, expected)
+        assert_same_output(got, expected)
 
 
 @pytest.mark.parametrize("family, label", [("sd15", "SD 1.x"), ("sd2", "SD 2.x"), ("sdxl", "SDXL")])

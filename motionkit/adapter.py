@@ -221,7 +221,8 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
         yield from (m for m in self.modules() if isinstance(m, MotionModule))
 
     def set_attention_backend(self, name: str) -> None:
-        """``auto`` (Triton on CUDA where it fits, else SDPA), ``sdpa``, ``math``, ``xformers`` or ``triton``."""
+        """``auto`` (Triton where the measured decision table ``motionkit/kernels/auto_policy.json`` says it beats SDPA
+        on that GPU and shape, else SDPA), ``sdpa``, ``math``, ``xformers`` or ``triton``."""
         check_backend(name)
         for module in self.modules():
             if isinstance(module, TemporalAttention):

@@ -241,6 +241,58 @@ def test_deepspeeds_cpu_engine_saves_and_resumes_exactly_through_motionkit(tmp_p
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-3000:]
 
 
+UNET_SCRIPT = r"""
+import sys, json, torch
+from pathlib import Path
+import deepspeed
+from tests.test_train import make_trainer
+from motionkit.train import zero
+
+stage, out = int(sys.argv[1]), Path(sys.argv[2])
+torch.set_num_threads(1)
+trainer = make_trainer(out, max_steps=2, batch_size=1, cpu=True).setup()
+trainer.zero = True  # the trainer's ZeRO paths: gathered hashes, partitions' non-finite check, gathered state
+cfg = trainer.config
+optimizer = torch.optim.AdamW(trainer.trainable, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                              weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "gradient_clipping": cfg.max_grad_norm,
+          "zero_optimization": {"stage": stage}, "zero_allow_untested_optimizer": True}
+trainer.model, *_ = deepspeed.initialize(model=trainer.motion_unet, optimizer=optimizer, config=config)
+trainer.sampler.set_position(0, 0)
+losses = []
+for i, batch in zip(range(2), trainer.loader):
+    loss = trainer.compute_loss(batch, 0, trainer.sampler.positions(i))
+    trainer.model.backward(loss)
+    trainer.model.step()
+    losses.append(loss.item())
+    assert trainer._nonfinite_weight() is None
+assert trainer._frozen_hashes() == trainer.frozen_hashes, "frozen weights changed or were not gathered"
+whole = trainer.whole_adapter()
+trained = trainer.trainable_state()
+state = whole.state_dict()
+assert all(torch.equal(state[k], v) for k, v in trained.items())
+print(json.dumps(losses))
+"""
+
+
+@pytest.mark.skipif(not HAS_DEEPSPEED, reason="needs deepspeed (pip install deepspeed)")
+@pytest.mark.parametrize("stage", (2, 3))
+def test_the_motion_unet_under_deepspeeds_cpu_engine_computes_the_ddp_run(tmp_path, stage):
+    from tests.test_train_sharded import _free_port
+
+    env = dict(
+        os.environ, DS_ACCELERATOR="cpu", RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", UNET_SCRIPT, str(stage), str(tmp_path / "zero")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = make_trainer(tmp_path / "ddp", max_steps=2, batch_size=1, cpu=True).train()
+    losses = json.loads(done.stdout.strip().splitlines()[-1])
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor([h["loss"] for h in ddp.history]), rtol=1e-5, atol=1e-6)
+
+
 # -- GPU: accelerate + DeepSpeed ----------------------------------------------------------------------
 
 STEPS, EVERY = 3, 2

@@ -224,21 +224,25 @@ print("OK")
 """
 
 
-@pytest.mark.skipif(not HAS_DEEPSPEED, reason="needs deepspeed (pip install deepspeed)")
-@pytest.mark.parametrize("stage", (2, 3))
-def test_deepspeeds_cpu_engine_saves_and_resumes_exactly_through_motionkit(tmp_path, stage):
+def _run_on_deepspeeds_cpu_engine(script: str, *args: str) -> str:
+    """Run ``script`` in a one-process group of its own (DeepSpeed's engine sets up a process group and
+    global state) on DeepSpeed's CPU accelerator; returns its stdout."""
     from tests.test_train_sharded import _free_port
 
     env = dict(
         os.environ, DS_ACCELERATOR="cpu", RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]),
+        MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]),
     )
-    # A process of its own: DeepSpeed's engine sets up a process group and global state.
-    done = subprocess.run(
-        [sys.executable, "-c", ENGINE_SCRIPT, str(stage), str(tmp_path / "checkpoints")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-3000:]
+    done = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.skipif(not HAS_DEEPSPEED, reason="needs deepspeed (pip install deepspeed)")
+@pytest.mark.parametrize("stage", (2, 3))
+def test_deepspeeds_cpu_engine_saves_and_resumes_exactly_through_motionkit(tmp_path, stage):
+    assert "OK" in _run_on_deepspeeds_cpu_engine(ENGINE_SCRIPT, str(stage), str(tmp_path / "checkpoints"))
 
 
 UNET_SCRIPT = r"""
@@ -278,18 +282,9 @@ print(json.dumps(losses))
 @pytest.mark.skipif(not HAS_DEEPSPEED, reason="needs deepspeed (pip install deepspeed)")
 @pytest.mark.parametrize("stage", (2, 3))
 def test_the_motion_unet_under_deepspeeds_cpu_engine_computes_the_ddp_run(tmp_path, stage):
-    from tests.test_train_sharded import _free_port
-
-    env = dict(
-        os.environ, DS_ACCELERATOR="cpu", RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]),
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", UNET_SCRIPT, str(stage), str(tmp_path / "zero")], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    stdout = _run_on_deepspeeds_cpu_engine(UNET_SCRIPT, str(stage), str(tmp_path / "zero"))
+    losses = json.loads(stdout.strip().splitlines()[-1])
     ddp = make_trainer(tmp_path / "ddp", max_steps=2, batch_size=1, cpu=True).train()
-    losses = json.loads(done.stdout.strip().splitlines()[-1])
     torch.testing.assert_close(torch.tensor(losses), torch.tensor([h["loss"] for h in ddp.history]), rtol=1e-5, atol=1e-6)
 
 
@@ -356,3 +351,23 @@ def test_gpus_train_resume_and_export_under_zero(gpu_zero_runs, strategy):
     # The export is the gathered fp32 trained weights, whole (the checkpoint's trainable.safetensors).
     trained = _checkpoint(straight, STEPS)["trainable"]
     assert set(trained) <= set(one) and all(torch.equal(one[k], trained[k]) for k in trained)
+
+
+def test_a_plain_process_becomes_a_one_process_group_and_a_launched_one_is_left_alone():
+    plain: dict[str, str] = {}
+    zero.ensure_process_group_env(plain)
+    assert plain["RANK"] == plain["LOCAL_RANK"] == "0" and plain["WORLD_SIZE"] == "1" and plain["MASTER_PORT"].isdigit()
+    launched = {"LOCAL_RANK": "1", "WORLD_SIZE": "2", "RANK": "1"}
+    zero.ensure_process_group_env(launched)
+    assert launched == {"LOCAL_RANK": "1", "WORLD_SIZE": "2", "RANK": "1"}
+
+
+def test_the_deepspeed_plugin_takes_every_setting_from_the_training_config(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "cpu")  # a launcher's leftover: ignored
+    plugin = zero.deepspeed_plugin("zero3", batch_size=2, gradient_accumulation_steps=4, max_grad_norm=0.5)
+    config = plugin.deepspeed_config
+    assert config["zero_optimization"]["stage"] == 3 and config["gradient_accumulation_steps"] == 4
+    assert config["gradient_clipping"] == 0.5 and config["train_micro_batch_size_per_gpu"] == 2
+    assert config["zero_optimization"]["offload_optimizer"]["device"] == "none"
+    unclipped = zero.deepspeed_plugin("zero2", batch_size=1, gradient_accumulation_steps=1, max_grad_norm=0.0)
+    assert unclipped.deepspeed_config["zero_optimization"]["stage"] == 2 and "gradient_clipping" not in unclipped.deepspeed_config

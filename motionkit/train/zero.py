@@ -24,7 +24,7 @@ import contextlib
 import importlib.util
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def check_zero_available(strategy: str, cpu: bool, environ: Mapping[str, str] | 
         )
 
 
-def ensure_process_group_env(environ: dict[str, str] | None = None) -> None:
+def ensure_process_group_env(environ: MutableMapping[str, str] | None = None) -> None:
     """A plain process (no launcher) becomes a one-process group: DeepSpeed's engine needs one, and
     accelerate enables DeepSpeed only where ``LOCAL_RANK`` is set."""
     env = os.environ if environ is None else environ

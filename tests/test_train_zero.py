@@ -255,7 +255,7 @@ from motionkit.train import zero
 stage, out = int(sys.argv[1]), Path(sys.argv[2])
 torch.set_num_threads(1)
 trainer = make_trainer(out, max_steps=2, batch_size=1, cpu=True).setup()
-trainer.zero = True  # the trainer's ZeRO paths: gathered hashes, partitions' non-finite check, gathered state
+trainer.deepspeed = True  # the trainer's ZeRO paths: gathered hashes, partitions' non-finite check, gathered state
 cfg = trainer.config
 optimizer = torch.optim.AdamW(trainer.trainable, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                               weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
@@ -314,7 +314,7 @@ def _gpu_worker(rank: int, world: int, root: str, ports: list[int]) -> None:
         reset_accelerate()
         trainer = Trainer(tiny_config(Path(root) / folder, **_config(**changes)), base=tiny_base(), dataset=PatternClips())
         trainer.setup()
-        assert trainer.zero and trainer.accelerator.distributed_type.value == "DEEPSPEED"
+        assert trainer.deepspeed and trainer.accelerator.distributed_type.value == "DEEPSPEED"
         assert trainer.position.step == (EVERY if changes.get("resume_from") else 0), (folder, trainer.position)
         trainer.train()
 

@@ -115,7 +115,7 @@ class Trainer:
         self.position = Position()
         self.accelerator: Any = None
         self.shards = False  # distributed.strategy fsdp2, set by setup()
-        self.zero = False  # distributed.strategy zero2/zero3 (DeepSpeed's engine), set by setup()
+        self.deepspeed = False  # distributed.strategy zero2/zero3: DeepSpeed's engine runs the model; set by setup()
         self.last_checkpoint: Path | None = None
 
     # ------------------------------------------------------------------ setup
@@ -139,9 +139,9 @@ class Trainer:
         if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
             raise MotionkitError("mixed_precision fp16 needs a CUDA GPU: use bf16 or no on this machine")
         check_engine(cfg.distributed.strategy, cpu=cfg.cpu)
-        self.zero = cfg.distributed.uses_deepspeed
+        self.deepspeed = cfg.distributed.uses_deepspeed
         plugin = None
-        if self.zero:
+        if self.deepspeed:
             zero.ensure_process_group_env()
             plugin = zero.deepspeed_plugin(
                 cfg.distributed.strategy,
@@ -397,7 +397,7 @@ class Trainer:
             )
         state = ckpt.training_state
         strategy = self.config.distributed.strategy
-        if self.zero:  # DeepSpeed loads the trained weights and its optimizer partitions itself
+        if self.deepspeed:  # DeepSpeed loads the trained weights and its optimizer partitions itself
             zero.load_engine_state(self.model, path, state.get("zero"), strategy, self.accelerator.num_processes)
         elif state.get("zero") is not None:
             raise MotionkitError(
@@ -499,7 +499,7 @@ class Trainer:
         and DeepSpeed's engine casts the weights to half precision but not the inputs."""
         if self.shards:
             return self.accelerator.autocast()
-        if self.zero and self.weight_dtype != torch.float32:
+        if self.deepspeed and self.weight_dtype != torch.float32:
             return torch.autocast(self.accelerator.device.type, dtype=self.weight_dtype)
         return contextlib.nullcontext()
 
@@ -636,7 +636,7 @@ class Trainer:
     def _nonfinite_weight(self) -> str | None:
         """The name of the first trained weight holding NaN or inf (in this process's shard), or None when all
         are finite."""
-        part = zero.local_part if self.zero else local_view
+        part = zero.local_part if self.deepspeed else local_view
         state = {n: part(p).detach() for n, p in self.trained_module.named_parameters() if p.requires_grad}
         finite = torch.stack([torch.isfinite(t).all() for t in state.values()])
         if bool(finite.all()):  # one device sync for all tensors
@@ -697,20 +697,21 @@ class Trainer:
 
     def trainable_state(self, keep: bool = True) -> dict[str, torch.Tensor]:
         """The trained tensors, whole (gathered onto CPU in a sharded run: every process must call it then;
-        ``keep=False`` there: this process only helps gather and gets an empty dict)."""
-        if self.zero:  # DeepSpeed's fp32 master copy (the module may hold half-precision or partitioned weights)
+        ``keep=False`` there: this process only helps gather and gets an empty dict; a DeepSpeed run gives
+        every process the whole fp32 master copy)."""
+        if self.deepspeed:  # DeepSpeed's fp32 master copy (the module may hold half-precision or partitioned weights)
             return zero.full_trained_state(self.trained_module)
         named = [(n, p.detach()) for n, p in self.trained_module.named_parameters() if p.requires_grad]
         return full_state(named, keep) if self.shards else dict(named)
 
     def whole_adapter(self) -> nn.Module | None:
-        """A sharded (fsdp2) or DeepSpeed run's adapter gathered into a plain module on the main process (None on the others): what
-        ``export`` writes. Every process must call it."""
+        """A sharded (fsdp2) or DeepSpeed run's adapter gathered into a plain module on the main process (None
+        on the others): what ``export`` writes. Every process must call it."""
         from motionkit.adapter import MotionAdapter
         from motionkit.formats.motionkit_format import plain_config
 
         main = self.accelerator.is_main_process
-        if self.zero:
+        if self.deepspeed:
             state = zero.full_module_state(self.adapter, keep=main)
         else:
             state = full_state(self.adapter.state_dict().items(), keep=main)
@@ -738,7 +739,7 @@ class Trainer:
         main = acc.is_main_process
         trainable = self.trainable_state(keep=main)
         folders = {}
-        if self.zero:  # DeepSpeed's partitions stay partitioned: each process writes its own (a collective)
+        if self.deepspeed:  # DeepSpeed's partitions stay partitioned: each process writes its own (a collective)
             optimizer_state = None
             folders[zero.ZERO_DIR] = zero.write_engine_state(self.model, self.checkpoint_root, acc)
         elif self.shards:
@@ -766,7 +767,7 @@ class Trainer:
             "optimizer": optimizer_state,
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "zero": zero.saved_layout(self.config.distributed.strategy, acc.num_processes) if self.zero else None,
+            "zero": zero.saved_layout(self.config.distributed.strategy, acc.num_processes) if self.deepspeed else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "data_stream": (
                 self.dataset.state_dict(self.position.epoch, self.position.batch)
@@ -871,7 +872,7 @@ class Trainer:
         if len(set(replicas)) != 1:
             raise MotionkitError(f"the {len(replicas)} replicas ended with different weights: check the distributed setup")
         exported: dict[str, str] = {}
-        whole = self.whole_adapter() if self.shards or self.zero else None
+        whole = self.whole_adapter() if self.shards or self.deepspeed else None
         if acc.is_main_process:
             exported = self.export(whole) if whole is not None else self.export()
             summary = {
@@ -923,7 +924,7 @@ class Trainer:
         """``weight_hashes`` of the frozen modules, each gathered whole for its turn under ZeRO-3."""
         hashes = {}
         for name, module in self._frozen_modules().items():
-            with zero.gathered(module) if self.zero else contextlib.nullcontext():
+            with zero.gathered(module) if self.deepspeed else contextlib.nullcontext():
                 hashes.update(weight_hashes({name: module}))
         return hashes
 

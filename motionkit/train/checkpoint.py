@@ -5,7 +5,8 @@
 - ``adapter_config.json``: the adapter's config, so a checkpoint's weights can be rebuilt alone;
 - ``training_state.pt``: optimizer, LR scheduler, EMA and loss-scaler states;
 - ``rng_state_<rank>.pt``: python, numpy, torch (and CUDA) RNG states of each process, plus named generators;
-- ``state.json``: step, data position (epoch, next batch of the epoch's order) and the run's config.
+- ``state.json``: step, data position (epoch, next batch of the epoch's order) and the run's config;
+- ``zero/`` (``distributed.strategy zero2|zero3`` only): DeepSpeed's partitioned state (``zero.py``).
 
 The folder is built under a temporary name and renamed into place, so a killed job leaves either the
 previous checkpoint set or the new one, never a half-written folder that ``resume_from="latest"`` picks.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -122,8 +124,10 @@ def save_checkpoint(
     rng_states: list[bytes],
     config: dict[str, Any],
     keep: int,
+    folders: dict[str, Path] | None = None,
 ) -> Path:
-    """Write ``checkpoint-<step>`` atomically, then drop all but the newest ``keep``. Main process only."""
+    """Write ``checkpoint-<step>`` atomically, then drop all but the newest ``keep``. Main process only.
+    ``folders``: ``name -> folder`` already written (by several processes) to move into the checkpoint."""
     from safetensors.torch import save_file
 
     target = root / f"{PREFIX}{position.step:08d}"
@@ -136,6 +140,8 @@ def save_checkpoint(
             (tmp / f"rng_state_{rank}.pt").write_bytes(blob)
         state = {"step": position.step, "epoch": position.epoch, "batch": position.batch, "config": config}
         (tmp / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+        for name, folder in (folders or {}).items():
+            os.replace(folder, tmp / name)  # same filesystem: a rename, inside the not yet visible folder
     for old in checkpoint_dirs(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target

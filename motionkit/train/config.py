@@ -232,8 +232,9 @@ class DistributedConfig:
     ``ddp``: every process holds the whole model and averages gradients (one process: plain training).
     ``fsdp2``: torch's ``fully_shard`` splits the frozen UNet, the adapter, its gradients and AdamW's state
     across the processes (gloo on CPU, NCCL on GPUs); checkpoints and exports hold the gathered weights, so
-    they are the same files a ``ddp`` run writes. ``zero2``/``zero3``: DeepSpeed ZeRO, refused for now
-    (its partitioned optimizer state does not fit the checkpoint format).
+    they are the same files a ``ddp`` run writes. ``zero2``/``zero3``: DeepSpeed ZeRO through accelerate
+    (``train/zero.py``), CUDA GPUs only: ZeRO-2 partitions gradients and AdamW's state, ZeRO-3 the weights
+    too; checkpoints add DeepSpeed's own state and resume in the same strategy and process count.
     """
 
     strategy: str = "ddp"
@@ -247,6 +248,10 @@ class DistributedConfig:
     @property
     def shards(self) -> bool:
         return self.strategy == "fsdp2"
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        return self.strategy in ("zero2", "zero3")
 
 
 @dataclass(frozen=True)
@@ -384,7 +389,7 @@ class TrainConfig:
                 not self.data.latent_cache,
                 "encoder.kind controlnet decodes each clip with its control map: remove data.latent_cache",
             )
-        if self.distributed.shards:
+        if self.distributed.shards or self.distributed.uses_deepspeed:
             _check_sharded(self)
 
     # -- construction -------------------------------------------------------------------------------
@@ -441,14 +446,28 @@ class TrainConfig:
 
 
 def _check_sharded(config: TrainConfig) -> None:
-    """What a sharded run cannot do: each of these needs every weight whole on one process mid-run."""
-    why = "with distributed.strategy fsdp2 no process holds the whole model"
+    """What a sharded run (fsdp2, zero2, zero3) cannot do: each of these needs every weight whole on one
+    process mid-run, as a plain module."""
+    strategy = config.distributed.strategy
+    why = (
+        f"with distributed.strategy {strategy} DeepSpeed's engine owns and partitions the trained weights"
+        if config.distributed.uses_deepspeed
+        else f"with distributed.strategy {strategy} no process holds the whole model"
+    )
     require(
         config.validation.every == 0,
         f"validation.every needs the whole UNet on one process ({why}): set validation.every=0 and sample the exported adapter",
     )
     require(not config.ema, f"ema keeps a whole copy of the trained weights ({why}): set ema=false or use distributed.strategy ddp")
-    require(not config.encoder.enabled, "encoder training does not support distributed.strategy fsdp2 yet: use distributed.strategy ddp")
+    require(
+        not config.encoder.enabled,
+        f"encoder training does not support distributed.strategy {strategy} yet: use distributed.strategy ddp",
+    )
+    require(
+        not (config.distributed.uses_deepspeed and config.lora.enabled and config.mixed_precision != "no"),
+        f"lora with distributed.strategy {strategy} and mixed_precision {config.mixed_precision}: DeepSpeed casts the "
+        "whole model, the LoRA's frozen base adapter included, to half precision; set mixed_precision=no or use fsdp2",
+    )
 
 
 _PATH_KEYS = {

@@ -15,9 +15,9 @@ FSDP2_HINT = (
     "set distributed.strategy=fsdp2 in the training config and launch with 'accelerate launch --multi_gpu "
     "--num_processes N' (cpu=true on CPU): motionkit shards with torch's fully_shard itself"
 )
-ZERO_REASON = (
-    "DeepSpeed ZeRO is not wired into motionkit's checkpoints (its partitioned optimizer state would not resume): "
-    "use distributed.strategy fsdp2, which shards weights, gradients and optimizer state, or ddp"
+ZERO_HINT = (
+    "set distributed.strategy=zero2 or zero3 in the training config instead (motionkit builds accelerate's "
+    "DeepSpeed plugin itself, so checkpoints hold DeepSpeed's state and resume)"
 )
 
 
@@ -42,14 +42,16 @@ def check_launch(accelerator: Any, environ: Mapping[str, str] | None = None) -> 
         )
 
 
-def check_engine(strategy: str, environ: Mapping[str, str] | None = None) -> None:
-    """Before accelerate starts: raise ``MotionkitError`` (one line) for an engine motionkit does not run,
+def check_engine(strategy: str, environ: Mapping[str, str] | None = None, *, cpu: bool = False) -> None:
+    """Before accelerate starts: raise ``MotionkitError`` (one line) for an engine that cannot run here,
     asked for by ``distributed.strategy`` or by the launcher's environment (an accelerate config file)."""
+    from motionkit.train.zero import check_zero_available, is_zero
+
     env = os.environ if environ is None else environ
-    if strategy in ("zero2", "zero3"):
-        raise MotionkitError(f"distributed.strategy {strategy} was asked for: {ZERO_REASON}")
-    if _flag(env, "ACCELERATE_USE_DEEPSPEED"):
-        raise MotionkitError(f"accelerate's DeepSpeed was asked for (an accelerate config or --use_deepspeed): {ZERO_REASON}")
+    if is_zero(strategy):
+        check_zero_available(strategy, cpu, env)
+    elif _flag(env, "ACCELERATE_USE_DEEPSPEED"):
+        raise MotionkitError(f"accelerate's DeepSpeed was asked for (an accelerate config or --use_deepspeed): {ZERO_HINT}")
     if _flag(env, "ACCELERATE_USE_FSDP"):
         # accelerate 1.x ignores its FSDP plugin on CPU (it prepares DDP, silently); on GPUs its size-based
         # wrapping would leave the checkpoints holding one process's shard.
@@ -65,4 +67,9 @@ def check_strategy(strategy: str, accelerator: Any) -> None:
         raise MotionkitError(
             f"distributed.strategy fsdp2 needs processes started by a launcher ({accelerator.num_processes} plain "
             "process here): use 'accelerate launch --multi_gpu --num_processes N' (cpu=true on CPU), or distributed.strategy ddp"
+        )
+    if strategy in ("zero2", "zero3") and accelerator.distributed_type.value != "DEEPSPEED":
+        raise MotionkitError(
+            f"distributed.strategy {strategy} asked for DeepSpeed but accelerate set up {accelerator.distributed_type.value}: "
+            "launch with 'accelerate launch --multi_gpu --num_processes N' on CUDA GPUs, or use distributed.strategy fsdp2"
         )

@@ -1,6 +1,6 @@
 """The training loop: a motion adapter (or a MotionLoRA) learns to denoise video clips through a
 frozen image model, on one process or many (accelerate launches them; ``distributed.strategy``: DDP
-replicas, or FSDP2 shards through ``sharding.py``).
+replicas, FSDP2 shards through ``sharding.py``, or DeepSpeed ZeRO-2/3 through ``zero.py``).
 
 Per step: clips -> VAE latents (x scaling_factor, or read from the latent cache) -> DDPM forward noise
 at a random timestep -> the injected UNet predicts epsilon (or v) -> MSE -> AdamW on the adapter only.
@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from motionkit.errors import MotionkitError
+from motionkit.train import zero
 from motionkit.train.base import BaseModels, load_base, weight_hashes
 from motionkit.train.checkpoint import (
     Position,
@@ -113,6 +115,7 @@ class Trainer:
         self.position = Position()
         self.accelerator: Any = None
         self.shards = False  # distributed.strategy fsdp2, set by setup()
+        self.deepspeed = False  # distributed.strategy zero2/zero3: DeepSpeed's engine runs the model; set by setup()
         self.last_checkpoint: Path | None = None
 
     # ------------------------------------------------------------------ setup
@@ -135,13 +138,24 @@ class Trainer:
         cfg = self.config
         if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
             raise MotionkitError("mixed_precision fp16 needs a CUDA GPU: use bf16 or no on this machine")
-        check_engine(cfg.distributed.strategy)
+        check_engine(cfg.distributed.strategy, cpu=cfg.cpu)
+        self.deepspeed = cfg.distributed.uses_deepspeed
+        plugin = None
+        if self.deepspeed:
+            zero.ensure_process_group_env()
+            plugin = zero.deepspeed_plugin(
+                cfg.distributed.strategy,
+                batch_size=cfg.batch_size,
+                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                max_grad_norm=cfg.max_grad_norm,
+            )
         self.accelerator = Accelerator(
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             mixed_precision=cfg.mixed_precision,
             log_with=self._trackers() or None,
             project_dir=str(self.output_dir),
             cpu=cfg.cpu,
+            deepspeed_plugin=plugin,
         )
         check_launch(self.accelerator)
         check_strategy(cfg.distributed.strategy, self.accelerator)
@@ -201,7 +215,7 @@ class Trainer:
             self.ema = EMAModel(self.trainable, decay=cfg.ema_decay)
         if self.shards:  # sharded by motionkit: accelerate only wraps the optimizer (accumulation steps)
             self.model, self.optimizer = self.motion_unet, self.accelerator.prepare(self.optimizer)
-        else:
+        else:  # DDP, or DeepSpeed's engine (self.model) with its ZeRO optimizer around AdamW
             self.model, self.optimizer = self.accelerator.prepare(self.denoiser_module(), self.optimizer)
 
     def _setup_data(self) -> None:
@@ -381,11 +395,20 @@ class Trainer:
                 f"{path}: its trained weights do not match this run's adapter (e.g. {odd[0]!r}): "
                 "resume with the config the checkpoint was written with"
             )
-        load_full_into(params, ckpt.trainable)
         state = ckpt.training_state
-        # Checkpoints hold whole tensors whatever the strategy: a sharded run takes its own part of each.
-        optimizer_state = shard_optimizer_state(state["optimizer"], self.trainable) if self.shards else state["optimizer"]
-        self.optimizer.load_state_dict(optimizer_state)
+        strategy = self.config.distributed.strategy
+        if self.deepspeed:  # DeepSpeed loads the trained weights and its optimizer partitions itself
+            zero.load_engine_state(self.model, path, state.get("zero"), strategy, self.accelerator.num_processes)
+        elif state.get("zero") is not None:
+            raise MotionkitError(
+                f"{path}: written by a distributed.strategy {state['zero']['strategy']} run, whose optimizer state is "
+                f"DeepSpeed's partitions: resume it with distributed.strategy {state['zero']['strategy']}, not {strategy}"
+            )
+        else:
+            load_full_into(params, ckpt.trainable)
+            # Checkpoints hold whole tensors whatever the strategy: a sharded run takes its own part of each.
+            optimizer_state = shard_optimizer_state(state["optimizer"], self.trainable) if self.shards else state["optimizer"]
+            self.optimizer.load_state_dict(optimizer_state)
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self._apply_lr_override(path)
         self._apply_optimizer_settings(path)
@@ -460,8 +483,7 @@ class Trainer:
             noisy, model_timesteps, frame_mask = clean_conditioning_frames(noisy, timesteps, image_cond)
         hidden, added = self._encode_prompts(prompts, latents)
         model = model if model is not None else self.model
-        # accelerate's prepare autocasts a model's forward; a sharded run's model did not go through it.
-        with self.accelerator.autocast() if self.shards else contextlib.nullcontext():
+        with self._forward_precision():
             prediction = model(
                 noisy.to(self.weight_dtype),
                 model_timesteps,
@@ -471,6 +493,15 @@ class Trainer:
                 return_dict=False,
             )[0]
         return self._loss(prediction, latents, noise, timesteps, frame_mask)
+
+    def _forward_precision(self) -> Any:
+        """accelerate's prepare autocasts a DDP model's forward; a sharded run's model did not go through it,
+        and DeepSpeed's engine casts the weights to half precision but not the inputs."""
+        if self.shards:
+            return self.accelerator.autocast()
+        if self.deepspeed and self.weight_dtype != torch.float32:
+            return torch.autocast(self.accelerator.device.type, dtype=self.weight_dtype)
+        return contextlib.nullcontext()
 
     def _noise_and_timesteps(self, latents: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-clip noise and timestep, drawn in this order from each clip's generator."""
@@ -605,7 +636,8 @@ class Trainer:
     def _nonfinite_weight(self) -> str | None:
         """The name of the first trained weight holding NaN or inf (in this process's shard), or None when all
         are finite."""
-        state = {n: local_view(p.detach()) for n, p in self.trained_module.named_parameters() if p.requires_grad}
+        part = zero.local_part if self.deepspeed else local_view
+        state = {n: part(p).detach() for n, p in self.trained_module.named_parameters() if p.requires_grad}
         finite = torch.stack([torch.isfinite(t).all() for t in state.values()])
         if bool(finite.all()):  # one device sync for all tensors
             return None
@@ -665,18 +697,24 @@ class Trainer:
 
     def trainable_state(self, keep: bool = True) -> dict[str, torch.Tensor]:
         """The trained tensors, whole (gathered onto CPU in a sharded run: every process must call it then;
-        ``keep=False`` there: this process only helps gather and gets an empty dict)."""
+        ``keep=False`` there: this process only helps gather and gets an empty dict; a DeepSpeed run gives
+        every process the whole fp32 master copy)."""
+        if self.deepspeed:  # DeepSpeed's fp32 master copy (the module may hold half-precision or partitioned weights)
+            return zero.full_trained_state(self.trained_module)
         named = [(n, p.detach()) for n, p in self.trained_module.named_parameters() if p.requires_grad]
         return full_state(named, keep) if self.shards else dict(named)
 
     def whole_adapter(self) -> nn.Module | None:
-        """A sharded run's adapter gathered into a plain module on the main process (None on the others): what
-        ``export`` writes. Every process must call it."""
+        """A sharded (fsdp2) or DeepSpeed run's adapter gathered into a plain module on the main process (None
+        on the others): what ``export`` writes. Every process must call it."""
         from motionkit.adapter import MotionAdapter
         from motionkit.formats.motionkit_format import plain_config
 
         main = self.accelerator.is_main_process
-        state = full_state(self.adapter.state_dict().items(), keep=main)
+        if self.deepspeed:
+            state = zero.full_module_state(self.adapter, keep=main)
+        else:
+            state = full_state(self.adapter.state_dict().items(), keep=main)
         if not main:
             return None
         # The same structure rebuilt unsharded: the preset's layout from the config, or the LoRA'd base adapter.
@@ -700,33 +738,54 @@ class Trainer:
         # Gathers (collectives in a sharded run): every process takes part, only the main one keeps and writes.
         main = acc.is_main_process
         trainable = self.trainable_state(keep=main)
-        optimizer_state = full_optimizer_state(self.optimizer, keep=main) if self.shards else self.optimizer.state_dict()
+        folders = {}
+        if self.deepspeed:  # DeepSpeed's partitions stay partitioned: each process writes its own (a collective)
+            optimizer_state = None
+            folders[zero.ZERO_DIR] = zero.write_engine_state(self.model, self.checkpoint_root, acc)
+        elif self.shards:
+            optimizer_state = full_optimizer_state(self.optimizer, keep=main)
+        else:
+            optimizer_state = self.optimizer.state_dict()
         path = None
-        if acc.is_main_process:
-            scaler = getattr(acc, "scaler", None)
-            training_state = {
-                "optimizer": optimizer_state,
-                "lr_scheduler": self.lr_scheduler.state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "data_stream": (
-                    self.dataset.state_dict(self.position.epoch, self.position.batch)
-                    if isinstance(self.dataset, IterableDataset) and hasattr(self.dataset, "state_dict")
-                    else None
-                ),
-            }
-            path = save_checkpoint(
-                self.checkpoint_root,
-                self.position,
-                trainable=trainable,
-                adapter_config=self.trained_config(),
-                training_state=training_state,
-                rng_states=list(rng_states),
-                config=self.config.to_dict(),
-                keep=self.config.keep_checkpoints,
-            )
+        try:
+            path = self._write_checkpoint(trainable, optimizer_state, rng_states, folders) if main else None
+        finally:
+            for folder in folders.values():  # moved into the checkpoint unless the write failed
+                if main and folder.exists():
+                    shutil.rmtree(folder, ignore_errors=True)
         acc.wait_for_everyone()
         self.last_checkpoint = self.checkpoint_root / f"checkpoint-{self.position.step:08d}"
+        return path
+
+    def _write_checkpoint(
+        self, trainable: dict[str, torch.Tensor], optimizer_state: Any, rng_states: list[bytes], folders: dict[str, Path]
+    ) -> Path:
+        """The main process's part of ``save_checkpoint``: the training state and the checkpoint folder."""
+        acc = self.accelerator
+        scaler = getattr(acc, "scaler", None)
+        training_state = {
+            "optimizer": optimizer_state,
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "zero": zero.saved_layout(self.config.distributed.strategy, acc.num_processes) if self.deepspeed else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "data_stream": (
+                self.dataset.state_dict(self.position.epoch, self.position.batch)
+                if isinstance(self.dataset, IterableDataset) and hasattr(self.dataset, "state_dict")
+                else None
+            ),
+        }
+        path = save_checkpoint(
+            self.checkpoint_root,
+            self.position,
+            trainable=trainable,
+            adapter_config=self.trained_config(),
+            training_state=training_state,
+            rng_states=list(rng_states),
+            config=self.config.to_dict(),
+            keep=self.config.keep_checkpoints,
+            folders=folders,
+        )
         return path
 
     def validate(self, step: int) -> list[Path]:
@@ -799,7 +858,7 @@ class Trainer:
 
     def _finish(self) -> TrainResult:
         acc = self.accelerator
-        after = weight_hashes(self._frozen_modules())
+        after = self._frozen_hashes()
         changed = [name for name, digest in self.frozen_hashes.items() if after.get(name) != digest]
         if changed:
             raise FrozenWeightsChangedError(
@@ -813,7 +872,7 @@ class Trainer:
         if len(set(replicas)) != 1:
             raise MotionkitError(f"the {len(replicas)} replicas ended with different weights: check the distributed setup")
         exported: dict[str, str] = {}
-        whole = self.whole_adapter() if self.shards else None
+        whole = self.whole_adapter() if self.shards or self.deepspeed else None
         if acc.is_main_process:
             exported = self.export(whole) if whole is not None else self.export()
             summary = {
@@ -860,6 +919,14 @@ class Trainer:
         finally:
             if self.ema is not None:
                 self.ema.restore(self.trainable)
+
+    def _frozen_hashes(self) -> dict[str, str]:
+        """``weight_hashes`` of the frozen modules, each gathered whole for its turn under ZeRO-3."""
+        hashes = {}
+        for name, module in self._frozen_modules().items():
+            with zero.gathered(module) if self.deepspeed else contextlib.nullcontext():
+                hashes.update(weight_hashes({name: module}))
+        return hashes
 
     def _log(self, message: str) -> None:
         if self.accelerator is None or self.accelerator.is_main_process:

@@ -30,7 +30,9 @@ STALE_AFTER_S = 24 * 3600
 _TEMP_NAME = re.compile(r"^\.(?P<stem>.*)\.(?P<tag>tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}(?P<suffix>.*)$")
 
 
-def _temp_sibling(target: Path, tag: str = "tmp") -> Path:
+def temp_sibling(target: Path, tag: str = "tmp") -> Path:
+    """A temporary name next to ``target`` carrying this process's id (what ``clean_stale_temps`` recognises),
+    for writers that build an output in several steps themselves."""
     # Hidden name so globs over the folder skip it; the suffix is kept because some writers (PIL, FFmpeg)
     # pick the format from it.
     return target.with_name(f".{target.stem}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}{target.suffix}")
@@ -119,7 +121,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
         return
     if not dst.is_dir():
         raise IsADirectoryError(f"{dst}: a file is in the way of the output folder; remove it or pick another path")
-    backup = _temp_sibling(dst, "old")
+    backup = temp_sibling(dst, "old")
     os.replace(dst, backup)
     try:
         os.replace(src, dst)
@@ -151,7 +153,7 @@ def atomic_path(
         raise IsADirectoryError(f"{target}: a folder is in the way of the output file; remove it or give another path")
     target.parent.mkdir(parents=True, exist_ok=True)
     _recover(target.parent, target)
-    tmp = _temp_sibling(target)
+    tmp = temp_sibling(target)
     if is_dir:
         tmp.mkdir()
     try:

@@ -9,6 +9,9 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c scri
 "${pip[@]}" -e ".[test]"
 # PySceneDetect requires the GUI build of OpenCV, which would shadow opencv-python-headless: install it alone.
 "${pip[@]}" --no-deps "scenedetect>=0.6"
+# DeepSpeed ships only a source archive whose build imports torch: build it against the CPU torch above, not
+# in an isolated environment that would fetch a CUDA torch. ZeRO's tests run its CPU engine.
+"${pip[@]}" --no-build-isolation "deepspeed==0.19.8"
 .venv/bin/python -m pip uninstall --quiet --yes opencv-python 2>/dev/null || true
 "${pip[@]}" --force-reinstall --no-deps "opencv-python-headless>=4.8"
 # The app's browser test drives Debian's Chromium (never a browser downloaded by a test tool).

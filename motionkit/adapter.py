@@ -222,7 +222,8 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
         yield from (m for m in self.modules() if isinstance(m, MotionModule))
 
     def set_attention_backend(self, name: str) -> None:
-        """``auto`` (Triton on CUDA where it fits, else SDPA), ``sdpa``, ``math``, ``xformers`` or ``triton``."""
+        """``auto`` (Triton on CUDA where it fits; on CPU the short bmm path for short sequences at small head
+        dims; else SDPA), ``sdpa``, ``math``, ``xformers`` or ``triton``."""
         check_backend(name)
         for module in self.modules():
             if isinstance(module, TemporalAttention):

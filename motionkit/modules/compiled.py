@@ -9,6 +9,7 @@ differently).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -29,11 +30,8 @@ def compile_refusal(device: torch.device | str = "cpu") -> Optional[str]:
         if compiler is None:
             return ("compiling motion modules on CPU needs a C++ compiler for inductor: install g++ (or set CXX), "
                     "or leave compile_motion_modules off")
-    elif device_type == "cuda":
-        import importlib.util
-
-        if importlib.util.find_spec("triton") is None:
-            return "compiling motion modules on CUDA needs triton: pip install triton, or leave compile_motion_modules off"
+    elif device_type == "cuda" and importlib.util.find_spec("triton") is None:
+        return "compiling motion modules on CUDA needs triton: pip install triton, or leave compile_motion_modules off"
     return None
 
 

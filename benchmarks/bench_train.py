@@ -10,6 +10,7 @@ dispatch mode (exact, allocator-independent, one extra untimed step each); on CU
     python benchmarks/bench_train.py                                  # CPU: tiny-sd and medium-sd, 8 frames
     python benchmarks/bench_train.py --gradient-checkpointing         # both sides checkpointed
     python benchmarks/bench_train.py --recompute feed_forward         # motionkit's selective recompute
+    python benchmarks/bench_train.py --compile                        # motion modules through torch.compile
     python benchmarks/bench_train.py --device cuda --unets medium-sd --frames 16 --batch 4
     python benchmarks/bench_train.py --device cuda --unets sd15 --frames 16 --batch 1 --autocast bf16
 """
@@ -63,7 +64,7 @@ class TensorMemory(TorchDispatchMode):
         return live
 
 
-def build(unet_name: str, device: str, checkpointing: bool, recompute: str = "none"):
+def build(unet_name: str, device: str, checkpointing: bool, recompute: str = "none", compile_modules: bool = False):
     from diffusers import MotionAdapter as DiffusersMotionAdapter
     from diffusers import UNetMotionModel
 
@@ -85,6 +86,10 @@ def build(unet_name: str, device: str, checkpointing: bool, recompute: str = "no
         motion_unet.enable_gradient_checkpointing()
         theirs.enable_gradient_checkpointing()
     ours.set_recompute(recompute)
+    if compile_modules:
+        refusal = ours.compile_motion_modules()
+        if refusal:
+            print(f"--compile: {refusal}")
     motion_unet.adapter.train()
     theirs.train()
     opt_ours = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-4)
@@ -150,7 +155,10 @@ def bench(unet_name: str, args: argparse.Namespace) -> dict:
     # The GPU suite passes a namespace of its own: options it does not set keep their defaults.
     recompute, clock = getattr(args, "recompute", "none"), getattr(args, "clock", "wall")
     autocast_name, size = getattr(args, "autocast", "none"), getattr(args, "size", None)
-    ours, theirs, opt_ours, opt_theirs, params = build(unet_name, device, args.gradient_checkpointing, recompute)
+    compile_modules = getattr(args, "compile", False)
+    ours, theirs, opt_ours, opt_theirs, params = build(
+        unet_name, device, args.gradient_checkpointing, recompute, compile_modules
+    )
     inputs = unet_inputs(ours.unet, batch=args.batch, frames=args.frames)
     if size:
         latent = size // 8
@@ -163,8 +171,9 @@ def bench(unet_name: str, args: argparse.Namespace) -> dict:
         max_diff = float(diff.abs().max())
     run_ours = step_fn(ours, opt_ours, inputs, target, 1, AUTOCAST[autocast_name])
     run_theirs = step_fn(theirs, opt_theirs, inputs, target, args.frames, AUTOCAST[autocast_name])
+    warmup_ours = 0.0  # with --compile: the motion modules' compile happens here, outside the timed steps
     for _ in range(args.warmup):
-        run_ours()
+        warmup_ours += timed(run_ours, device, time.perf_counter)[0]
         run_theirs()
     t_ours, t_theirs, m_ours, m_theirs = [], [], 0, 0
     for _ in range(args.steps):  # interleaved so load changes hit both sides alike
@@ -184,6 +193,8 @@ def bench(unet_name: str, args: argparse.Namespace) -> dict:
         "checkpointing": args.gradient_checkpointing,
         "recompute": recompute,
         "autocast": autocast_name,
+        "compile": compile_modules,
+        "warmup_s": {"motionkit": round(warmup_ours, 2)},
         "trainable_params": {"motionkit": params[0], "diffusers": params[1]},
         "step_s": {"motionkit": round(a, 4), "diffusers": round(b, 4)},
         "time_ratio": round(a / b, 3),
@@ -210,6 +221,8 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true", help="checkpoint both sides")
     parser.add_argument("--recompute", default="none", choices=["none", "cheap", "feed_forward"],
                         help="motionkit's selective recompute in the motion modules (diffusers: no checkpointing)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile motionkit's motion modules (compile time: the warm-up, reported apart)")
     parser.add_argument("--autocast", choices=sorted(AUTOCAST), default="none", help="mixed-precision forward")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--clock", default="wall", choices=sorted(CLOCKS), help=CLOCK_HELP)
@@ -227,6 +240,8 @@ def main() -> None:
             f"{r['memory_ratio']:>6.3f} {peak['motionkit']:>10.1f} {peak['diffusers']:>10.1f} {r['peak_ratio']:>6.3f} "
             f"{r['prediction_max_abs_diff']:>10.2e}"
         )
+        if r["compile"]:
+            print(f"{r['unet']}: motionkit's warm-up (compile included, wall) {r['warmup_s']['motionkit']:.1f} s")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

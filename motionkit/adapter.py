@@ -18,6 +18,7 @@ from torch import nn
 from motionkit.errors import MotionkitError
 from motionkit.kernels.dispatch import check_backend
 from motionkit.modules import MotionModule, TemporalAttention
+from motionkit.modules.compiled import compile_refusal
 from motionkit.modules.norm import TEMPORAL_NORMS
 from motionkit.presets import preset_config
 from motionkit.unet_layout import Layout, unet_layout
@@ -221,8 +222,9 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
         yield from (m for m in self.modules() if isinstance(m, MotionModule))
 
     def set_attention_backend(self, name: str) -> None:
-        """``auto`` (Triton where the measured decision table ``motionkit/kernels/auto_policy.json`` says it beats SDPA
-        on that GPU and shape, else SDPA), ``sdpa``, ``math``, ``xformers`` or ``triton``."""
+        """``auto`` (on CUDA, Triton where the measured decision table ``motionkit/kernels/auto_policy.json`` says it
+        beats SDPA on that GPU and shape; on CPU, the short bmm path for short sequences at small head dims; else
+        SDPA), ``sdpa``, ``math``, ``xformers`` or ``triton``."""
         check_backend(name)
         for module in self.modules():
             if isinstance(module, TemporalAttention):
@@ -239,6 +241,19 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
         Gradients are the same in every mode; see ``motionkit.modules.recompute``."""
         for module in self.motion_modules():
             module.set_recompute(mode)
+
+    def compile_motion_modules(self) -> str | None:
+        """Compile every motion module's forward with ``torch.compile`` (inductor), from the next call on.
+
+        Returns ``None`` when done, or one line saying why compiling cannot run here (the modules stay
+        eager). Checkpointed or recomputing modules run eagerly all the same. See ``motionkit.modules.compiled``.
+        """
+        refusal = compile_refusal(next(self.parameters()).device)
+        if refusal is not None:
+            return refusal
+        for module in self.motion_modules():
+            module.compile_motion()
+        return None
 
     def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None) -> None:
         for module in self.motion_modules():

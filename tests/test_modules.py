@@ -7,6 +7,7 @@ import pytest
 import torch
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 
+from motionkit.kernels import dispatch, short_attention
 from motionkit.kernels.dispatch import BackendUnavailableError, check_backend, math_attention, sdpa_attention
 from motionkit.modules import MotionModule, TemporalConvBlock, TemporalTransformer, sinusoidal_table
 
@@ -146,6 +147,51 @@ def test_fused_projections_give_the_same_output_and_gradients():
     torch.testing.assert_close(dx_a, dx_b, atol=1e-6, rtol=1e-5)
     for name in grads_b:
         torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("frames,channels,heads", [(16, 64, 8), (6, 32, 2), (24, 128, 8)])
+def test_short_attention_equals_sdpa_in_output_and_gradients(frames, channels, heads):
+    qkv = torch.randn(40, frames, 3 * channels, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(40, frames, channels, dtype=torch.float64)
+
+    def run(fn):
+        qkv.grad = None
+        out = fn(*qkv.chunk(3, dim=-1), heads)  # strided views, as the fused projection gives them
+        out.backward(grad)
+        return out.detach(), qkv.grad.clone()
+
+    (out_a, grad_a), (out_b, grad_b) = run(short_attention.short_attention), run(sdpa_attention)
+    torch.testing.assert_close(out_a, out_b, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(grad_a, grad_b, atol=1e-12, rtol=1e-10)
+    assert torch.autograd.gradcheck(lambda t: short_attention.short_attention(*t.chunk(3, dim=-1), heads), (qkv[:2].detach().requires_grad_(),))
+
+
+def test_auto_takes_the_short_path_only_where_it_is_faster():
+    assert dispatch.resolve_backend("auto", torch.empty(8, 16, 64), 8) == "short"  # 16 frames, head dim 8
+    assert dispatch.resolve_backend("auto", torch.empty(8, 32, 64), 8) == "sdpa"  # too many frames
+    assert dispatch.resolve_backend("auto", torch.empty(8, 16, 320), 8) == "sdpa"  # head dim 40
+    assert dispatch.resolve_backend("auto", torch.empty(8, 16, 64, dtype=torch.bfloat16), 8) == "sdpa"
+    assert dispatch.resolve_backend("sdpa", torch.empty(8, 16, 64), 8) == "sdpa"  # an explicit choice is kept
+
+
+def test_motion_module_on_the_short_path_equals_sdpa_in_output_and_gradients():
+    module = _randomize(MotionModule(32, 4, temporal_norm="across_frames"))
+    x = torch.randn(2 * 16, 32, 3, 3, requires_grad=True)
+
+    def run(backend: str):
+        for m in module.modules():
+            if hasattr(m, "set_backend"):
+                m.set_backend(backend)
+        module.zero_grad()
+        x.grad = None
+        out = module(x, 16)
+        out.square().mean().backward()
+        return out.detach(), x.grad.clone(), {n: p.grad.clone() for n, p in module.named_parameters()}
+
+    (out_a, dx_a, grads_a), (out_b, dx_b, grads_b) = run("auto"), run("sdpa")
+    # fp32 rounding of two summation orders, relative to the values' size (the weights here are large)
+    for a, b in [(out_a, out_b), (dx_a, dx_b), *((grads_a[n], grads_b[n]) for n in grads_b)]:
+        torch.testing.assert_close(a, b, atol=1e-6 * float(b.abs().max()), rtol=1e-5)
 
 
 def test_cpu_chunks_of_sequences_give_the_same_tokens(monkeypatch):

@@ -455,3 +455,17 @@ def test_tensorboard_logging_writes_event_files(tmp_path):
     trainer.train()
     events = list(tmp_path.rglob("events.out.tfevents.*"))
     assert events and all(e.stat().st_size > 0 for e in events), "TensorBoard events are written under output_dir"
+
+
+def test_compile_motion_modules_computes_the_same_step(tmp_path):
+    from motionkit.modules.compiled import compile_refusal
+
+    if compile_refusal("cpu") is not None:
+        pytest.skip("torch.compile cannot run here")
+    plain_loss, plain = _loss_and_grads(make_trainer(tmp_path / "a").setup())
+    compiled = make_trainer(tmp_path / "b", compile_motion_modules=True).setup()
+    assert all(m.is_compiled for m in compiled.adapter.motion_modules())
+    compiled_loss, compiled_grads = _loss_and_grads(compiled)
+    assert compiled_loss == pytest.approx(plain_loss, rel=1e-5) and plain.keys() == compiled_grads.keys()
+    for name in plain:
+        torch.testing.assert_close(compiled_grads[name], plain[name], atol=1e-6, rtol=1e-4)

@@ -1,5 +1,7 @@
 """Temporal attention behind one switch: ``auto | sdpa | math | xformers | triton``.
 
+``auto`` may also pick ``short`` (``motionkit.kernels.short_attention``), which has no switch of its own.
+
 Every backend takes query/key/value as ``[N, F, C]`` (N sequences of F frames, heads packed in
 C, any strides: views of a fused QKV projection are fine) and returns ``[N, F, C]``.
 """
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from motionkit.errors import BackendUnavailableError, MotionkitError
-from motionkit.kernels import auto_policy
+from motionkit.kernels import auto_policy, short_attention
 
 BACKENDS = ("auto", "sdpa", "math", "xformers", "triton")
 
@@ -99,9 +101,12 @@ def _device_name(device: torch.device) -> str:
 def resolve_backend(name: str, query: torch.Tensor, heads: int) -> str:
     """The concrete backend for this call. ``auto`` picks Triton only on CUDA, where the shape fits and
     the measured decision table (``motionkit/kernels/auto_policy.json``) says the kernel beats SDPA on
-    this GPU for this dtype, frame count, head dim and size; everywhere else SDPA."""
+    this GPU for this dtype, frame count, head dim and size; on CPU in fp32, for short sequences at small
+    head dims, the materialised-score path (``motionkit.kernels.short_attention.fits``); everywhere else SDPA."""
     if name != "auto":
         return name
+    if short_attention.fits(query, heads):
+        return "short"
     if not _triton_fits(query, heads):
         return "sdpa"
     channels, frames = query.shape[-1], query.shape[-2]
@@ -122,6 +127,7 @@ _IMPLEMENTATIONS = {
     "math": math_attention,
     "xformers": xformers_attention,
     "triton": triton_attention,
+    "short": short_attention.short_attention,  # chosen by ``auto`` only
 }
 
 

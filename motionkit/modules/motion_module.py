@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from motionkit.modules.compiled import CompiledForward
 from motionkit.modules.recompute import check_recompute, selective_checkpoint
 from motionkit.modules.temporal_conv import TemporalConvBlock
 from motionkit.modules.temporal_transformer import TemporalTransformer
@@ -52,6 +53,16 @@ class MotionModule(nn.Module):
         self.gradient_checkpointing = False
         # What backward reruns instead of keeping (motionkit.modules.recompute); full checkpointing wins.
         self.recompute = "none"
+        # ``_forward`` through torch.compile (compile_motion()); checkpointing and recompute run eagerly.
+        self._compiled: CompiledForward | None = None
+
+    def compile_motion(self) -> None:
+        """Run forward through inductor from the next call on (see ``motionkit.modules.compiled``)."""
+        self._compiled = CompiledForward(self._forward)
+
+    @property
+    def is_compiled(self) -> bool:
+        return self._compiled is not None
 
     def set_recompute(self, mode: str) -> None:
         self.recompute = check_recompute(mode)
@@ -68,4 +79,6 @@ class MotionModule(nn.Module):
             return torch.utils.checkpoint.checkpoint(self._forward, x, num_frames, use_reentrant=False)
         if torch.is_grad_enabled() and self.recompute != "none":
             return selective_checkpoint(self._forward, x, num_frames, mode=self.recompute)
+        if self._compiled is not None:
+            return self._compiled(x, num_frames)
         return self._forward(x, num_frames)

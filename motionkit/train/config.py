@@ -313,6 +313,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     # what the motion modules rerun in backward instead of keeping (same gradients): none | cheap | feed_forward
     recompute: str = "none"
+    # motion modules through torch.compile (inductor; the first steps of each shape compile; same gradients)
+    compile_motion_modules: bool = False
     # EMA of the trained weights (exported instead of the raw ones when on)
     ema: bool = False
     ema_decay: float = 0.9999

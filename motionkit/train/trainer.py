@@ -185,6 +185,10 @@ class Trainer:
         if self.config.gradient_checkpointing:
             self.motion_unet.enable_gradient_checkpointing()
         self.adapter.set_recompute(self.config.recompute)
+        if self.config.compile_motion_modules:
+            refusal = self.adapter.compile_motion_modules()
+            if refusal is not None:
+                logger.warning("compile_motion_modules skipped: %s", refusal)
         self.frozen_hashes = weight_hashes(self._frozen_modules())
         self.noise_scheduler = self._noise_scheduler()
 

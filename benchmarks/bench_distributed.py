@@ -9,7 +9,13 @@ Per process:
   (the VAE and text encoder, frozen and outside the UNet, are the same in every layout and not counted);
 - ``peak_rss_MB``: the process's peak resident memory (``ru_maxrss``; python, torch and the loader included).
 
-DeepSpeed ZeRO-2/3 are listed with the reason they are not measured (CUDA only; see train/zero.py).
+DeepSpeed ZeRO-2/3 (2 processes): on CPU motionkit's trainer refuses them (accelerate turns DeepSpeed off with
+``cpu=True``), so they run on DeepSpeed's own CPU engine over gloo, outside accelerate: the trainer is set up
+as DDP, then ``train.zero.cpu_engine`` wraps its motion UNet (same model, data, loss, AdamW settings,
+clipping) and DeepSpeed's backward and step train it. On GPUs they run through the trainer (accelerate).
+Their ``state_MB`` counts each parameter's local part and the tensors DeepSpeed's ZeRO optimizer keeps (fp32
+master partitions, gradient partitions, AdamW's state), each storage once, after the first backward (DeepSpeed
+frees the gradients in its step) and after the first step.
 
     python benchmarks/bench_distributed.py                              # CPU, medium-sd UNet, 2 processes
     python benchmarks/bench_distributed.py --unet tiny-sd --rounds 3 --json benchmarks/results/distributed.json
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -36,12 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, write_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYOUTS = (("single", 1, "ddp"), ("ddp", 2, "ddp"), ("fsdp2", 2, "fsdp2"))
-NOT_RUN = {
-    "zero2": "not measured: DeepSpeed ZeRO runs on CUDA GPUs only (accelerate turns DeepSpeed off with cpu=true), "
-    "and this benchmark does not time it yet",
-}
-NOT_RUN["zero3"] = NOT_RUN["zero2"]
+LAYOUTS = (("single", 1, "ddp"), ("ddp", 2, "ddp"), ("fsdp2", 2, "fsdp2"), ("zero2", 2, "zero2"), ("zero3", 2, "zero3"))
+CPU_ENGINE_NOTE = (
+    "DeepSpeed CPU engine, outside accelerate (motionkit's trainer refuses ZeRO on CPU; on GPUs it runs through accelerate)"
+)
 
 
 def write_clips(folder: Path, n: int, frames: int, size: int) -> None:
@@ -58,6 +63,8 @@ def held_bytes(trainer: Any) -> int:
     """Weights, gradients and optimizer state this process holds (local shards of sharded tensors)."""
     from motionkit.train.sharding import local_view
 
+    if trainer.deepspeed:  # accelerate's DeepSpeed plugin (GPUs): the engine holds the state
+        return sum(t.untyped_storage().nbytes() for t in zero_storages(trainer.model).values())
     tensors = list(trainer.motion_unet.parameters()) + [p.grad for p in trainer.motion_unet.parameters() if p.grad is not None]
     for entry in trainer.optimizer.state_dict()["state"].values():
         tensors.extend(v for v in entry.values() if isinstance(v, torch.Tensor))
@@ -67,6 +74,7 @@ def held_bytes(trainer: Any) -> int:
 def worker(args: argparse.Namespace) -> None:
     """One run in this process (one of the launched ones): train, time the steps, report as JSON on stdout."""
     from motionkit.tiny import tiny_pipeline_components
+    from motionkit.train import zero
     from motionkit.train.config import TrainConfig
     from motionkit.train.trainer import Trainer
 
@@ -76,7 +84,13 @@ def worker(args: argparse.Namespace) -> None:
         "batch_size": args.batch, "max_steps": args.warmup + args.steps, "lr": 1e-4, "log_with": [], "checkpoint_every": 0,
         "output_dir": args.out, "cpu": args.device == "cpu", "distributed": {"strategy": args.strategy},
     })  # fmt: skip
+    on_cpu_engine = zero.is_zero(args.strategy) and args.device == "cpu"
+    if on_cpu_engine:  # the trainer refuses ZeRO on CPU: set it up as DDP, then DeepSpeed's engine takes the model
+        config = config.with_overrides(["distributed.strategy=ddp"])
     trainer = Trainer(config, base=tiny_pipeline_components(seed=0, unet=args.unet)).setup()
+    if on_cpu_engine:
+        zero_worker(trainer, args)
+        return
     stamps: list[float] = []
     held: list[int] = []
     step = trainer.optimizer.step
@@ -91,16 +105,85 @@ def worker(args: argparse.Namespace) -> None:
     trainer.optimizer.step = timed_step
     rank = trainer.accelerator.process_index
     trainer.train()
+    report(rank, stamps, held[0], args)
+
+
+def report(rank: int, stamps: list[float], held: int, args: argparse.Namespace) -> None:
+    """Print this process's row (median step gap after the warm-up, held state, peak memory) for the launcher."""
     gaps = [b - a for a, b in zip(stamps, stamps[1:])][max(args.warmup - 1, 0) :]
     row = {
         "rank": rank,
         "step_s": statistics.median(gaps),
-        "state_MB": held[0] / 2**20,
+        "state_MB": held / 2**20,
         "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if args.device == "cuda":
         row["cuda_peak_MB"] = torch.cuda.max_memory_allocated() / 2**20
-    print("BENCH_ROW " + json.dumps(row), flush=True)
+    sys.stdout.write(f"BENCH_ROW {json.dumps(row)}\n")  # one write: the processes share the launcher's pipe
+    sys.stdout.flush()
+
+
+def zero_storages(engine: Any) -> dict[int, torch.Tensor]:
+    """The storages (address -> a tensor on it) of what this process holds under DeepSpeed's engine now: every
+    parameter's local part (its partition under ZeRO-3, or the whole parameter where DeepSpeed keeps small
+    ones whole) and gradient, and the tensors DeepSpeed's ZeRO optimizer keeps (fp32 master partitions,
+    gradient partitions, AdamW's state on them). The reduce buckets (``ipg``: reserved at DeepSpeed's bucket
+    size, written only as far as gradients fill them) are left out."""
+    from motionkit.train import zero
+
+    storages: dict[int, torch.Tensor] = {}
+
+    def add(value: Any) -> None:
+        if isinstance(value, torch.Tensor) and value.numel():
+            storages[value.untyped_storage().data_ptr()] = value  # flat buffers: their parameters are views
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                add(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                add(item)
+
+    for param in engine.module.parameters():
+        add(zero.local_part(param))
+        add(param.grad)
+    for name, value in vars(engine.optimizer).items():
+        if "ipg" not in name and name != "optimizer":
+            add(value)
+    add(list(engine.optimizer.optimizer.state.values()))
+    return storages
+
+
+def zero_worker(trainer: Any, args: argparse.Namespace) -> None:
+    """One ZeRO run on DeepSpeed's CPU engine (outside accelerate) in this launched process: the trainer's
+    model, data and loss, DeepSpeed's backward and step; the DDP wrapper accelerate built is dropped."""
+    from motionkit.train import zero
+
+    engine = zero.cpu_engine(trainer.motion_unet, trainer.trainable, trainer.config, args.strategy)
+    trainer.model, trainer.deepspeed = engine, True  # the trainer's ZeRO paths (partitions' non-finite check)
+    trainer.accelerator._models.clear()  # accelerate's reference to the dropped DDP wrapper
+    stamps: list[float] = []
+    held = 0
+    total = args.warmup + args.steps
+    epoch = 0
+    while len(stamps) < total:
+        trainer.sampler.set_position(epoch, 0)
+        for index, batch in enumerate(trainer.loader):
+            if len(stamps) == total:
+                break
+            loss = trainer.compute_loss(batch, epoch, trainer.sampler.positions(index))
+            trainer._checked(loss, len(stamps) + 1, epoch, index)  # the loss gathered, as the trainer's loop
+            engine.backward(loss)
+            first = not stamps
+            # DeepSpeed frees its gradients in the step: held here, their memory is not reused until counted
+            after_backward = zero_storages(engine) if first else {}
+            engine.step()
+            trainer._check_weights(len(stamps) + 1, epoch, index)
+            stamps.append(time.perf_counter())
+            if first:  # after the first step AdamW's state exists
+                held = sum(t.untyped_storage().nbytes() for t in {**after_backward, **zero_storages(engine)}.values())
+                after_backward = {}
+        epoch += 1
+    report(trainer.accelerator.process_index, stamps, held, args)
 
 
 def launch(layout: tuple[str, int, str], args: argparse.Namespace, clips: Path, out: Path) -> list[dict]:
@@ -116,10 +199,12 @@ def launch(layout: tuple[str, int, str], args: argparse.Namespace, clips: Path, 
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *script,
         ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    if args.device == "cpu" and strategy.startswith("zero"):
+        env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU engine (gloo), outside accelerate
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
     if run.returncode != 0:
         raise SystemExit(f"{name} failed:\n{run.stderr[-3000:]}")
-    return [json.loads(line.split(" ", 1)[1]) for line in run.stdout.splitlines() if line.startswith("BENCH_ROW ")]
+    return [json.loads(row) for row in re.findall(r"BENCH_ROW (\{[^{}]*\})", run.stdout)]
 
 
 def main() -> None:
@@ -163,18 +248,15 @@ def main() -> None:
             "global_batch": args.global_batch, "step_s": round(step, 4), "time_vs_single": round(step / base_time, 3),
             "state_MB_per_process": round(state, 2), "peak_rss_MB_per_process": round(rss, 1),
         }  # fmt: skip
+        if strategy.startswith("zero"):
+            row["engine"] = CPU_ENGINE_NOTE if args.device == "cpu" else "accelerate's DeepSpeed plugin (motionkit's trainer)"
         if args.device == "cuda":
             row["cuda_peak_MB_per_process"] = round(statistics.median(max(r["cuda_peak_MB"] for r in ranks) for ranks in per_round), 1)
         rows.append(row)
-    for strategy, why in NOT_RUN.items():
-        rows.append({"layout": strategy, "processes": 2, "strategy": strategy, "unet": args.unet, "device": args.device,
-                     "global_batch": args.global_batch, "not_run": why})  # fmt: skip
-    ran = [r for r in rows if "not_run" not in r]
-    print_table(ran, [("layout", "layout"), ("processes", "procs"), ("step_s", "step s"), ("time_vs_single", "time x"),
-                      ("state_MB_per_process", "state MB/proc"), ("peak_rss_MB_per_process", "peak RSS MB/proc")])  # fmt: skip
-    for r in rows:
-        if "not_run" in r:
-            print(f"{r['layout']}: not run: {r['not_run']}")
+    print_table(rows, [("layout", "layout"), ("processes", "procs"), ("step_s", "step s"), ("time_vs_single", "time x"),
+                       ("state_MB_per_process", "state MB/proc"), ("peak_rss_MB_per_process", "peak RSS MB/proc")])  # fmt: skip
+    if args.device == "cpu":
+        print(f"zero2, zero3: {CPU_ENGINE_NOTE}")
     write_rows(rows, args.json)
 
 

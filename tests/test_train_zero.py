@@ -248,7 +248,6 @@ def test_deepspeeds_cpu_engine_saves_and_resumes_exactly_through_motionkit(tmp_p
 UNET_SCRIPT = r"""
 import sys, json, torch
 from pathlib import Path
-import deepspeed
 from tests.test_train import make_trainer
 from motionkit.train import zero
 
@@ -256,12 +255,7 @@ stage, out = int(sys.argv[1]), Path(sys.argv[2])
 torch.set_num_threads(1)
 trainer = make_trainer(out, max_steps=2, batch_size=1, cpu=True).setup()
 trainer.deepspeed = True  # the trainer's ZeRO paths: gathered hashes, partitions' non-finite check, gathered state
-cfg = trainer.config
-optimizer = torch.optim.AdamW(trainer.trainable, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                              weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
-config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "gradient_clipping": cfg.max_grad_norm,
-          "zero_optimization": {"stage": stage}, "zero_allow_untested_optimizer": True}
-trainer.model, *_ = deepspeed.initialize(model=trainer.motion_unet, optimizer=optimizer, config=config)
+trainer.model = zero.cpu_engine(trainer.motion_unet, trainer.trainable, trainer.config, f"zero{stage}")
 trainer.sampler.set_position(0, 0)
 losses = []
 for i, batch in zip(range(2), trainer.loader):

@@ -98,6 +98,32 @@ def deepspeed_plugin(strategy: str, *, batch_size: int, gradient_accumulation_st
     return plugin
 
 
+def cpu_engine(module: nn.Module, trainable: list[nn.Parameter], config: Any, strategy: str) -> Any:
+    """DeepSpeed's own engine (ZeRO stage of ``strategy``, zero2/zero3) around ``module`` with AdamW on
+    ``trainable``, set up from the training config ``config`` (a TrainConfig) as the trainer's ZeRO path sets
+    up accelerate's plugin: same clipping, batch size, accumulation and AdamW settings.
+
+    For DeepSpeed's CPU accelerator (``DS_ACCELERATOR=cpu``, gloo), outside accelerate, which turns DeepSpeed
+    off on CPU: the tests and the distributed benchmark run ZeRO there with it. Every process of the group
+    calls it (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT`` set, or a process group already up)."""
+    import deepspeed
+
+    plugin = deepspeed_plugin(
+        strategy,
+        batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_grad_norm=config.max_grad_norm,
+    )
+    ds_config = dict(plugin.deepspeed_config, zero_allow_untested_optimizer=True)  # torch's AdamW, as on GPUs
+    ds_config.pop("train_batch_size")  # "auto" is accelerate's to fill: DeepSpeed derives it from the rest
+    optimizer = torch.optim.AdamW(
+        trainable, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.adam_weight_decay, eps=config.adam_epsilon,
+    )  # fmt: skip
+    engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, config=ds_config)
+    return engine
+
+
 def is_partitioned(param: torch.Tensor) -> bool:
     """A ZeRO-3 parameter (its data lives in per-process partitions)."""
     return hasattr(param, "ds_id")

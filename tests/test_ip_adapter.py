@@ -118,7 +118,9 @@ def _run(pipe, seed: int = 0, **kwargs) -> torch.Tensor:
     return pipe(**{**ARGS, **kwargs}, generator=torch.Generator().manual_seed(seed)).frames
 
 
-def _assert_same(actual: torch.Tensor, expected: torch.Tensor, rel: float = 2e-6) -> None:
+def _assert_same(actual: torch.Tensor, expected: torch.Tensor, rel: float = 5e-6) -> None:
+    # fp32 rounding only: motionkit's temporal attention (on CPU a materialised-score path at these sizes)
+    # rounds differently from diffusers' SDPA, and random tiny weights drive latents to ~20 over 4 steps.
     assert actual.shape == expected.shape
     assert float((actual - expected).abs().max()) <= rel * max(1.0, float(expected.abs().max()))
 

@@ -39,19 +39,6 @@ TARGETS = {
 }
 
 
-def held_out_clips(count: int, frames: int, stride: int, size: int, seed: int, kinds: tuple[str, ...]):
-    """``count`` clips (uint8 ``[F, H, W, 3]``, every ``stride``-th frame) and their captions."""
-    from motionkit.data.world import caption, random_spec, render_clip
-
-    rng = np.random.default_rng(seed)
-    clips, captions = [], []
-    for _ in range(count):
-        spec = random_spec(rng, frames=(frames - 1) * stride + 1, size=size, kinds=kinds)
-        clips.append(render_clip(spec)[::stride])
-        captions.append(caption(spec))
-    return clips, captions
-
-
 def measure(video: np.ndarray, image: np.ndarray) -> dict[str, float]:
     adherence = adherence_report(video, image)
     motion = evaluate_video(video)
@@ -115,12 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     args.adapter = args.adapter or args.family / "adapters" / "tiny-motion"
 
     from motionkit.contact_sheet import write_contact_sheet
+    from motionkit.data.world import render_clips
     from motionkit.pipeline.image_input import vae_round_trip
 
     torch.manual_seed(0)
     pipe = build_pipeline(args)
     kinds = tuple(k for k in args.kinds.split(",") if k)
-    clips, captions = held_out_clips(args.clips, args.frames, args.stride, args.size, args.seed, kinds)
+    clips, captions = render_clips(args.clips, args.seed, frames=args.frames, stride=args.stride, size=args.size, kinds=kinds)
     extra = {} if args.strength == 1.0 else {"strength": args.strength}
     rows, sheet = [], []
     for index, (clip, prompt) in enumerate(zip(clips, captions)):

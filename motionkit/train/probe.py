@@ -59,16 +59,12 @@ def world_clips(
     """``num_clips`` world clips rendered from ``seed`` (``motionkit.data.world``, deterministic): pixels
     ``[N, F, 3, H, W]`` in [-1, 1], every ``stride``-th frame from frame 0, and their captions. ``kinds``:
     the scene kinds to draw from (default: all of the world's)."""
-    from motionkit.data.world import caption, random_spec, render_clip
+    from motionkit.data.world import KINDS, render_clips
 
-    rng = np.random.default_rng(seed)
-    clips, captions = [], []
-    for _ in range(num_clips):
-        extra = {} if kinds is None else {"kinds": tuple(kinds)}
-        spec = random_spec(rng, style=style, frames=(num_frames - 1) * stride + 1, size=size, **extra)
-        frames = render_clip(spec)[::stride]
-        clips.append(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
-        captions.append(caption(spec))
+    frames, captions = render_clips(
+        num_clips, seed, frames=num_frames, stride=stride, size=size, style=style, kinds=KINDS if kinds is None else tuple(kinds)
+    )
+    clips = [torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float() / 127.5 - 1.0 for clip in frames]
     return torch.stack(clips), captions
 
 

@@ -19,6 +19,27 @@ def _check_maps(maps: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(maps))
 
 
+def render_clips(
+    count: int,
+    seed: int,
+    *,
+    frames: int = 8,
+    stride: int = 1,
+    size: int = 64,
+    style: str = "natural",
+    kinds: tuple[str, ...] = KINDS,
+) -> tuple[list[np.ndarray], list[str]]:
+    """``count`` clips drawn from ``seed`` (deterministic): uint8 ``[frames, size, size, 3]`` each, every
+    ``stride``-th rendered frame from frame 0, and their captions. Held-out evaluation clips come from here."""
+    rng = np.random.default_rng(seed)
+    clips, captions = [], []
+    for _ in range(count):
+        spec = random_spec(rng, style=style, frames=(frames - 1) * stride + 1, size=size, kinds=kinds)
+        clips.append(render_clip(spec)[::stride])
+        captions.append(caption(spec))
+    return clips, captions
+
+
 def write_world_dataset(
     out_dir: str | Path,
     n_clips: int,

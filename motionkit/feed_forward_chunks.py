@@ -24,15 +24,17 @@ def frames_per_chunk(frames_in_batch: int, positions: int) -> int:
     return max(d for d in range(1, min(target, frames_in_batch) + 1) if frames_in_batch % d == 0)
 
 
-def _transformer_blocks(unet: nn.Module) -> list[nn.Module]:
+def transformer_blocks(unet: nn.Module) -> list[nn.Module]:
+    """The blocks of ``unet`` whose feed-forward diffusers can chunk (found once: the walk costs every step)."""
     return [m for m in unet.modules() if hasattr(m, "set_chunk_feed_forward") and hasattr(m, "_chunk_size")]
 
 
 @contextmanager
-def chunked_feed_forwards(unet: nn.Module, frames_in_batch: int, positions: int) -> Iterator[None]:
-    """Within the block, every spatial feed-forward of ``unet`` not already chunked runs in frame chunks."""
+def chunked_feed_forwards(blocks: list[nn.Module], frames_in_batch: int, positions: int) -> Iterator[None]:
+    """Within the block, every feed-forward of ``blocks`` (``transformer_blocks``) not already chunked runs in
+    frame chunks."""
     chunk = frames_per_chunk(frames_in_batch, positions)
-    changed = [b for b in _transformer_blocks(unet) if b._chunk_size is None] if chunk < frames_in_batch else []
+    changed = [b for b in blocks if b._chunk_size is None] if chunk < frames_in_batch else []
     for block in changed:
         block.set_chunk_feed_forward(chunk, 0)
     try:

@@ -17,7 +17,7 @@ from torch import nn
 
 from motionkit.adapter import MotionAdapter
 from motionkit.errors import LayoutMismatchError, MotionkitError
-from motionkit.feed_forward_chunks import chunked_feed_forwards
+from motionkit.feed_forward_chunks import chunked_feed_forwards, transformer_blocks
 from motionkit.frozen_conv import FrozenConvInputs
 from motionkit.unet_layout import Layout, unet_layout
 
@@ -98,6 +98,7 @@ class MotionUNet(nn.Module):
         if adapter.image_cond_conv is not None:
             self._handles.append(unet.conv_in.register_forward_hook(self._image_cond_hook))
         self.frozen_convs = FrozenConvInputs(unet)
+        self._feed_forward_blocks = transformer_blocks(unet)
         unet._motionkit_injected = True
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class MotionUNet(nn.Module):
         self.num_frames = f
         self.frozen_convs.enabled = self.lean_frozen_convs
         chunks = (
-            chunked_feed_forwards(self.unet, b * f, h * w)
+            chunked_feed_forwards(self._feed_forward_blocks, b * f, h * w)
             # Not under the UNet's checkpointing: its recompute, after this block, must run the same operators.
             if self.chunk_feed_forwards and sample.device.type == "cpu" and not getattr(self.unet, "is_gradient_checkpointing", False)
             else contextlib.nullcontext()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import torch
 
 from motionkit.assets import tiny_family_path
 from motionkit.errors import MotionkitError
+
+PHOTOS = Path(__file__).resolve().parent.parent / "motionkit" / "assets" / "examples" / "photos"
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +93,21 @@ def test_i2v_evaluation_runs_on_the_family(family, tmp_path):
     import json
 
     out = tmp_path / "eval"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(PHOTOS / "cat.jpg", photos / "cat.jpg")
+    # --frames and --steps are motionkit animate's flags, passed on to it.
     code = _evaluate_i2v().main([
-        "--family", str(family), "--clips", "1", "--frames", "4", "--steps", "2", "--sheet-clips", "1", "--out", str(out),
+        "--family", str(family), "--clips", "1", "--clip-frames", "4", "--sheet-clips", "1", "--photos", str(photos),
+        "--out", str(out), "--frames", "4", "--steps", "2",
     ])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["passed"]) == {"psnr_image", "psnr_frame0", "motion_score", "jump_ratio", "warping_error"}
+    assert set(report["passed"]) == {"psnr_image", "psnr_frame0", "motion_score", "jump_ratio", "warping_error", "photos"}
+    assert report["settings"]["animate_flags"] == ["--frames", "4", "--steps", "2"]
     generated, real = report["mean"]["generated"], report["mean"]["real_through_vae"]
     assert 5.0 < generated["psnr_image"] < 60.0 and 5.0 < real["psnr_image"] < 60.0
+    (photo,) = report["photos"]
+    assert photo["photo"] == "cat.jpg" and 3.0 < photo["psnr_image"] < 60.0 and photo["passed"] == (photo["psnr_image"] >= 15.0)
+    assert len(list((out / "videos" / "photo-cat").glob("*.png"))) == 4  # lossless frames straight from animate
     assert (out / "contact_sheet.png").stat().st_size > 0 and "| psnr_image |" in (out / "table.md").read_text()

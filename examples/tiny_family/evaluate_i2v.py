@@ -1,9 +1,13 @@
 """Does image-to-video hold its conditioning frame? The tiny family's targets, on world clips it never saw.
 
-For each held-out clip (world seed ``--seed``, never a training seed), frame 0 conditions the pipeline and
-the clip's caption is the prompt, with the settings given (the family's image-to-video defaults unless
-told otherwise). The generated frames 1..N-1 are compared with what the same real clip looks like after
-the family's VAE, the ceiling of anything the family decodes:
+Every video is made by ``motionkit animate --image FRAME0 --prompt CAPTION`` itself, with its defaults (which
+come from the models: the family's ``motionkit-app.json`` beside its bases, the adapter's training frames and
+the base's native size); extra ``motionkit animate`` flags given here are passed on (``--strength 1``,
+``--sparsectrl ENCODER``: frame 0 becomes its keyframe 0). Frames come back as lossless PNG folders.
+
+For each held-out clip (world seed ``--seed``, never a training seed), frame 0 conditions the video and the
+clip's caption is the prompt. Frames 1..N-1 are compared with what the same real clip looks like after the
+family's VAE, the ceiling of anything the family decodes:
 
 - adherence: PSNR of frames 1..N-1 against the image >= the VAE-passed real clip's - 0.5 dB;
 - they move like the real clips: PSNR against their own frame 0 <= the real clip's + 2 dB, and a motion
@@ -11,11 +15,14 @@ the family's VAE, the ceiling of anything the family decodes:
 - no jump: frame-0-to-1 jump ratio <= 1.5;
 - steadiness: warping error <= 2x the real clip's.
 
+``--photos DIR`` also animates every photo there with an empty prompt (the image alone) and holds frames
+1..N-1 to ``PHOTO_PSNR_DB`` against the photo at the family's size, beside the VAE's round trip of it.
+
     python examples/tiny_family/evaluate_i2v.py --family motionkit/assets/tiny-family \\
-        --out motionkit-out/tiny-family/eval-i2v [--adapter PATH] [--strength 0.4] [--sparsectrl PATH]
+        --out motionkit-out/tiny-family/eval-i2v [--photos motionkit/assets/examples/photos] [ANIMATE FLAGS]
 
 Writes ``report.json``, a markdown table (also printed) and ``contact_sheet.png`` (real, VAE-passed real and
-generated rows for the first clips).
+generated rows for the first clips, then photo and generated rows).
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ TARGETS = {
     "jump_ratio": "generated <= 1.5",
     "warping_error": "generated <= 2x the real clip's",
 }
+# A photo out of the world keeps its colours and layout: frames 1..N-1 at least this close to it.
+PHOTO_PSNR_DB = 15.0
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def measure(video: np.ndarray, image: np.ndarray) -> dict[str, float]:
@@ -46,6 +56,7 @@ def measure(video: np.ndarray, image: np.ndarray) -> dict[str, float]:
         "psnr_image": adherence["psnr_image"],
         "psnr_frame0": adherence["psnr_frame0"],
         "jump_ratio": adherence["jump_ratio"],
+        "hist_image": adherence["hist_image"],
         "motion_score": motion["motion_score"],
         "warping_error": motion["warping_error"],
     }
@@ -65,68 +76,93 @@ def mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
 
 
-def build_pipeline(args: argparse.Namespace):
-    from motionkit.formats import load_control_model
-    from motionkit.pipeline.build import assemble_pipeline
-    from motionkit.pipeline.loading import load_adapter_for, load_base
+def animate(base: Path, adapter: Path, image: Path, prompt: str, seed: int, out: Path, extra: list[str]) -> np.ndarray:
+    """One ``motionkit animate`` run, in this process, writing a PNG frame folder; its frames, uint8."""
+    from motionkit.cli import main as motionkit_main
+    from motionkit.video_io import read_video
 
-    components = load_base(args.base, dtype=torch.float32, device="cpu")
-    adapter = load_adapter_for(components, args.adapter)
-    controlnet = None if args.sparsectrl is None else load_control_model(args.sparsectrl, torch_dtype=torch.float32)
-    pipe = assemble_pipeline(components, adapter, scheduler=args.scheduler, controlnet=controlnet)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    keyframe = ["--keyframe", f"0:{image}"] if "--sparsectrl" in extra and "--keyframe" not in extra else []
+    argv = ["animate", "--base", str(base), "--adapter", str(adapter), "--image", str(image), "--prompt", prompt,
+            "--seed", str(seed), "--out", f"{out}/", *extra, *keyframe]
+    if motionkit_main(argv) != 0:
+        raise SystemExit(f"motionkit {' '.join(argv)} failed")
+    return read_video(out)
+
+
+def _photos(folder: Path | None) -> list[Path]:
+    if folder is None:
+        return []
+    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    if not photos:
+        raise SystemExit(f"{folder}: no photos ({', '.join(PHOTO_SUFFIXES)}) to animate")
+    return photos
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Other flags go to motionkit animate.")
     parser.add_argument("--family", type=Path, default=Path("motionkit/assets/tiny-family"))
     parser.add_argument("--base", type=Path, help="default: FAMILY/bases/tiny-base")
     parser.add_argument("--adapter", type=Path, help="default: FAMILY/adapters/tiny-motion")
-    parser.add_argument("--sparsectrl", type=Path, help="a SparseCtrl RGB encoder folder: frame 0 as its keyframe")
     parser.add_argument("--clips", type=int, default=12)
-    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--clip-frames", type=int, default=8, help="frames rendered per real clip (the family's frame count)")
     parser.add_argument("--stride", type=int, default=2, help="rendered frames between video frames (training's)")
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=64, help="the family's native size")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="world seed of the held-out clips")
-    parser.add_argument("--kinds", default="pattern", help="world scene kinds, comma-separated (the family's training world)")
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=4.0)
-    parser.add_argument("--strength", type=float, default=1.0)
-    parser.add_argument("--scheduler", default="ddim")
-    parser.add_argument("--sample-seed", type=int, default=0)
+    parser.add_argument("--kinds", default="landscape,pattern", help="world scene kinds, comma-separated (the family's training world)")
+    parser.add_argument("--photos", type=Path, help="also animate the photos in this folder (prompt: none)")
+    parser.add_argument("--sample-seed", type=int, default=0, help="seed of the first video; one more per video")
     parser.add_argument("--sheet-clips", type=int, default=4, help="clips shown in the contact sheet")
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     args.base = args.base or args.family / "bases" / "tiny-base"
     args.adapter = args.adapter or args.family / "adapters" / "tiny-motion"
 
+    from PIL import Image
+
     from motionkit.contact_sheet import write_contact_sheet
     from motionkit.data.world import render_clips
-    from motionkit.pipeline.image_input import vae_round_trip
+    from motionkit.metrics import fit_image, psnr
+    from motionkit.pipeline.image_input import load_image, vae_round_trip
+    from motionkit.pipeline.loading import load_base
 
     torch.manual_seed(0)
-    pipe = build_pipeline(args)
+    vae = load_base(args.base, dtype=torch.float32, device="cpu")["vae"]
     kinds = tuple(k for k in args.kinds.split(",") if k)
-    clips, captions = render_clips(args.clips, args.seed, frames=args.frames, stride=args.stride, size=args.size, kinds=kinds)
-    extra = {} if args.strength == 1.0 else {"strength": args.strength}
+    clips, captions = render_clips(args.clips, args.seed, frames=args.clip_frames, stride=args.stride, size=args.size, kinds=kinds)
+    work = args.out / "videos"
+    work.mkdir(parents=True, exist_ok=True)
     rows, sheet = [], []
     for index, (clip, prompt) in enumerate(zip(clips, captions)):
-        image = clip[0]
-        control = {} if args.sparsectrl is None else {"conditioning_frames": [image], "controlnet_frame_indices": [0]}
-        output = pipe(
-            prompt, image=image, num_frames=args.frames, height=args.size, width=args.size,
-            num_inference_steps=args.steps, guidance_scale=args.guidance, output_type="np",
-            generator=torch.Generator().manual_seed(args.sample_seed + index), **extra, **control,
-        )
-        video = (np.clip(output.frames[0], 0.0, 1.0) * 255).round().astype(np.uint8)
-        through = vae_round_trip(pipe.vae, clip)
-        generated, real = measure(video, image), measure(through, image)
+        image_path = work / f"clip-{index:03d}-frame0.png"
+        Image.fromarray(clip[0]).save(image_path)
+        video = animate(args.base, args.adapter, image_path, prompt, args.sample_seed + index, work / f"clip-{index:03d}", extra)
+        if video.shape != clip.shape:
+            raise SystemExit(f"animate made {video.shape[0]} frames of {video.shape[2]}x{video.shape[1]}, the real clip has "
+                             f"{clip.shape[0]} of {args.size}x{args.size}: pass --clip-frames/--size to match the family")
+        through = vae_round_trip(vae, clip)
+        generated, real = measure(video, clip[0]), measure(through, clip[0])
         rows.append({"caption": prompt, "generated": generated, "real_through_vae": real, "passed": verdicts(generated, real)})
         if index < args.sheet_clips:
             sheet += [(f"{index} real", clip), (f"{index} real/VAE", through), (f"{index} generated", video)]
         print(f"clip {index}: psnr_image {generated['psnr_image']:.2f} dB (real/VAE {real['psnr_image']:.2f}), "
               f"motion {generated['motion_score']:.2f} px (real {real['motion_score']:.2f})", flush=True)
+
+    photos = []
+    for index, path in enumerate(_photos(args.photos)):
+        video = animate(args.base, args.adapter, path, "", args.sample_seed + 1000 + index, work / f"photo-{path.stem}", extra)
+        image = fit_image(load_image(path), video.shape[2], video.shape[1])
+        reconstruction = vae_round_trip(vae, image[None])[0]
+        adherence = adherence_report(video, image)
+        photos.append({
+            "photo": path.name,
+            "psnr_image": adherence["psnr_image"],
+            "hist_image": adherence["hist_image"],
+            "vae_psnr": psnr(reconstruction, image),
+            "motion_score": evaluate_video(video)["motion_score"],
+            "passed": bool(adherence["psnr_image"] >= PHOTO_PSNR_DB),
+        })
+        sheet += [(f"{path.stem}", np.repeat(image[None], len(video), axis=0)), (f"{path.stem} generated", video)]
+        print(f"photo {path.name}: psnr_image {adherence['psnr_image']:.2f} dB (its VAE round trip {photos[-1]['vae_psnr']:.2f})", flush=True)
 
     generated, real = mean([r["generated"] for r in rows]), mean([r["real_through_vae"] for r in rows])
     passed = verdicts(generated, real)
@@ -136,10 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for key, target in TARGETS.items():
         lines.append(f"| {key} | {generated[key]:.3f} | {real[key]:.3f} | {target} | {'yes' if passed[key] else 'NO'} |")
+    if photos:
+        lines += ["", f"| photo | frames 1..N-1 PSNR vs the photo (>= {PHOTO_PSNR_DB:g} dB) | its VAE round trip | histogram distance | motion | met |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {p['photo']} | {p['psnr_image']:.2f} | {p['vae_psnr']:.2f} | {p['hist_image']:.3f} | {p['motion_score']:.2f} | "
+                  f"{'yes' if p['passed'] else 'NO'} |" for p in photos]
+        passed["photos"] = all(p["passed"] for p in photos)
     table = "\n".join(lines)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = {"settings": settings, "mean": {"generated": generated, "real_through_vae": real}, "passed": passed, "clips": rows}
+    settings["animate_flags"] = extra
+    report = {"settings": settings, "mean": {"generated": generated, "real_through_vae": real}, "passed": passed,
+              "clips": rows, "photos": photos}
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (args.out / "table.md").write_text(table + "\n", encoding="utf-8")
     write_contact_sheet(args.out / "contact_sheet.png", sheet)

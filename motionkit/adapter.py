@@ -43,7 +43,10 @@ _INT_RANGES = {
     "norm_num_groups": (1, 16384),
     "temporal_conv_kernel_size": (1, 63),
     "image_cond_channels": (0, 64),
+    "training_frames": (1, MAX_FRAMES),
 }
+# Ints that may also be None: not recorded (adapters from before the record, or from other tools).
+_OPTIONAL_INTS = ("training_frames",)
 _MAX_BLOCKS = 8
 
 
@@ -62,7 +65,7 @@ def check_config_values(config: dict[str, Any]) -> None:
             f"adapter config block_out_channels is {config['block_out_channels']!r}: give a list, one channel count per block"
         )
     for name in _INT_RANGES:
-        if name not in config:
+        if name not in config or (name in _OPTIONAL_INTS and config[name] is None):
             continue
         value = config[name]
         if isinstance(value, (list, tuple)) and name in ("block_out_channels", "layers_per_block", "num_attention_heads"):
@@ -120,6 +123,8 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
         image_cond_mask: str = "pia",
         clean_conditioning_frame: bool = False,
         dropout: float = 0.0,
+        # Clip length of the training run (the trainer records it): how many frames the adapter animates best.
+        training_frames: int | None = None,
     ):
         super().__init__()
         check_config_values(
@@ -130,7 +135,7 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 max_seq_length=max_seq_length, norm_num_groups=norm_num_groups,
                 use_temporal_attention=use_temporal_attention, use_temporal_conv=use_temporal_conv,
                 temporal_conv_kernel_size=temporal_conv_kernel_size, image_cond_channels=image_cond_channels,
-                dropout=dropout,
+                dropout=dropout, training_frames=training_frames,
             )
         )
         if temporal_norm not in TEMPORAL_NORMS:
@@ -277,6 +282,7 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
             "parameters": params,
             "temporal_norm": cfg.temporal_norm,
             "max_frames": cfg.max_seq_length if cfg.use_temporal_attention else None,
+            "training_frames": cfg.training_frames,
             "temporal_attention": cfg.use_temporal_attention,
             "temporal_conv": cfg.use_temporal_conv,
             "image_cond_channels": cfg.image_cond_channels,

@@ -14,7 +14,7 @@ Layout (every entry's name is what the page shows)::
     DIR/controlnets/<name>/           a ControlNet (diffusers folder, or a single file)
     DIR/ip-adapters/<name>.safetensors  an IP-Adapter (h94 layout, .safetensors or .bin), with its CLIP image
                                       encoder in DIR/ip-adapters/image_encoder/ (h94's models/ folder as it comes)
-    DIR/motionkit-app.json            the page's defaults and examples (optional; see ``motionkit.app.defaults``)
+    DIR/motionkit-app.json            the page's defaults and examples (optional; see ``motionkit.model_defaults``)
 
 Files are listed under their stem (``dreamshaper.safetensors`` -> ``dreamshaper``) unless two entries
 share it. Names from the page are looked up in a fresh listing: nothing the user sends is ever joined

@@ -165,6 +165,20 @@ def test_training_lowers_the_loss_and_leaves_the_base_untouched(tmp_path):
     assert all(torch.equal(t, trained[k]) for k, t in exported.state_dict().items() if k in trained)
 
 
+@pytest.mark.filterwarnings("ignore:this adapter normalises per frame")
+def test_every_save_records_the_training_frames(tmp_path):
+    from motionkit.formats import load_adapter
+    from motionkit.model_defaults import adapter_config, recorded_training_frames
+
+    make_trainer(tmp_path, max_steps=1, checkpoint_every=1, export_formats=("motionkit", "diffusers", "animatediff")).train()
+    checkpoint = next((tmp_path / "checkpoints").glob("checkpoint-*"))
+    assert json.loads((checkpoint / "adapter_config.json").read_text())["training_frames"] == FRAMES
+    assert json.loads((tmp_path / "adapter" / "config.json").read_text())["training_frames"] == FRAMES
+    for export in ("adapter", "adapter-diffusers", "adapter-animatediff.safetensors"):
+        assert load_adapter(tmp_path / export).config.training_frames == FRAMES
+        assert recorded_training_frames(adapter_config(tmp_path / export)) == FRAMES
+
+
 def _loss_and_grads(trainer: Trainer) -> tuple[float, dict[str, torch.Tensor]]:
     batch = collate_clips([trainer.dataset[i] for i in range(2)])
     with trainer.accelerator.autocast():

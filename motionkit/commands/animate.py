@@ -6,6 +6,11 @@ file per prompt in an output folder). Control: ControlNets with control videos o
 keyframes (``motionkit.pipeline.control_plan``; the same keys in a batch file, shared by its prompts). Every
 input is checked before any model loads, and every video is written atomically with a sidecar JSON that
 records how it was made.
+
+Settings the user gives neither by flag nor in the batch file default to what the models say
+(``motionkit.model_defaults``), as the app's page does: first the declaration ``DIR/motionkit-app.json`` of
+the models folder the base lies in (``DIR/bases/NAME``), then the frames the adapter records it was trained
+on, then ``DEFAULTS``. One line says which defaults came from where.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ MAX_FRAMES = 1024
 MAX_SIDE = 2048
 MAX_STEPS = 1000
 SEED_RANGE = 2**64  # torch generators take seeds in [0, 2**64)
+# What a models folder's declaration may fill here (its anchor_first_frame, about and examples are the app's).
+DECLARED_KEYS = ("frames", "steps", "guidance", "scheduler", "strength", "fps", "negative_prompt")
 
 # Settings with their defaults; None means "decided later" (the base model's native size, the device's dtype).
 DEFAULTS: dict[str, Any] = {
@@ -127,14 +134,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--motion-strength", type=float, help="scale on the motion modules' output, any adapter: 1.0 as trained (default), 0 the image model, 0.5 calmer, 1.5 livelier")
     add("--preset", choices=("animatelcm", "lightning-1", "lightning-2", "lightning-4", "lightning-8"), help="few-step sampling for AnimateLCM / AnimateDiff-Lightning modules: sets scheduler, steps and guidance (flags given win)")
     add("--cache-interval", type=_int_or_text, metavar="N", help="step caching: the whole UNet every Nth step, only its shallowest layers in between (faster, close to exact; default off)")
-    add("--frames", type=int, help="number of frames (default 16)")
+    add("--frames", type=int, help="number of frames (default: the models folder's motionkit-app.json, else the adapter's training frames, else 16)")
     add("--width", type=int, help="width in pixels, a multiple of 8 (default: the base model's native size)")
     add("--height", type=int, help="height in pixels, a multiple of 8 (default: the base model's native size)")
-    add("--steps", type=int, help="denoising steps (default 25)")
-    add("--guidance", type=float, help="classifier-free guidance scale (default 7.5)")
+    add("--steps", type=int, help="denoising steps (default: the models folder's motionkit-app.json, else 25)")
+    add("--guidance", type=float, help="classifier-free guidance scale (default: the models folder's motionkit-app.json, else 7.5)")
     add("--seed", type=int, help="random seed (default: a fresh one, recorded in the sidecar JSON)")
-    add("--scheduler", help="ddim (default), euler, euler_a, dpmpp_2m or lcm")
-    add("--strength", type=float, help="image-to-video: fraction of the schedule run from the noised image (default 1.0)")
+    add("--scheduler", help="ddim (default, unless the models folder's motionkit-app.json names one), euler, euler_a, dpmpp_2m or lcm")
+    add("--strength", type=float, help="image-to-video: fraction of the schedule run from the noised image (default: the models folder's motionkit-app.json, else 1.0)")
     add("--motion-scale", type=int, help="image-to-video with a conditioning adapter: motion preset 0-8")
     add("--noise-aug", type=float, help="image-to-video: noise added to the conditioning latent (default 0)")
     add(
@@ -169,7 +176,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--vae-tiling", action="store_true", default=None, help="encode and decode in overlapping tiles (large sizes)")
     add("--decode-chunk", type=int, metavar="N", help="frames the VAE encodes or decodes at once (default 16; lower uses less memory)")
     add("--dtype", choices=DTYPES, help="default: fp16 on cuda, fp32 on cpu")
-    add("--fps", type=float, help="frames per second of the written video (default 8)")
+    add("--fps", type=float, help="frames per second of the written video (default: the models folder's motionkit-app.json, else 8)")
     add("--attention-backend", choices=BACKENDS, help="temporal attention kernel (default auto)")
     add(
         "--no-limits", action="store_true", default=None,
@@ -206,6 +213,7 @@ class Plan:
     control: Any = None  # a motionkit.pipeline.control_plan.ControlPlan, or None
     ip_adapter: Any = None  # a motionkit.pipeline.ip_adapter_plan.IPAdapterPlan, or None
     jobs: list[Job] = field(default_factory=list)
+    defaults_note: str | None = None  # which defaults came from the models, and from where
 
 
 def _int_or_text(value: str) -> int | str:
@@ -358,14 +366,22 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
     from motionkit.pipeline.memory import check_device, check_offload
     from motionkit.pipeline.prompt_schedule import prompt_from_options
 
-    settings = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
+    base = _existing(given.get("base"), "base model", "--base")
+    adapter = _existing(given.get("adapter"), "motion adapter", "--adapter")
+    sources = _model_defaults(base, adapter, given)
+    filled = {k: v for _, values in sources for k, v in values.items()}
+    # strength is image-to-video's alone: text-to-video refuses one below 1, video-to-video keeps its own.
+    image_strength = filled.pop("strength", None)
+    settings = {**DEFAULTS, **filled, **{k: v for k, v in given.items() if k in DEFAULTS}}
     if settings["preset"] is not None:
-        settings.update(preset_settings(settings["preset"], given))
+        chosen = preset_settings(settings["preset"], given)
+        settings.update(chosen)
+        sources = [(where, {k: v for k, v in values.items() if k not in chosen}) for where, values in sources]
     _check_scheduler(settings["scheduler"])
     check_offload(settings["offload"], check_device(settings["device"]))
     plan = Plan(
-        base=_existing(given.get("base"), "base model", "--base"),
-        adapter=_existing(given.get("adapter"), "motion adapter", "--adapter"),
+        base=base,
+        adapter=adapter,
         base_config=_existing(given["base_config"], "config folder", "--base-config") if given.get("base_config") else None,
         tokenizer=_existing(given["tokenizer"], "tokenizer folder", "--tokenizer") if given.get("tokenizer") else None,
         loras=_loras(given.get("lora")),
@@ -374,9 +390,13 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         control=control_plan(**{k: given.get(k) for k in CONTROL_KEYS}),
         ip_adapter=ip_adapter_plan(**{k: given.get(k) for k in IP_KEYS}),
     )
+    strength_used = False
     for index, entry in enumerate(prompts):
         where = f"prompt {index + 1}" if batch else ""
         job_settings = {**settings, **{k: v for k, v in entry.items() if k in DEFAULTS}}
+        if image_strength is not None and entry.get("image") and "strength" not in entry:
+            job_settings["strength"] = image_strength
+            strength_used = True
         _check_settings(job_settings, where)
         video = _source_video(entry, job_settings, "frames" in given or "frames" in entry, where)
         if video is not None:
@@ -417,7 +437,43 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         if image is not None and video is not None:
             raise MotionkitError(f"{where + ': ' if where else ''}--image and --video do not mix: give one (image- or video-to-video)")
         plan.jobs.append(Job(prompt=prompt, out=target, settings=job_settings, image=image, video=video, negative=negative))
+    if not strength_used:
+        sources = [(where, {k: v for k, v in values.items() if k != "strength"}) for where, values in sources]
+    plan.defaults_note = _defaults_note(sources)
     return plan
+
+
+def _model_defaults(base: Path, adapter: Path, given: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The settings the models give that the user did not, by source, first source first (each key once)."""
+    from motionkit.model_defaults import DECLARATION, adapter_config, models_folder_of, read_declaration, recorded_training_frames
+
+    taken = set(given)
+    if "negative_at" in given or "negative_schedule" in given:
+        taken.add("negative_prompt")  # a negative prompt by frame is a negative prompt given
+    sources = []
+    root = models_folder_of(base)
+    declaration = read_declaration(root) if root is not None else None
+    if declaration is not None:
+        declared = {k: declaration.settings[k] for k in DECLARED_KEYS if k in declaration.settings and k not in taken}
+        if declared.get("negative_prompt") == "":
+            del declared["negative_prompt"]  # no negative prompt: what the default already is
+        sources.append((f"defaults from {DECLARATION} beside the base", declared))
+        taken |= set(declared)
+    if "frames" not in taken:
+        frames = recorded_training_frames(adapter_config(adapter))
+        if frames is not None:
+            sources.append(("defaults from the adapter's training length", {"frames": frames}))
+    return sources
+
+
+def _defaults_note(sources: list[tuple[str, dict[str, Any]]]) -> str | None:
+    """One line: which defaults came from where (None when every setting was given or is a fixed default)."""
+    words = {
+        "frames": "{} frames", "steps": "{} steps", "guidance": "guidance {:g}", "scheduler": "scheduler {}",
+        "strength": "strength {:g}", "fps": "{:g} fps", "negative_prompt": "negative prompt {!r}",
+    }
+    parts = [f"{where}: " + ", ".join(words[k].format(v) for k, v in values.items()) for where, values in sources if values]
+    return "; ".join(parts) or None
 
 
 def _source_video(entry: dict[str, Any], s: dict[str, Any], frames_given: bool, where: str) -> Any:
@@ -676,6 +732,8 @@ def run(args: argparse.Namespace) -> int:
             raise MotionkitError("no output given: pass --out OUT.mp4 (or .gif, .webp, DIR/)")
         entry = {k: given[k] for k in ("prompt", "image", "video", *SCHEDULE_KEYS) if k in given}
         plan = _plan(given, [entry], Path(given["out"]), batch=False)
+    if plan.defaults_note:
+        print(plan.defaults_note)
     pipe = build_pipeline(plan)
     for job in plan.jobs:
         written = _render(pipe, plan, job)

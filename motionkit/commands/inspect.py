@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
             ("attention heads", str(cfg.get("num_attention_heads"))),
             ("temporal conv", "yes" if cfg.get("use_temporal_conv") else "no"),
         ]
+        if cfg.get("training_frames"):
+            rows.append(("trained on", f"{cfg['training_frames']} frames"))
         if cfg.get("image_cond_channels"):
             rows.append(("image condition", f"{cfg['image_cond_channels']} channels"))
     rows += [("note", note) for note in info.notes]

@@ -35,6 +35,10 @@ _PE_KEY = re.compile(r"\.attention_blocks\.\d+\.pos_encoder\.(pe|pos_encoding)$"
 _SD15_CHANNELS = (320, 640, 1280, 1280)
 
 
+# The metadata key of an AnimateDiff file motionkit wrote: its whole config, so motionkit reads it back exactly.
+METADATA_CONFIG_KEY = "motionkit_config"
+
+
 def unwrap(obj: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a loaded checkpoint into its state dict and the other entries.
 
@@ -67,7 +71,7 @@ def is_original_layout(keys: list[str]) -> bool:
 def _config_hints(extras: Mapping[str, Any], metadata: Mapping[str, str]) -> dict[str, Any]:
     """Config fields a file states about itself: motionkit's own metadata, or an ``animatediff_config``."""
     hints: dict[str, Any] = {}
-    raw = metadata.get("motionkit_config")
+    raw = metadata.get(METADATA_CONFIG_KEY)
     if raw:
         try:
             hints.update(json.loads(raw))
@@ -161,7 +165,7 @@ def to_original(adapter: Any) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             f"{'across frames' if sdxl else 'per frame'} for this layout; motionkit keeps the setting in the file metadata",
             stacklevel=3,
         )
-    return out, {"format": "pt", "motionkit_config": json.dumps(plain_config(adapter))}
+    return out, {"format": "pt", METADATA_CONFIG_KEY: json.dumps(plain_config(adapter))}
 
 
 def save_animatediff(adapter: Any, path: str | Path) -> None:

@@ -300,6 +300,9 @@ class Trainer:
                 cfg.adapter_overrides,
                 clean_frame=cfg.image_cond.clean_frame,
             )
+        # Recorded in the config, so every checkpoint and export says how many frames it was trained on
+        # (what ``motionkit animate`` and the app default to).
+        adapter.register_to_config(training_frames=cfg.data.n_frames)
         return adapter.requires_grad_(True).train()
 
     def _frozen_modules(self) -> dict[str, nn.Module]:

@@ -6,6 +6,12 @@ A models folder laid out as the shipped family (``motionkit/assets/tiny-family``
     adapters/tiny-motion[/ or .safetensors]      motion adapter with an image-conditioning branch
     examples/conditioning.png                    the frame to animate (its caption, if any: conditioning.txt)
 
+and optionally (``None`` on ``TinyFamily`` when absent)::
+
+    encoders/tiny-sparsectrl-rgb/                SparseCtrl RGB keyframe encoder (diffusers folder)
+    controlnets/tiny-controlnet-depth/           depth ControlNet (diffusers folder)
+    loras/tiny-zoom-in.safetensors               zoom-in MotionLoRA
+
 ``motionkit demo``, the examples and the tests all reach the family through ``TinyFamily``.
 
 ``world_reference_clips`` gives real clips of the family's world to measure generated videos against: the
@@ -21,6 +27,7 @@ from pathlib import Path
 from motionkit.errors import MotionkitError
 
 BASE, PERSONALIZED, ADAPTER = "tiny-base", "tiny-personalized", "tiny-motion"
+ENCODER, CONTROLNET, MOTION_LORA = "tiny-sparsectrl-rgb", "tiny-controlnet-depth", "tiny-zoom-in"
 CONDITIONING = Path("examples") / "conditioning.png"
 # The shipped example frame is frame 0 of the world clip whose spec a numpy generator with this seed draws
 # (scripts/make_tiny_family.sh renders it at 64 px); no training clip comes from this generator.
@@ -41,6 +48,9 @@ class TinyFamily:
     adapter: Path
     conditioning: Path
     prompt: str
+    encoder: Path | None = None
+    controlnet: Path | None = None
+    motion_lora: Path | None = None
 
     @classmethod
     def find(cls, models_dir: str | Path | None = None) -> "TinyFamily":
@@ -77,6 +87,9 @@ class TinyFamily:
             adapter=entry("adapter", ADAPTER),
             conditioning=conditioning,
             prompt=prompt,
+            encoder=models.listing("encoder").get(ENCODER),
+            controlnet=models.listing("controlnet").get(CONTROLNET),
+            motion_lora=models.listing("lora").get(MOTION_LORA),
         )
 
 
@@ -90,7 +103,8 @@ def shipped_family_dir() -> Path:
 def write_stand_in_family(root: str | Path, seed: int = 0) -> TinyFamily:
     """A random models folder with the tiny family's layout, for tests and for trying the tools without it.
 
-    Built on ``motionkit.models_folder.write_demo_models`` (base, adapter, MotionLoRA): the base is renamed, a nudged
+    Built on ``motionkit.models_folder.write_demo_models`` (base, adapter, MotionLoRA, SparseCtrl encoder,
+    ControlNet, all shaped for its UNet): the base and the optional entries take the family's names, a nudged
     copy of its UNet plays the personalized variant, and the adapter gains a small random image branch.
     Untrained: its videos are coloured noise, so only the mechanics can be checked with it.
     """
@@ -101,9 +115,14 @@ def write_stand_in_family(root: str | Path, seed: int = 0) -> TinyFamily:
     from motionkit.models_folder import write_demo_models
     from motionkit.formats import load_adapter, save_adapter
 
-    root = write_demo_models(root, seed=seed).root
+    models = write_demo_models(root, seed=seed)
+    root = models.root
     base = root / "bases" / BASE
     (root / "bases" / "tiny-sd").rename(base)
+    # write_demo_models writes one entry of each optional kind; they become the family's.
+    for kind, name in (("encoder", ENCODER), ("controlnet", CONTROLNET), ("lora", MOTION_LORA)):
+        (found,) = models.listing(kind).values()
+        found.rename(found.with_name(name + found.suffix))
     personalized = root / "bases" / PERSONALIZED
     shutil.copytree(base, personalized)
     unet = UNet2DConditionModel.from_pretrained(personalized / "unet")

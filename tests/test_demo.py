@@ -1,11 +1,14 @@
-"""``motionkit demo``: runs end to end on a models folder with the tiny family's layout (the shipped family
-when installed, else a random stand-in), writes the videos, contact sheet and metrics, judges them against
-references measured in the same run (a broken adapter fails), and refuses bad input in one line."""
+"""``motionkit demo``: runs end to end on a random stand-in with the tiny family's layout, writes every video,
+the contact sheet (marked with the verdict) and metrics, judges them against references measured in the same
+run (a broken adapter fails), reads its settings from the family's declaration, and refuses bad input in one line."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from motionkit.cli import main
 from motionkit.commands import demo
 from motionkit.family import (
     ADAPTER,
+    ENCODER,
     EXAMPLE_WORLD_SEED,
     UNSEEN_WORLD_SEEDS,
     TinyFamily,
@@ -23,59 +27,127 @@ from motionkit.family import (
     write_stand_in_family,
 )
 
-FAST = ["--steps", "2", "--frames", "4", "--seed", "3"]
+# The stand-in declares no settings: its image-to-video strength is the app's 0.5, so 3 steps run 1 from the image.
+FAST = ["--steps", "3", "--frames", "4", "--seed", "3"]
+STEMS = ("a-image-model", "t-text-to-video", "b-image-branch", "e-image-encoder", "c-personalized")
 
 
-def test_stand_in_has_the_family_layout(tmp_path):
-    family = write_stand_in_family(tmp_path / "models")
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory):
+    return write_stand_in_family(tmp_path_factory.mktemp("stand-in") / "models")
+
+
+@pytest.fixture(scope="module")
+def stand_in_run(stand_in, tmp_path_factory):
+    """One demo run on the intact stand-in, through the command line: (exit status, printed text, output folder)."""
+    out = tmp_path_factory.mktemp("demo") / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(["demo", "--models-dir", str(stand_in.root), "--out", str(out), *FAST, "--device", "cpu"])
+    return status, printed.getvalue(), out
+
+
+def test_stand_in_has_the_family_layout(stand_in):
+    family = stand_in
     assert family.base.name == "tiny-base" and (family.base / "model_index.json").is_file()
     assert (family.personalized / "model_index.json").is_file()
     assert family.conditioning.is_file()
     from motionkit.formats import load_adapter
 
     assert load_adapter(family.adapter).config.image_cond_channels == 5
+    # The optional entries, under the family's names; the encoder is an RGB SparseCtrl shaped for the UNet.
+    from diffusers import SparseControlNetModel, UNet2DConditionModel
+
+    assert family.encoder.name == ENCODER and family.motion_lora.name == "tiny-zoom-in.safetensors"
+    assert (family.controlnet / "config.json").is_file()
+    encoder = SparseControlNetModel.from_pretrained(family.encoder)
+    unet = UNet2DConditionModel.from_pretrained(family.base / "unet")
+    assert encoder.config.block_out_channels == unet.config.block_out_channels
+    assert encoder.config.cross_attention_dim == unet.config.cross_attention_dim
     # The personalized UNet differs from the base one: it is another model of the same family.
     base = (family.base / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert (family.personalized / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() != base
 
 
-def test_demo_writes_videos_table_and_json(family_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)  # the default output folder is relative to the working directory
-    assert main(["demo", "--models-dir", str(family_dir), *FAST, "--device", "cpu"]) == 0
-    out = tmp_path / "motionkit-out" / "demo"
-    for stem in ("a-image-model", "b-motion-adapter", "c-personalized"):
+def test_demo_writes_every_video_the_sheet_and_json(stand_in_run):
+    status, printed, out = stand_in_run
+    assert status == 0
+    for stem in STEMS:
         assert (out / f"{stem}.mp4").stat().st_size > 0
         assert (out / f"{stem}.gif").stat().st_size > 0
 
     report = json.loads((out / "metrics.json").read_text())
-    assert report["settings"] == {"steps": 2, "frames": 4, "seed": 3, "guidance": 4.0}
-    assert set(report["videos"]) == {"a", "b", "c"}
+    settings = report["settings"]
+    # Steps and frames given, the rest the declaration's (the stand-in has none: the app's fallbacks).
+    assert settings["steps"] == 3 and settings["frames"] == 4 and settings["seed"] == 3
+    assert settings["guidance"] == 7.5 and settings["strength"] == 0.5 and settings["given"] == {"steps": 3, "frames": 4}
+    assert list(report["videos"]) == ["a", "t", "b", "e", "c"] and report["skipped"] == {}
     adherence = ("psnr_image", "ssim_image", "psnr_frame0", "delta_e_image", "hist_image", "jump_ratio")
-    for metrics in report["videos"].values():
-        assert metrics["frames"] == 4
-        for key in ("warping_error", "temporal_flicker", "motion_score", "dynamic_degree", "first_frame_psnr", "first_frame_ssim", *adherence):
-            assert key in metrics
+    steadiness = ("warping_error", "temporal_flicker", "motion_score", "dynamic_degree")
+    for key, metrics in report["videos"].items():
+        assert metrics["frames"] == 4 and all(name in metrics for name in steadiness)
+        if key == "t":  # text-to-video: the whole schedule, and nothing measured against the image
+            assert metrics["strength"] == 1.0 and "psnr_image" not in metrics
+            continue
+        assert metrics["strength"] == 0.5
+        assert all(name in metrics for name in (*adherence, "first_frame_psnr", "first_frame_ssim"))
         assert len(metrics["per_frame"]["psnr_image"]) == 4
     world, vae = report["references"]["world"], report["references"]["vae"]
-    assert world["frames"] == 4 and all(world[key] is not None for key in adherence)
+    # (A still unseen clip has no finite PSNR against its frame 0: json_safe writes that as null.)
+    assert world["frames"] == 4 and all(key in world for key in adherence) and world["psnr_image"] is not None
     assert vae["psnr_image"] > 0 and vae["delta_e_image"] >= 0
     verdict = report["verdict"]
     assert set(verdict["thresholds"]) == {"psnr_image", "psnr_frame0", "jump_ratio", "delta_e_image", "hist_image"}
     assert verdict["thresholds"]["psnr_image"] == pytest.approx(world["psnr_image"] - demo.PSNR_MARGIN_DB)
     assert verdict["passed"] == all(check["passed"] for check in verdict["checks"])
+    judged = {check["video"] for check in verdict["checks"]}
+    assert judged == {"t", "b", "e", "c"}
+    assert {c["name"] for c in verdict["checks"] if c["video"] == "t"} == {"warping error vs (a)", "flicker vs (a)", "motion score"}
 
-    # The contact sheet: the image, the three videos and the real clip, 4 frames of 4x-upscaled 64 px frames.
+    # The contact sheet: the image, five videos and the real clip, 4 frames of 4x-upscaled 64 px frames.
+    assert report["contact_sheet"] == str(out / "contact-sheet.png")
     with Image.open(out / "contact-sheet.png") as sheet:
-        assert sheet.format == "PNG" and sheet.height > 5 * 4 * 64 and sheet.width > 4 * 4 * 64
+        assert sheet.format == "PNG" and sheet.height > 7 * 4 * 64 and sheet.width > 4 * 4 * 64
 
-    printed = capsys.readouterr().out
-    for label in ("warping error", "flicker", "motion score", "dynamic degree", "first frame PSNR", "first frame SSIM",
-                  "PSNR vs the image", "PSNR vs frame 0", "colour delta E", "histogram distance", "jump"):
+    for label in ("strength", "warping error", "flicker", "motion score", "dynamic degree", "first frame PSNR",
+                  "first frame SSIM", "PSNR vs the image", "PSNR vs frame 0", "colour delta E", "histogram distance", "jump"):
         assert label in printed
     assert "zero-initialised adapter" in printed  # says what the baseline is
+    assert "image-to-video strength 0.5" in printed and "text-to-video, no image" in printed
+    assert f"{ENCODER} on keyframe 0" in printed
     assert "VAE ceiling" in printed and "real clip" in printed and "thresholds from the real clip" in printed
-    assert "(b) + adapter" in printed and "(c) personalized" in printed
+    for heading in ("(t) text-to-video", "(b) image, branch", "(e) image, encoder", "(c) personalized"):
+        assert f"PASS {heading}" in printed or f"FAIL {heading}" in printed
     assert ("verdict: PASS" in printed) == verdict["passed"] and ("verdict: FAIL" in printed) != verdict["passed"]
+
+
+def test_sheet_rows_carry_the_verdict(monkeypatch, tmp_path):
+    """Each judged row says PASS or FAIL with its first failed check; the footer gives the overall verdict."""
+    import motionkit.contact_sheet
+
+    frames = np.zeros((3, 8, 8, 3), np.uint8)
+    run = demo.DemoRun(
+        results={}, references={}, videos={"a": frames, "t": frames, "b": frames},
+        shown={"image": frames[0], "world": frames}, skipped={"e": "the family has no encoders/x"},
+    )
+    failing = {**STEADY_AND_TRUE, "psnr_image": 9.0, "hist_image": 0.9}
+    judged = demo.verdict({"a": IMAGE_MODEL, "t": STEADY_AND_TRUE, "b": failing}, REFERENCES)
+    written = {}
+    real_writer = motionkit.contact_sheet.write_contact_sheet
+
+    def keep(path, rows, **kwargs):
+        written.update(rows=rows, **kwargs)
+        return real_writer(path, rows, **kwargs)
+
+    monkeypatch.setattr(motionkit.contact_sheet, "write_contact_sheet", keep)
+    sheet = demo.write_verdict_sheet(tmp_path / "sheet.png", run, judged)
+    notes = {label: note for label, _, note in written["rows"]}
+    assert list(notes) == ["image", "(a) image model", "(t) text-to-video", "(b) image, branch", "real clip"]
+    assert notes["(a) image model"] == "baseline" and notes["(t) text-to-video"] == "PASS"
+    assert notes["(b) image, branch"] == "FAIL: PSNR vs the image 9 < 15.2\n(+1 more)"
+    assert written["footer"] == "verdict: FAIL: (b) failed\nskipped: (e) the family has no encoders/x"
+    with Image.open(sheet) as opened:
+        assert opened.format == "PNG"
 
 
 def test_world_references(family_dir, tmp_path):
@@ -128,6 +200,8 @@ STEADY_AND_TRUE = {
     "hist_image": 0.45,
 }
 IMAGE_MODEL = {**STEADY_AND_TRUE, "warping_error": 0.04, "mean_abs_frame_diff": 20.0, "motion_score": 7.0}
+# Text-to-video carries no adherence metrics: nothing in it is measured against the image.
+TEXT_TO_VIDEO = {"frames": 8, "warping_error": 0.02, "mean_abs_frame_diff": 9.0, "motion_score": 1.2}
 
 
 def test_verdict_passes_a_video_that_holds_the_image():
@@ -138,7 +212,33 @@ def test_verdict_passes_a_video_that_holds_the_image():
     )
     lines = demo.verdict_lines(judged)
     assert lines[0].startswith("thresholds from the real clip") and "15.20 dB" in lines[0]
-    assert lines[1].startswith("PASS (b) + adapter") and lines[-1].startswith("verdict: PASS")
+    assert lines[1].startswith("PASS (b) image, branch") and lines[-1].startswith("verdict: PASS")
+
+
+def test_verdict_judges_text_to_video_on_steadiness_and_motion():
+    good = demo.verdict({"a": IMAGE_MODEL, "t": TEXT_TO_VIDEO}, REFERENCES)
+    assert good.passed and {c.name for c in good.checks} == {"warping error vs (a)", "flicker vs (a)", "motion score"}
+    assert demo.verdict_lines(good)[1] == "PASS (t) text-to-video: all 3 checks"
+    flickering = {**TEXT_TO_VIDEO, "warping_error": 0.05, "mean_abs_frame_diff": 30.0}
+    frozen = {**TEXT_TO_VIDEO, "motion_score": 0.0}
+    for bad, failed in ((flickering, {"warping error vs (a)", "flicker vs (a)"}), (frozen, {"motion score"})):
+        judged = demo.verdict({"a": IMAGE_MODEL, "t": bad}, REFERENCES)
+        assert not judged.passed and {c.name for c in judged.checks if not c.passed} == failed
+        assert demo.verdict_lines(judged)[1].startswith("FAIL (t) text-to-video: ")
+
+
+def test_verdict_judges_the_encoder_video_as_image_to_video():
+    """(e) is held to the same adherence thresholds as (b); a skipped (e) is not judged at all."""
+    good = demo.verdict({"a": IMAGE_MODEL, "b": STEADY_AND_TRUE, "e": STEADY_AND_TRUE}, REFERENCES)
+    assert good.passed and {c.video for c in good.checks} == {"b", "e"}
+    assert [line.split(":")[0] for line in demo.verdict_lines(good)[1:3]] == ["PASS (b) image, branch", "PASS (e) image, encoder"]
+    lost = {**STEADY_AND_TRUE, "psnr_image": 9.0, "hist_image": 0.9, "mean_abs_frame_diff": 25.0}
+    judged = demo.verdict({"a": IMAGE_MODEL, "b": STEADY_AND_TRUE, "e": lost}, REFERENCES)
+    assert {c.name for c in judged.checks if c.video == "e" and not c.passed} == {"PSNR vs the image", "histogram distance", "flicker vs (a)"}
+    assert all(c.passed for c in judged.checks if c.video == "b") and not judged.passed
+    assert demo.verdict_lines(judged)[2] == (
+        "FAIL (e) image, encoder: flicker vs (a) 25 > 20; PSNR vs the image 9 < 15.2; histogram distance 0.9 > 0.565"
+    )
 
 
 def test_verdict_fails_a_broken_adapter():
@@ -151,7 +251,7 @@ def test_verdict_fails_a_broken_adapter():
     assert failed_b == {"PSNR vs the image", "PSNR vs frame 0", "jump ratio", "colour delta E", "histogram distance"}
     assert all(not c.passed for c in judged.checks if c.video == "c")  # NaN fails every check
     lines = demo.verdict_lines(judged)
-    assert lines[1].startswith("FAIL (b) + adapter: ") and "PSNR vs the image 9 < 15.2" in lines[1]
+    assert lines[1].startswith("FAIL (b) image, branch: ") and "PSNR vs the image 9 < 15.2" in lines[1]
     assert lines[2].startswith("FAIL (c) personalized") and lines[-1].startswith("verdict: FAIL")
     # What the shipped branch adapter gives today: steadier than (a), moving, 13.2 dB against the image but its
     # frames 1..N-1 are the image model's own scene (looked at on the contact sheet): it must not pass.
@@ -166,25 +266,78 @@ def test_verdict_fails_a_broken_adapter():
     assert demo.verdict({"a": IMAGE_MODEL, "b": short, "c": short}, REFERENCES).passed
 
 
-def test_demo_with_a_broken_adapter_prints_fail(tmp_path, capsys):
-    """The demo path end to end on the stand-in family with a scrambled adapter (random weights, finite, so
-    loading accepts it): FAIL printed, exit 0; --strict exits 1."""
+def test_demo_fails_a_broken_adapter(stand_in, stand_in_run, tmp_path):
+    """The stand-in's adapter with its image branch (whose output enters the UNet of every frame) filled with
+    large random values, finite so loading accepts it: each image-to-video gets less steady than the image model
+    alone, the checks the intact stand-in passes now fail, FAIL is printed, and --strict exits 1.
+
+    The random stand-in makes noise, so its intact adapter does not pass every check; what is asserted is
+    that the broken one fails the steadiness checks the intact one passes. (Scaling the motion modules' output
+    projections instead does not show: the UNet's group norms take the scale out, and a temporal attention
+    that outweighs everything makes the frames agree, steadier.)"""
     from motionkit.formats import load_adapter, save_adapter
 
-    family = write_stand_in_family(tmp_path / "models")
-    adapter = load_adapter(family.adapter)
+    root = tmp_path / "models"
+    shutil.copytree(stand_in.root, root)
+    adapter = load_adapter(stand_in.adapter)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for parameter in adapter.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator))
-    save_adapter(adapter, family.root / "adapters" / ADAPTER)
-    args = ["demo", "--models-dir", str(family.root), "--out", str(tmp_path / "out"), *FAST, "--device", "cpu"]
-    assert main(args) == 0
-    printed = capsys.readouterr().out
-    assert "FAIL (b) + adapter" in printed and "verdict: FAIL" in printed and "unseen world clips" in printed
-    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert report["verdict"]["passed"] is False
-    assert main([*args, "--strict"]) == 1
+        for name, parameter in adapter.named_parameters():
+            if name.startswith("image_cond"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 100.0)
+    shutil.rmtree(root / "adapters" / ADAPTER)
+    save_adapter(adapter, root / "adapters" / ADAPTER)
+    out = tmp_path / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(["demo", "--models-dir", str(root), "--out", str(out), *FAST, "--device", "cpu", "--strict"])
+    assert status == 1
+    broken = json.loads((out / "metrics.json").read_text())
+    intact = json.loads((stand_in_run[2] / "metrics.json").read_text())
+    assert broken["verdict"]["passed"] is False
+    steadiness = {"warping error vs (a)", "flicker vs (a)"}
+    expected = {(video, name) for video in "bec" for name in steadiness}
+
+    def outcome(report):
+        return {(c["video"], c["name"]): c["passed"] for c in report["verdict"]["checks"]}
+
+    assert all(outcome(intact)[check] for check in expected)
+    assert not any(outcome(broken)[check] for check in expected)
+    for video in "bec":
+        for metric in ("warping_error", "mean_abs_frame_diff"):
+            assert broken["videos"][video][metric] > intact["videos"][video][metric]
+    # The baseline runs a fresh adapter: the broken weights do not reach it.
+    assert broken["videos"]["a"]["warping_error"] == intact["videos"]["a"]["warping_error"]
+    text = printed.getvalue()
+    assert "FAIL (b) image, branch: warping error vs (a)" in text and "verdict: FAIL" in text
+    assert "unseen world clips" in text
+
+
+def test_demo_skips_the_encoder_video_without_an_encoder(stand_in, tmp_path, capsys):
+    root = tmp_path / "models"
+    shutil.copytree(stand_in.root, root, ignore=shutil.ignore_patterns(ENCODER))
+    assert TinyFamily.at(root).encoder is None
+    out = tmp_path / "out"
+    assert main(["demo", "--models-dir", str(root), "--out", str(out), "--steps", "2", "--frames", "2", "--device", "cpu"]) == 0
+    assert f"(e) image, encoder: skipped, the family has no encoders/{ENCODER}" in capsys.readouterr().out
+    report = json.loads((out / "metrics.json").read_text())
+    assert list(report["videos"]) == ["a", "t", "b", "c"] and report["skipped"] == {"e": f"the family has no encoders/{ENCODER}"}
+    assert not (out / "e-image-encoder.mp4").exists()
+    assert all(check["video"] != "e" for check in report["verdict"]["checks"])
+
+
+def test_settings_come_from_the_family_declaration(family_dir, stand_in):
+    """The shipped family's motionkit-app.json sets every sampling setting; flags given win; a stand-in without
+    a declaration gets the app's defaults."""
+    declared = json.loads((family_dir / "motionkit-app.json").read_text()) if (family_dir / "motionkit-app.json").is_file() else {}
+    family = TinyFamily.at(family_dir)
+    settings = demo.family_settings(family)
+    for key in ("frames", "steps", "guidance", "strength", "scheduler", "anchor_first_frame"):
+        if key in declared:
+            assert getattr(settings, key) == declared[key]
+    given = demo.family_settings(family, steps=7, frames=3, guidance=2.5)
+    assert (given.steps, given.frames, given.guidance, given.strength) == (7, 3, 2.5, settings.strength)
+    assert demo.family_settings(stand_in).strength == 0.5
 
 
 @pytest.mark.parametrize(
@@ -193,10 +346,11 @@ def test_demo_with_a_broken_adapter_prints_fail(tmp_path, capsys):
         (["--frames", "1"], "--frames must be at least 2"),
         (["--steps", "0"], "--steps must be at least 1"),
         (["--models-dir", "no/such/folder"], "no such models folder"),
+        (["--steps", "1"], "--steps 1 keeps no denoising step at the family's image-to-video strength"),
     ],
 )
-def test_demo_refuses_bad_input_in_one_line(args, message, tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "out"), *args]) == 2
+def test_demo_refuses_bad_input_in_one_line(args, message, family_dir, tmp_path, capsys):
+    assert main(["demo", "--models-dir", str(family_dir), "--out", str(tmp_path / "out"), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 

@@ -1,40 +1,49 @@
-"""``motionkit demo``: the main job, offline, on CPU, in about two minutes.
+"""``motionkit demo``: the main job, offline, on CPU, in well under two minutes.
 
-Animates the tiny family's conditioning frame three ways and measures each video:
+Animates the tiny family's conditioning frame (and its caption) five ways and measures each video:
 
 (a) the image model alone, frame by frame: the same pipeline with a fresh (zero-initialised) copy of
     the adapter, which is the identity, so every frame is denoised by the frozen image UNet on its own;
-(b) the base model with the shipped motion adapter;
-(c) the personalized variant with the same adapter, unchanged.
+(t) text-to-video: the base model with the shipped motion adapter, the prompt alone, no image;
+(b) image-to-video through the adapter's image-conditioning branch;
+(e) image-to-video through the branch and the family's SparseCtrl RGB encoder, keyframe 0 = the image
+    (the ``--sparsectrl`` / ``--keyframe`` path of ``motionkit animate``); skipped when the family has none;
+(c) the personalized variant with the same adapter, unchanged, image-to-video through the branch.
 
-Beside them, two references measured in the same run: the VAE's own reconstruction of the image (the
-ceiling of any frame's fidelity) and real world clips passed through the same VAE (the example's source
-clip when the example is one, else clips of unseen seeds; ``motionkit.family.world_reference_clips``).
+The sampling settings (frames, steps, guidance, scheduler, image-to-video strength, frame-0 anchoring) are
+the family's declaration (``motionkit-app.json``, read as the app reads it); ``--steps``, ``--frames`` and
+``--guidance`` override theirs. Beside the videos, two references measured in the same run: the VAE's own
+reconstruction of the image (the ceiling of any frame's fidelity) and real world clips passed through the
+same VAE (the example's source clip when the example is one, else clips of unseen seeds;
+``motionkit.family.world_reference_clips``).
 
-The verdict (``verdict``, a pure function of the metrics) passes (b) and (c) when each is steadier than
-(a), still moves, keeps frame 0, and holds the image over frames 1..N-1 about as well as the real clips
-do: PSNR against the image and against frame 0, the jump from frame 0 to 1, and colour drift, each against
-a threshold derived from the references. A failed verdict prints FAIL lines with the reasons; the process
-still exits 0 so the demo stays a showcase, and ``--strict`` makes it exit 1.
+The verdict (``verdict``, a pure function of the metrics) passes (t) when it is steadier than (a) (warping
+error and flicker) and still moves, and passes (b), (e) and (c) when each is steadier than (a), still moves,
+keeps frame 0, and holds the image over frames 1..N-1 about as well as the real clips do: PSNR against the
+image and against frame 0, the jump from frame 0 to 1, and colour drift, each against a threshold derived
+from the references. A failed verdict prints FAIL lines with the reasons; the process still exits 0 so the
+demo stays a showcase, and ``--strict`` makes it exit 1.
 
 The models come from the tiny family (``motionkit/assets/tiny-family``), or from ``--models-dir DIR``
 with the same layout (see ``motionkit.family``).
 
-Writes ``<name>.mp4`` and ``<name>.gif`` per video, ``contact-sheet.png`` (every frame of every run) and
-``metrics.json`` into ``--out``.
+Writes ``<name>.mp4`` and ``<name>.gif`` per video, ``contact-sheet.png`` (every frame of every run, each row
+marked PASS or FAIL with its first failed check, the overall verdict at the bottom) and ``metrics.json``
+into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from motionkit.errors import MotionkitError
-from motionkit.family import ADAPTER, BASE, PERSONALIZED, TinyFamily
+from motionkit.family import ADAPTER, BASE, ENCODER, PERSONALIZED, TinyFamily
 
 # What the summary calls "still moving" (mean flow, px per frame pair) and "a faithful first frame".
 MIN_MOTION = 0.1
@@ -58,14 +67,32 @@ REFERENCES: tuple[tuple[str, str], ...] = (("vae", "VAE ceiling"), ("world", "re
 
 # --------------------------------------------------------------------------------------------- command
 
-# key, file stem, heading of the table column
-VARIANTS: tuple[tuple[str, str, str], ...] = (
-    ("a", "a-image-model", "(a) image model"),
-    ("b", "b-motion-adapter", "(b) + adapter"),
-    ("c", "c-personalized", "(c) personalized"),
+
+@dataclass(frozen=True)
+class Variant:
+    """One video of the demo: which base, whether the adapter is the fresh identity, what conditions it."""
+
+    key: str
+    stem: str  # file stem of its videos
+    heading: str  # its column in the table, its row on the contact sheet
+    base: str = BASE
+    identity: bool = False  # a fresh zero-initialised adapter: the image model alone
+    image: bool = True  # image-to-video (else text-to-video from the prompt alone)
+    encoder: bool = False  # the family's SparseCtrl encoder on keyframe 0 = the image
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("a", "a-image-model", "(a) image model", identity=True),
+    Variant("t", "t-text-to-video", "(t) text-to-video", image=False),
+    Variant("b", "b-image-branch", "(b) image, branch"),
+    Variant("e", "e-image-encoder", "(e) image, encoder", encoder=True),
+    Variant("c", "c-personalized", "(c) personalized", base=PERSONALIZED),
 )
+# The SparseCtrl encoder's scale in (e): as trained.
+ENCODER_SCALE = 1.0
 # metric key, row label, which way is better
 ROWS: tuple[tuple[str, str, str], ...] = (
+    ("strength", "strength (share of the schedule run)", "setting"),
     ("warping_error", "warping error", "lower"),
     ("mean_abs_frame_diff", "flicker, mean |frame diff| 0-255", "lower"),
     ("temporal_flicker", "flicker score (VBench, 1 = steady)", "higher"),
@@ -85,20 +112,76 @@ ROWS: tuple[tuple[str, str, str], ...] = (
 ADHERENCE = ("psnr_image", "ssim_image", "psnr_frame0", "ssim_frame0", "delta_e_image", "hist_image", "jump_ratio")
 
 
+@dataclass(frozen=True)
+class Settings:
+    """How every video is sampled: the family's declaration, with the flags given on top."""
+
+    frames: int
+    steps: int
+    guidance: float
+    strength: float  # image-to-video only: text-to-video runs the whole schedule
+    scheduler: str
+    anchor_first_frame: bool
+
+
+def family_settings(
+    family: TinyFamily, *, steps: int | None = None, frames: int | None = None, guidance: float | None = None
+) -> Settings:
+    """The family's declared sampling settings (``motionkit-app.json``, as the app reads it), overridden by the
+    values given; refuses, in one line, settings that cannot make a moving video."""
+    from motionkit.app.defaults import page_defaults
+    from motionkit.models_folder import ModelsFolder
+
+    declared = page_defaults(ModelsFolder(family.root))
+    settings = Settings(
+        frames=declared.frames if frames is None else frames,
+        steps=declared.steps if steps is None else steps,
+        guidance=float(declared.guidance if guidance is None else guidance),
+        strength=float(declared.strength),
+        scheduler=declared.scheduler,
+        anchor_first_frame=declared.anchor_first_frame,
+    )
+    check_sampling(settings.frames, settings.steps, settings.guidance, settings.strength)
+    return settings
+
+
+def check_sampling(frames: int | None, steps: int | None, guidance: float | None, strength: float | None = None) -> None:
+    """Refuse, in one line, sampling values that cannot make a moving video (``None``: not checked)."""
+    if frames is not None and frames < 2:
+        raise MotionkitError(f"--frames must be at least 2 to show motion, got {frames}")
+    if steps is not None and steps < 1:
+        raise MotionkitError(f"--steps must be at least 1, got {steps}")
+    if guidance is not None and guidance < 0:
+        raise MotionkitError(f"--guidance must be >= 0, got {guidance}")
+    if strength is not None and not 0.0 < strength <= 1.0:
+        raise MotionkitError(f"the family's image-to-video strength must lie in (0, 1], got {strength:g}: fix its motionkit-app.json")
+    # The pipeline runs the last int(steps * strength) steps from the image: none is no video at all.
+    if steps is not None and strength is not None and int(steps * strength) < 1:
+        needed = math.ceil(1.0 / strength)
+        needed += int(needed * strength) < 1  # float rounding can leave ceil one short
+        raise MotionkitError(
+            f"--steps {steps} keeps no denoising step at the family's image-to-video strength {strength:g}: "
+            f"pass --steps {needed} or more"
+        )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="animate the bundled frame with the tiny model family and compare with the image model alone (offline)",
-        description="Image-to-video with the shipped tiny family: the image model frame by frame, the base model "
-        "with the motion adapter, and the personalized model with the same adapter; writes the videos and a "
-        "contact sheet, prints their metrics beside the VAE's ceiling and a real clip, and a verdict. "
-        "Offline, about two minutes on a laptop CPU.",
+        help="text-to-video and image-to-video (branch, SparseCtrl encoder) with the tiny family against the image "
+        "model alone, with a verdict (offline)",
+        description="The shipped tiny family, five ways: the image model alone, text-to-video with the motion "
+        "adapter, image-to-video through the adapter's image branch, the same with the SparseCtrl encoder on "
+        "keyframe 0, and the personalized model with the same adapter. Writes the videos, a contact sheet marked "
+        "with the verdict and metrics.json; prints the metrics beside the VAE's ceiling and real clips, and a "
+        "verdict. Sampling settings are the family's (motionkit-app.json) unless given. Offline, well under two "
+        "minutes on a laptop CPU.",
     )
     add = parser.add_argument
     add("--out", type=Path, default=Path("motionkit-out/demo"), help="output folder (default motionkit-out/demo)")
-    add("--steps", type=int, default=25, help="denoising steps (default 25)")
-    add("--frames", type=int, default=8, help="frames per video (default 8, the tiny adapter's training length)")
-    add("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default 4, the tiny family's)")
+    add("--steps", type=int, help="denoising steps (default: the family's, 25 for the tiny family)")
+    add("--frames", type=int, help="frames per video (default: the family's, 8 for the tiny family, its training length)")
+    add("--guidance", type=float, help="classifier-free guidance scale (default: the family's, 4 for the tiny family)")
     add("--seed", type=int, default=0, help="random seed, the same for every video (default 0)")
     add("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     add("--attention-backend", default="auto", choices=("auto", "sdpa", "math", "xformers", "triton"),
@@ -110,93 +193,116 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.frames < 2:
-        raise MotionkitError(f"--frames must be at least 2 to show motion, got {args.frames}")
-    if args.steps < 1:
-        raise MotionkitError(f"--steps must be at least 1, got {args.steps}")
-    if args.guidance < 0:
-        raise MotionkitError(f"--guidance must be >= 0, got {args.guidance}")
+    given = {"frames": args.frames, "steps": args.steps, "guidance": args.guidance}
+    check_sampling(**given)  # before any model is looked for; the family's own values once it is found
     from motionkit.commands.eval import json_safe
     from motionkit.utils.atomic import atomic_write
 
     family = TinyFamily.find(args.models_dir)
+    settings = family_settings(family, **given)
     start = time.perf_counter()
-    results, references = animate_family(
-        family, args.out, steps=args.steps, frames=args.frames, seed=args.seed, guidance=args.guidance,
-        device=args.device, attention_backend=args.attention_backend,
+    made = animate_family(
+        family, args.out, settings, seed=args.seed, device=args.device, attention_backend=args.attention_backend
     )
-    judged = verdict(results, references)
+    judged = verdict(made.results, made.references)
+    sheet = write_verdict_sheet(args.out / "contact-sheet.png", made, judged)
     print()
-    print(format_table(results, references))
+    print(format_table(made.results, made.references))
     print()
     for line in verdict_lines(judged):
         print(line)
     report = {
         "models": str(family.root),
         "prompt": family.prompt,
-        "settings": {"steps": args.steps, "frames": args.frames, "seed": args.seed, "guidance": args.guidance},
+        "settings": {**asdict(settings), "seed": args.seed, "given": {k: v for k, v in given.items() if v is not None}},
         "baseline": "(a) runs a fresh zero-initialised copy of the adapter: the identity, so each frame is the image model alone",
-        "videos": {key: json_safe(result) for key, result in results.items()},
-        "references": {key: json_safe(value) for key, value in references.items()},
+        "videos": {key: json_safe(result) for key, result in made.results.items()},
+        "skipped": made.skipped,
+        "references": {key: json_safe(value) for key, value in made.references.items()},
         "verdict": json_safe(judged.to_dict()),
+        "contact_sheet": str(sheet),
         "seconds": round(time.perf_counter() - start, 1),
     }
     metrics = args.out / "metrics.json"
     with atomic_write(metrics) as handle:
         handle.write(json.dumps(report, indent=2) + "\n")
-    print(f"\nvideos, contact-sheet.png and {metrics.name} in {args.out} ({report['seconds']:.0f} s)")
+    print(f"\nvideos, {sheet.name} and {metrics.name} in {args.out} ({report['seconds']:.0f} s)")
     return 1 if args.strict and not judged.passed else 0
+
+
+@dataclass
+class DemoRun:
+    """What ``animate_family`` made: metrics per video (``VARIANTS`` order), the references, the frames to show
+    and the variants left out with why."""
+
+    results: dict[str, dict[str, Any]]
+    references: dict[str, dict[str, Any]]
+    videos: dict[str, Any]  # key -> uint8 [F, H, W, 3]
+    shown: dict[str, Any]  # "image" and "world": the reference frames for the contact sheet
+    skipped: dict[str, str]
 
 
 def animate_family(
     family: TinyFamily,
     out: Path,
+    settings: Settings,
     *,
-    steps: int,
-    frames: int,
     seed: int,
-    guidance: float = 4.0,
     device: str | None = None,
     attention_backend: str = "auto",
-) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Make and measure the three videos and the references; writes the videos and the contact sheet.
-
-    Returns ``({key: metrics + paths}`` in ``VARIANTS`` order, ``{"vae": ..., "world": ...})``."""
+) -> DemoRun:
+    """Make and measure every variant the family allows, and the references; writes the videos."""
     from motionkit.adapter import MotionAdapter
     from motionkit.commands.animate import assemble_pipeline, device_and_dtype, quiet_loading
-    from motionkit.contact_sheet import write_contact_sheet
+    from motionkit.pipeline.control_plan import control_plan
     from motionkit.pipeline.loading import load_adapter_for, load_base
 
+    # The encoder goes in as `motionkit animate --sparsectrl ENCODER --keyframe 0:IMAGE` would give it.
+    control = None if family.encoder is None else control_plan(
+        sparsectrl={"path": str(family.encoder), "scale": ENCODER_SCALE},
+        keyframe=[{"index": 0, "image": str(family.conditioning)}],
+    )
+    if control is not None:
+        control.check_frames(settings.frames)
     device, dtype = device_and_dtype(device)
     out.mkdir(parents=True, exist_ok=True)
+    paths = {BASE: family.base, PERSONALIZED: family.personalized}
     with quiet_loading():
-        base = load_base(family.base, dtype=dtype, device=device)
-        adapter = load_adapter_for(base, family.adapter)
+        bases = {BASE: load_base(family.base, dtype=dtype, device=device)}
+        adapter = load_adapter_for(bases[BASE], family.adapter)
     # A fresh adapter of the same shape starts as the identity (zero-initialised outputs and image branch).
     identity = MotionAdapter.from_config(adapter.config)
-    print(f"animating {family.conditioning.name} from {family.root}: {frames} frames, {steps} steps, seed {seed}")
+    print(f"animating {family.conditioning.name} from {family.root}: {settings.frames} frames, {settings.steps} "
+          f"steps, guidance {settings.guidance:g}, image-to-video strength {settings.strength:g}, seed {seed}")
     print(f"prompt: {family.prompt or '(none: the image alone conditions the video)'}")
-    results, videos, references = {}, {}, {}
-    for (key, stem, heading), model, motion in zip(VARIANTS, (BASE, BASE, PERSONALIZED), (identity, adapter, adapter)):
-        if model == PERSONALIZED:
+    run = DemoRun({}, {}, {}, {}, {})
+    for variant in VARIANTS:
+        if variant.encoder and control is None:
+            run.skipped[variant.key] = f"the family has no encoders/{ENCODER}"
+            print(f"{variant.heading}: skipped, {run.skipped[variant.key]}")
+            continue
+        if variant.base not in bases:
             with quiet_loading():
-                base = load_base(family.personalized, dtype=dtype, device=device)
-        pipe = assemble_pipeline(base, motion, attention_backend=attention_backend)
-        print(f"{heading}: {model}, {'fresh identity adapter' if motion is identity else ADAPTER}")
+                bases[variant.base] = load_base(paths[variant.base], dtype=dtype, device=device)
+        encoder = None
+        if variant.encoder:
+            with quiet_loading():
+                encoder = control.load_model(device, dtype)
+        motion = identity if variant.identity else adapter
+        pipe = assemble_pipeline(bases[variant.base], motion, settings.scheduler, attention_backend, encoder)
+        how = f"image-to-video at strength {settings.strength:g}" if variant.image else "text-to-video, no image"
+        extra = f" + {ENCODER} on keyframe 0 (scale {ENCODER_SCALE:g})" if encoder is not None else ""
+        print(f"{variant.heading}: {variant.base}, {'fresh identity adapter' if variant.identity else ADAPTER}{extra}; {how}")
         try:
-            if not references:  # the base model's VAE, which the personalized variant shares
-                references, shown = measure_references(pipe, family, frames=frames)
-            videos[key], results[key] = _make_video(
-                pipe, family, out / stem, frames=frames, steps=steps, seed=seed, guidance=guidance
+            if not run.references:  # the base model's VAE, which the personalized variant shares
+                run.references, run.shown = measure_references(pipe, family, frames=settings.frames)
+            run.videos[variant.key], run.results[variant.key] = _make_video(
+                pipe, family, variant, out / variant.stem, settings, seed=seed,
+                control=control.call_kwargs() if encoder is not None else {},
             )
         finally:
             pipe.eject()  # hand the UNet back untouched for the next variant
-    rows = [("image", shown["image"])] + [(heading, videos[key]) for key, _, heading in VARIANTS]
-    rows.append(("real clip", shown["world"]))
-    sheet = write_contact_sheet(out / "contact-sheet.png", rows)
-    for result in results.values():
-        result["files"].append(str(sheet))
-    return results, references
+    return run
 
 
 def _pipeline_size(pipe: Any) -> int:
@@ -250,7 +356,7 @@ def _seen_image(family: TinyFamily, size: int) -> Any:
 
 
 def _make_video(
-    pipe: Any, family: TinyFamily, stem: Path, *, frames: int, steps: int, seed: int, guidance: float
+    pipe: Any, family: TinyFamily, variant: Variant, stem: Path, settings: Settings, *, seed: int, control: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
     import numpy as np
     import torch
@@ -260,26 +366,32 @@ def _make_video(
     from motionkit.video_io import write_video
 
     size = _pipeline_size(pipe)
+    # Text-to-video has no image to start from or anchor to: the whole schedule from noise.
+    given = {"image": family.conditioning, "strength": settings.strength,
+             "anchor_first_frame": settings.anchor_first_frame} if variant.image else {}
     output = pipe(
         prompt=family.prompt,
-        image=family.conditioning,
-        num_frames=frames,
+        num_frames=settings.frames,
         height=size,
         width=size,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
+        num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance,
         generator=torch.Generator("cpu").manual_seed(seed),
         output_type="np",
-        anchor_first_frame=True,  # frame 0 is the image itself, as far as the VAE can represent it
+        **given,
+        **control,
     )
     video = (np.nan_to_num(np.clip(output.frames[0], 0.0, 1.0)) * 255).round().astype(np.uint8)
+    written = [str(write_video(video, stem.with_suffix(suffix), fps=8)) for suffix in (".mp4", ".gif")]
+    if not variant.image:
+        return video, {**evaluate_video(video), "strength": 1.0, "files": written}
     # A first frame can be no closer to the image than the VAE's own round trip of it.
     image = _seen_image(family, size)
     reconstruction = vae_round_trip(pipe.vae, image[None])[0]
-    written = [str(write_video(video, stem.with_suffix(suffix), fps=8)) for suffix in (".mp4", ".gif")]
     adherence = adherence_report(video, image)
     return video, {
         **evaluate_video(video, reconstruction),
+        "strength": settings.strength,
         "first_frame_psnr_image": psnr(video[0], image),
         "vae_psnr": psnr(reconstruction, image),
         **{key: adherence[key] for key in ADHERENCE},
@@ -340,17 +452,24 @@ def _check(video: str, name: str, value: float, limit: float, *, at_least: bool,
 
 
 def verdict(results: dict[str, dict[str, Any]], references: dict[str, dict[str, Any]]) -> Verdict:
-    """Judge (b) and (c): steadier than (a), still moving, frame 0 kept, and the image held over frames
-    1..N-1 within ``adherence_thresholds``. A pure function of the metrics, so it can be tested alone."""
+    """Judge every video beside (a): text-to-video (t) steadier than (a) and still moving; image-to-video
+    (b, e, c) that too, frame 0 kept, and the image held over frames 1..N-1 within ``adherence_thresholds``.
+    Videos absent from ``results`` (a skipped variant) are not judged. A pure function of the metrics."""
     limits = adherence_thresholds(references)
     a = results["a"]
     checks = []
-    for key, _, _ in VARIANTS[1:]:
-        r = results[key]
+    for variant in VARIANTS[1:]:
+        key, r = variant.key, results.get(variant.key)
+        if r is None:
+            continue
         checks += [
             _check(key, "warping error vs (a)", r["warping_error"], a["warping_error"], at_least=False),
             _check(key, "flicker vs (a)", r["mean_abs_frame_diff"], a["mean_abs_frame_diff"], at_least=False),
             _check(key, "motion score", r["motion_score"], MIN_MOTION, at_least=True),
+        ]
+        if not variant.image:
+            continue
+        checks += [
             _check(key, "first frame PSNR vs VAE reconstruction", r["first_frame_psnr"], FAITHFUL_PSNR, at_least=True),
             _check(key, "first frame SSIM vs VAE reconstruction", r["first_frame_ssim"], FAITHFUL_SSIM, at_least=True),
             _check(key, "PSNR vs the image", r["psnr_image"], limits["psnr_image"], at_least=True),
@@ -363,8 +482,24 @@ def verdict(results: dict[str, dict[str, Any]], references: dict[str, dict[str, 
     return Verdict(limits, tuple(checks))
 
 
+def failed_reason(check: Check) -> str:
+    """One failed check in a few words: ``PSNR vs the image 9 < 15.2``."""
+    return f"{check.name} {check.value:.3g} {'<' if check.at_least else '>'} {check.limit:.3g}"
+
+
+def video_verdicts(judged: Verdict) -> dict[str, tuple[bool, list[Check]]]:
+    """Per judged video (``VARIANTS`` order): whether it passed, and its failed checks."""
+    judged_keys = {c.video for c in judged.checks}
+    verdicts = {}
+    for variant in VARIANTS:
+        if variant.key in judged_keys:
+            failed = [c for c in judged.checks if c.video == variant.key and not c.passed]
+            verdicts[variant.key] = (not failed, failed)
+    return verdicts
+
+
 def verdict_lines(judged: Verdict) -> list[str]:
-    """The thresholds, one PASS/FAIL line per adapted video with its failed checks, and the overall result."""
+    """The thresholds, one PASS/FAIL line per judged video with its failed checks, and the overall result."""
     t = judged.thresholds
     lines = [
         f"thresholds from the real clip and the VAE in this run: PSNR vs the image >= {t['psnr_image']:.2f} dB "
@@ -373,16 +508,16 @@ def verdict_lines(judged: Verdict) -> list[str]:
         f"{t['delta_e_image']:.2f} ({COLOUR_FACTOR:g}x the larger of real clip and VAE); histogram distance <= "
         f"{t['hist_image']:.3f} (the larger reference, {HISTOGRAM_SHARE:g} of the way to 1); steadier than (a); "
         f"motion >= {MIN_MOTION}; "
-        f"frame 0 >= {FAITHFUL_PSNR:g} dB / SSIM {FAITHFUL_SSIM} vs the VAE reconstruction"
+        f"frame 0 >= {FAITHFUL_PSNR:g} dB / SSIM {FAITHFUL_SSIM} vs the VAE reconstruction; "
+        "(t) is judged on steadiness and motion alone"
     ]
-    for key, _, heading in VARIANTS[1:]:
-        mine = [c for c in judged.checks if c.video == key]
-        failed = [c for c in mine if not c.passed]
-        if not failed:
-            lines.append(f"PASS {heading}: all {len(mine)} checks")
-            continue
-        reasons = "; ".join(f"{c.name} {c.value:.3g} {'<' if c.at_least else '>'} {c.limit:.3g}" for c in failed)
-        lines.append(f"FAIL {heading}: {reasons}")
+    headings = {v.key: v.heading for v in VARIANTS}
+    for key, (passed, failed) in video_verdicts(judged).items():
+        if passed:
+            count = sum(c.video == key for c in judged.checks)
+            lines.append(f"PASS {headings[key]}: all {count} checks")
+        else:
+            lines.append(f"FAIL {headings[key]}: {'; '.join(map(failed_reason, failed))}")
     lines.append(f"verdict: {'PASS' if judged.passed else 'FAIL'} (--strict exits 1 on FAIL)")
     return lines
 
@@ -394,7 +529,7 @@ def format_table(results: dict[str, dict[str, Any]], references: dict[str, dict[
     """The metrics of every video, and of the references, side by side: one row per metric."""
     from motionkit.commands.eval import format_value
 
-    columns = [(heading, results[key]) for key, _, heading in VARIANTS if key in results]
+    columns = [(v.heading, results[v.key]) for v in VARIANTS if v.key in results]
     columns += [(heading, references[key]) for key, heading in REFERENCES if references and key in references]
     rows = [
         [label, better] + [format_value(values[metric]) if metric in values else "-" for _, values in columns]
@@ -406,8 +541,38 @@ def format_table(results: dict[str, dict[str, Any]], references: dict[str, dict[
     def line(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    notes = ["(a) = the same pipeline with a fresh zero-initialised adapter (the identity): the image model, frame by frame"]
+    notes = ["(a) = the same pipeline with a fresh zero-initialised adapter (the identity): the image model, frame by frame",
+             "(t) = text-to-video, no image: its frames are not measured against the image"]
     if references:
         notes.append("VAE ceiling = the VAE's reconstruction of the image (one frame); real clip = "
                      f"{references['world'].get('source', 'real clips')} through the same VAE")
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows), *notes])
+
+
+def write_verdict_sheet(path: Path, run: DemoRun, judged: Verdict) -> Path:
+    """The contact sheet of the run: the image, every video marked PASS or FAIL (with its first failed check)
+    and the real clip; the overall verdict at the bottom."""
+    from motionkit.contact_sheet import write_contact_sheet
+
+    verdicts = video_verdicts(judged)
+    rows: list[tuple[str, Any, str]] = [("image", run.shown["image"], "the input")]
+    for variant in VARIANTS:
+        if variant.key not in run.videos:
+            continue
+        if variant.key not in verdicts:
+            note = "baseline"
+        else:
+            passed, failed = verdicts[variant.key]
+            note = "PASS" if passed else f"FAIL: {failed_reason(failed[0])}"
+            if len(failed) > 1:
+                note += f"\n(+{len(failed) - 1} more)"
+        rows.append((variant.heading, run.videos[variant.key], note))
+    rows.append(("real clip", run.shown["world"], "reference"))
+    failing = [key for key, (passed, _) in verdicts.items() if not passed]
+    if failing:
+        footer = f"verdict: FAIL: {', '.join(f'({key})' for key in failing)} failed"
+    else:
+        footer = f"verdict: PASS, all {len(judged.checks)} checks"
+    if run.skipped:
+        footer += "\nskipped: " + "; ".join(f"({key}) {why}" for key, why in run.skipped.items())
+    return write_contact_sheet(path, rows, footer=footer)

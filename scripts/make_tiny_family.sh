@@ -47,19 +47,22 @@ wants controlnet && train_stage controlnet train summary.json
 wants motion_lora_zoom && train_stage motion_lora_zoom train summary.json
 
 if wants ship; then
-  rm -rf "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders"
-  mkdir -p "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders" "$FAMILY/examples"
+  rm -rf "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders" "$FAMILY/controlnets" "$FAMILY/loras"
+  mkdir -p "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders" "$FAMILY/controlnets" "$FAMILY/loras" "$FAMILY/examples"
   cp -r "$WORK/base/pipeline" "$FAMILY/bases/tiny-base"            # written in float16 by the config
   cp -r "$WORK/personalized/pipeline" "$FAMILY/bases/tiny-personalized"
   $MK convert "$WORK/motion/adapter" "$FAMILY/adapters/tiny-motion" --to motionkit --dtype fp16
-  $PY - "$WORK/encoder/encoder" "$FAMILY/encoders/tiny-sparsectrl-rgb" <<'PYEOF'
+  # The condition encoders ship as diffusers folders in float16, as the bases do.
+  $PY - "$WORK/encoder/encoder" "$FAMILY/encoders/tiny-sparsectrl-rgb" "$WORK/controlnet/controlnet" "$FAMILY/controlnets/tiny-controlnet-depth" <<'PYEOF'
 import sys
 
 import torch
-from diffusers import SparseControlNetModel
+from diffusers import ControlNetModel, SparseControlNetModel
 
-SparseControlNetModel.from_pretrained(sys.argv[1]).to(torch.float16).save_pretrained(sys.argv[2], safe_serialization=True)
+for model_class, source, target in ((SparseControlNetModel, *sys.argv[1:3]), (ControlNetModel, *sys.argv[3:5])):
+    model_class.from_pretrained(source).to(torch.float16).save_pretrained(target, safe_serialization=True)
 PYEOF
+  cp "$WORK/motion_lora_zoom/motion_lora.safetensors" "$FAMILY/loras/tiny-zoom-in.safetensors"
   # A conditioning frame the models never saw (the first frame of a fresh world clip at the family's size),
   # and its caption as a matching prompt.
   $PY - "$FAMILY/examples/conditioning" <<'PYEOF'

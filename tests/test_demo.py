@@ -81,12 +81,12 @@ def test_demo_writes_every_video_the_sheet_and_json(stand_in_run):
     # Steps and frames given, the rest the declaration's (the stand-in has none: the app's fallbacks).
     assert settings["steps"] == 3 and settings["frames"] == 4 and settings["seed"] == 3
     assert settings["guidance"] == 7.5 and settings["strength"] == 0.5 and settings["given"] == {"steps": 3, "frames": 4}
-    assert list(report["videos"]) == ["a", "t", "b", "e", "c"] and report["skipped"] == {}
+    assert list(report["videos"]) == ["a", "at", "t", "b", "e", "c"] and report["skipped"] == {}
     adherence = ("psnr_image", "ssim_image", "psnr_frame0", "delta_e_image", "hist_image", "jump_ratio")
     steadiness = ("warping_error", "temporal_flicker", "motion_score", "dynamic_degree")
     for key, metrics in report["videos"].items():
         assert metrics["frames"] == 4 and all(name in metrics for name in steadiness)
-        if key == "t":  # text-to-video: the whole schedule, and nothing measured against the image
+        if key in ("t", "at"):  # text-to-video: the whole schedule, and nothing measured against the image
             assert metrics["strength"] == 1.0 and "psnr_image" not in metrics
             continue
         assert metrics["strength"] == 0.5
@@ -102,7 +102,7 @@ def test_demo_writes_every_video_the_sheet_and_json(stand_in_run):
     assert verdict["passed"] == all(check["passed"] for check in verdict["checks"])
     judged = {check["video"] for check in verdict["checks"]}
     assert judged == {"t", "b", "e", "c"}
-    assert {c["name"] for c in verdict["checks"] if c["video"] == "t"} == {"warping error vs (a)", "flicker vs (a)", "motion score"}
+    assert {c["name"] for c in verdict["checks"] if c["video"] == "t"} == {"warping error vs (a-t)", "flicker vs (a-t)", "motion score"}
 
     # The contact sheet: the image, five videos and the real clip, 4 frames of 4x-upscaled 64 px frames.
     assert report["contact_sheet"] == str(out / "contact-sheet.png")
@@ -127,11 +127,11 @@ def test_sheet_rows_carry_the_verdict(monkeypatch, tmp_path):
 
     frames = np.zeros((3, 8, 8, 3), np.uint8)
     run = demo.DemoRun(
-        results={}, references={}, videos={"a": frames, "t": frames, "b": frames},
+        results={}, references={}, videos={"a": frames, "at": frames, "t": frames, "b": frames},
         shown={"image": frames[0], "world": frames}, skipped={"e": "the family has no encoders/x"},
     )
     failing = {**STEADY_AND_TRUE, "psnr_image": 9.0, "hist_image": 0.9}
-    judged = demo.verdict({"a": IMAGE_MODEL, "t": STEADY_AND_TRUE, "b": failing}, REFERENCES)
+    judged = demo.verdict({"a": IMAGE_MODEL, "at": IMAGE_MODEL, "t": STEADY_AND_TRUE, "b": failing}, REFERENCES)
     written = {}
     real_writer = motionkit.contact_sheet.write_contact_sheet
 
@@ -142,8 +142,8 @@ def test_sheet_rows_carry_the_verdict(monkeypatch, tmp_path):
     monkeypatch.setattr(motionkit.contact_sheet, "write_contact_sheet", keep)
     sheet = demo.write_verdict_sheet(tmp_path / "sheet.png", run, judged)
     notes = {label: note for label, _, note in written["rows"]}
-    assert list(notes) == ["image", "(a) image model", "(t) text-to-video", "(b) image, branch", "real clip"]
-    assert notes["(a) image model"] == "baseline" and notes["(t) text-to-video"] == "PASS"
+    assert list(notes) == ["image", "(a) image model", "(a-t) image model, text", "(t) text-to-video", "(b) image, branch", "real clip"]
+    assert notes["(a) image model"] == notes["(a-t) image model, text"] == "baseline" and notes["(t) text-to-video"] == "PASS"
     assert notes["(b) image, branch"] == "FAIL: PSNR vs the image 9 < 15.2\n(+1 more)"
     assert written["footer"] == "verdict: FAIL: (b) failed\nskipped: (e) the family has no encoders/x"
     with Image.open(sheet) as opened:
@@ -216,13 +216,13 @@ def test_verdict_passes_a_video_that_holds_the_image():
 
 
 def test_verdict_judges_text_to_video_on_steadiness_and_motion():
-    good = demo.verdict({"a": IMAGE_MODEL, "t": TEXT_TO_VIDEO}, REFERENCES)
-    assert good.passed and {c.name for c in good.checks} == {"warping error vs (a)", "flicker vs (a)", "motion score"}
+    good = demo.verdict({"a": IMAGE_MODEL, "at": IMAGE_MODEL, "t": TEXT_TO_VIDEO}, REFERENCES)
+    assert good.passed and {c.name for c in good.checks} == {"warping error vs (a-t)", "flicker vs (a-t)", "motion score"}
     assert demo.verdict_lines(good)[1] == "PASS (t) text-to-video: all 3 checks"
     flickering = {**TEXT_TO_VIDEO, "warping_error": 0.05, "mean_abs_frame_diff": 30.0}
     frozen = {**TEXT_TO_VIDEO, "motion_score": 0.0}
-    for bad, failed in ((flickering, {"warping error vs (a)", "flicker vs (a)"}), (frozen, {"motion score"})):
-        judged = demo.verdict({"a": IMAGE_MODEL, "t": bad}, REFERENCES)
+    for bad, failed in ((flickering, {"warping error vs (a-t)", "flicker vs (a-t)"}), (frozen, {"motion score"})):
+        judged = demo.verdict({"a": IMAGE_MODEL, "at": IMAGE_MODEL, "t": bad}, REFERENCES)
         assert not judged.passed and {c.name for c in judged.checks if not c.passed} == failed
         assert demo.verdict_lines(judged)[1].startswith("FAIL (t) text-to-video: ")
 
@@ -321,7 +321,7 @@ def test_demo_skips_the_encoder_video_without_an_encoder(stand_in, tmp_path, cap
     assert main(["demo", "--models-dir", str(root), "--out", str(out), "--steps", "2", "--frames", "2", "--device", "cpu"]) == 0
     assert f"(e) image, encoder: skipped, the family has no encoders/{ENCODER}" in capsys.readouterr().out
     report = json.loads((out / "metrics.json").read_text())
-    assert list(report["videos"]) == ["a", "t", "b", "c"] and report["skipped"] == {"e": f"the family has no encoders/{ENCODER}"}
+    assert list(report["videos"]) == ["a", "at", "t", "b", "c"] and report["skipped"] == {"e": f"the family has no encoders/{ENCODER}"}
     assert not (out / "e-image-encoder.mp4").exists()
     assert all(check["video"] != "e" for check in report["verdict"]["checks"])
 

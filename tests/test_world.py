@@ -146,14 +146,14 @@ def sunset() -> LandscapeSpec:
     return LandscapeSpec("dusk", "sea", horizon=0.55, light=sun, clouds=clouds, cloud_drift=0.02, frames=12, size=64)
 
 
-def test_pattern_seeds_still_draw_the_shipped_example():
-    """Pattern-only draws are those of the world before landscapes: seed 7 is still the shipped example frame."""
+def test_the_example_seed_draws_the_shipped_example():
+    """The shipped example frame and caption are frame 0 of the world clip drawn from EXAMPLE_WORLD_SEED."""
     from PIL import Image
 
     from motionkit.family import EXAMPLE_WORLD_SEED
 
     examples = ROOT / "motionkit" / "assets" / "tiny-family" / "examples"
-    spec = random_spec(np.random.default_rng(EXAMPLE_WORLD_SEED), frames=1, size=64, kinds=("pattern",))
+    spec = random_spec(np.random.default_rng(EXAMPLE_WORLD_SEED), frames=1, size=64)
     assert caption(spec) == (examples / "conditioning.txt").read_text(encoding="utf-8").strip()
     np.testing.assert_array_equal(render_clip(spec)[0], np.asarray(Image.open(examples / "conditioning.png").convert("RGB")))
     with pytest.raises(ValueError, match="scene kinds"):

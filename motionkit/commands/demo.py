@@ -1,9 +1,10 @@
 """``motionkit demo``: the main job, offline, on CPU, in well under two minutes.
 
-Animates the tiny family's conditioning frame (and its caption) five ways and measures each video:
+Animates the tiny family's conditioning frame (and its caption) six ways and measures each video:
 
 (a) the image model alone, frame by frame: the same pipeline with a fresh (zero-initialised) copy of
     the adapter, which is the identity, so every frame is denoised by the frozen image UNet on its own;
+(a-t) the image model alone on the prompt, no image: the baseline of text-to-video;
 (t) text-to-video: the base model with the shipped motion adapter, the prompt alone, no image;
 (b) image-to-video through the adapter's image-conditioning branch;
 (e) image-to-video through the branch and the family's SparseCtrl RGB encoder, keyframe 0 = the image
@@ -17,7 +18,7 @@ reconstruction of the image (the ceiling of any frame's fidelity) and real world
 same VAE (the example's source clip when the example is one, else clips of unseen seeds;
 ``motionkit.family.world_reference_clips``).
 
-The verdict (``verdict``, a pure function of the metrics) passes (t) when it is steadier than (a) (warping
+The verdict (``verdict``, a pure function of the metrics) passes (t) when it is steadier than (a-t) (warping
 error and flicker) and still moves, and passes (b), (e) and (c) when each is steadier than (a), still moves,
 keeps frame 0, and holds the image over frames 1..N-1 about as well as the real clips do: PSNR against the
 image and against frame 0, the jump from frame 0 to 1, and colour drift, each against a threshold derived
@@ -79,11 +80,15 @@ class Variant:
     identity: bool = False  # a fresh zero-initialised adapter: the image model alone
     image: bool = True  # image-to-video (else text-to-video from the prompt alone)
     encoder: bool = False  # the family's SparseCtrl encoder on keyframe 0 = the image
+    baseline: str = "a"  # the image-model video it must be steadier than: the same task without motion modules
 
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("a", "a-image-model", "(a) image model", identity=True),
-    Variant("t", "t-text-to-video", "(t) text-to-video", image=False),
+    # Text-to-video starts from pure noise, image-to-video from the noised image: each is judged against the
+    # image model doing the same task.
+    Variant("at", "at-image-model-text", "(a-t) image model, text", identity=True, image=False),
+    Variant("t", "t-text-to-video", "(t) text-to-video", image=False, baseline="at"),
     Variant("b", "b-image-branch", "(b) image, branch"),
     Variant("e", "e-image-encoder", "(e) image, encoder", encoder=True),
     Variant("c", "c-personalized", "(c) personalized", base=PERSONALIZED),
@@ -456,15 +461,15 @@ def verdict(results: dict[str, dict[str, Any]], references: dict[str, dict[str, 
     (b, e, c) that too, frame 0 kept, and the image held over frames 1..N-1 within ``adherence_thresholds``.
     Videos absent from ``results`` (a skipped variant) are not judged. A pure function of the metrics."""
     limits = adherence_thresholds(references)
-    a = results["a"]
     checks = []
-    for variant in VARIANTS[1:]:
+    for variant in VARIANTS:
         key, r = variant.key, results.get(variant.key)
-        if r is None:
+        if r is None or variant.identity:
             continue
+        a, name = results[variant.baseline], f"({variant.baseline.replace('at', 'a-t')})"
         checks += [
-            _check(key, "warping error vs (a)", r["warping_error"], a["warping_error"], at_least=False),
-            _check(key, "flicker vs (a)", r["mean_abs_frame_diff"], a["mean_abs_frame_diff"], at_least=False),
+            _check(key, f"warping error vs {name}", r["warping_error"], a["warping_error"], at_least=False),
+            _check(key, f"flicker vs {name}", r["mean_abs_frame_diff"], a["mean_abs_frame_diff"], at_least=False),
             _check(key, "motion score", r["motion_score"], MIN_MOTION, at_least=True),
         ]
         if not variant.image:
@@ -506,7 +511,7 @@ def verdict_lines(judged: Verdict) -> list[str]:
         f"(real clip - {PSNR_MARGIN_DB:g}) and vs frame 0 >= {t['psnr_frame0']:.2f} dB (real clip - {FRAME0_MARGIN_DB:g}); jump ratio <= "
         f"{t['jump_ratio']:.2f} ({JUMP_FACTOR:g}x the real clip's, at least {JUMP_FACTOR:g}); delta E <= "
         f"{t['delta_e_image']:.2f} ({COLOUR_FACTOR:g}x the larger of real clip and VAE); histogram distance <= "
-        f"{t['hist_image']:.3f} (the larger reference, {HISTOGRAM_SHARE:g} of the way to 1); steadier than (a); "
+        f"{t['hist_image']:.3f} (the larger reference, {HISTOGRAM_SHARE:g} of the way to 1); steadier than (a), (t) than (a-t); "
         f"motion >= {MIN_MOTION}; "
         f"frame 0 >= {FAITHFUL_PSNR:g} dB / SSIM {FAITHFUL_SSIM} vs the VAE reconstruction; "
         "(t) is judged on steadiness and motion alone"

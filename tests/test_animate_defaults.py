@@ -72,18 +72,19 @@ def test_the_declaration_beside_the_base_fills_what_is_not_given(models, tmp_pat
 
     i2v = tmp_path / "i2v.gif"
     assert animate(models, "--prompt", "a ball", "--image", str(models / "first.png"), *SIZE, "--out", str(i2v)) == 0
-    assert "guidance 4, strength 0.5, 6 fps" in capsys.readouterr().out
-    assert settings_of(i2v)["settings"]["strength"] == 0.5
+    assert "guidance 4, strength 0.5, anchor first frame True, 6 fps" in capsys.readouterr().out
+    assert settings_of(i2v)["settings"]["strength"] == 0.5 and settings_of(i2v)["settings"]["anchor_first_frame"] is True
 
 
 def test_flags_and_batch_values_win_over_the_declaration(models, tmp_path, capsys):
     out = tmp_path / "flags.gif"
-    flags = ["--frames", "2", "--guidance", "7", "--strength", "0.75", "--negative-prompt", "dark", "--fps", "4"]
+    flags = ["--frames", "2", "--guidance", "7", "--strength", "0.75", "--negative-prompt", "dark", "--fps", "4", "--no-anchor-first-frame"]
     assert animate(models, "--prompt", "a ball", "--image", str(models / "first.png"), *flags, *SIZE, "--out", str(out)) == 0
     assert capsys.readouterr().out.startswith("defaults from motionkit-app.json beside the base: 2 steps\n")
     meta = settings_of(out)
     s = meta["settings"]
     assert (s["frames"], s["steps"], s["guidance"], s["strength"], s["fps"]) == (2, 2, 7.0, 0.75, 4.0)
+    assert s["anchor_first_frame"] is False
     assert meta["negative_prompt"] == "dark"
 
     batch = {"base": str(models / "bases" / "base"), "adapter": str(models / "adapters" / "adapter"), "width": 64,

@@ -18,10 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from motionkit.data.world import caption, random_spec, render_clip
+from motionkit.data.world import caption, random_spec, render_clip, render_clips
 from motionkit.metrics import evaluate_video
 from motionkit.video_io import write_video
 
+# World clips of each style to compare the personalized model's frames with (not a training seed).
+STYLE_SEED = 5151
+# The adapted personalized frames may be this much farther (histogram distance, 0..1) from the neon style.
+STYLE_MARGIN = 0.05
 KEYS = ("warping_error", "temporal_flicker", "mean_abs_frame_diff", "motion_score")
 
 
@@ -43,10 +47,21 @@ def mean_report(reports: list[dict]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in reports])) for k in reports[0] if isinstance(reports[0][k], (int, float))}
 
 
+def style_distances(videos: list[np.ndarray], styles: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    """Lab-histogram distance (0..1) of the videos' frames, side by side, to each style's clips' frames."""
+    from motionkit.metrics import histogram_distance
+
+    made = np.concatenate([frame for video in videos for frame in video], axis=1)
+    return {name: histogram_distance(made, np.concatenate([frame for clip in clips for frame in clip], axis=1))
+            for name, clips in styles.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", type=Path, required=True, help="the family folder (bases/, adapters/)")
     parser.add_argument("--base", default="tiny-base")
+    parser.add_argument("--personalized", default="tiny-personalized")
+    parser.add_argument("--style-prompts", type=int, default=4, help="text-to-video prompts for the style check")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--prompts", type=int, default=8, help="world captions to sample (text-to-video and i2v)")
     parser.add_argument("--frames", type=int, default=8)
@@ -91,11 +106,31 @@ def main() -> None:
                         write_video(frames, args.out / f"{name}-{i}.gif", fps=8)
         pipe.eject()
 
+    # The personalized variant keeps its style under the same adapter: its text-to-video frames stay as close
+    # to its "neon" training images (pooled Lab histograms) as the personalized image model's own frames are.
+    personalized = load_base(args.family / "bases" / args.personalized, dtype=torch.float32)
+    style_videos: dict[str, list[np.ndarray]] = {"personalized_with_adapter": [], "personalized_image_model": []}
+    for label, adapter in (("personalized_with_adapter", trained), ("personalized_image_model", fresh)):
+        pipe = MotionPipeline.from_components(personalized, adapter)
+        pipe.set_progress_bar_config(disable=True)
+        for i, spec in enumerate(specs[: args.style_prompts]):
+            style_videos[label].append(sample(pipe, caption(spec), 300 + i, args))
+        write_video(style_videos[label][0], args.out / f"t2v-{label}-0.gif", fps=8)
+        pipe.eject()
+    styles = {style: render_clips(16, STYLE_SEED, frames=4, size=64, style=style)[0] for style in ("neon", "natural")}
+    style = {label: style_distances(videos, styles) for label, videos in style_videos.items()}
+    adapted, alone = style["personalized_with_adapter"], style["personalized_image_model"]
+    style["kept"] = bool(adapted["neon"] < adapted["natural"] and adapted["neon"] <= alone["neon"] + STYLE_MARGIN)
+
     summary = {name: mean_report(reports) for name, reports in results.items()}
+    summary["style"] = style
     summary["settings"] = {**{k: v for k, v in vars(args).items() if k not in ("family", "out")}, "seconds": round(time.perf_counter() - start, 1)}
     (args.out / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     for name in ("with_adapter", "image_model"):
         print(f"t2v {name:13s}" + "".join(f"  {k} {summary[name][k]:.4f}" for k in KEYS))
+    for label in ("personalized_with_adapter", "personalized_image_model"):
+        print(f"style {label}: histogram distance to neon {style[label]['neon']:.3f}, to natural {style[label]['natural']:.3f}")
+    print(f"style kept under the adapter: {'yes' if style['kept'] else 'NO'}")
     for name in ("i2v", "i2v_anchored"):
         i2v = summary[name]
         print(f"{name:17s} first_frame_psnr {i2v['first_frame_psnr']:.2f} dB" + "".join(f"  {k} {i2v[k]:.4f}" for k in KEYS))

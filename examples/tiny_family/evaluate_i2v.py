@@ -15,7 +15,7 @@ family's VAE, the ceiling of anything the family decodes:
 - no jump: frame-0-to-1 jump ratio <= 1.5;
 - steadiness: warping error <= 2x the real clip's.
 
-``--photos DIR`` also animates every photo there with an empty prompt (the image alone) and holds frames
+``--photos DIR`` also animates every photo there with a prompt that names no scene (``--photo-prompt``) and holds frames
 1..N-1 to ``PHOTO_PSNR_DB`` against the photo at the family's size, beside the VAE's round trip of it.
 
     python examples/tiny_family/evaluate_i2v.py --family motionkit/assets/tiny-family \\
@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="the family's native size")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="world seed of the held-out clips")
     parser.add_argument("--kinds", default="landscape,pattern", help="world scene kinds, comma-separated (the family's training world)")
-    parser.add_argument("--photos", type=Path, help="also animate the photos in this folder (prompt: none)")
+    parser.add_argument("--photos", type=Path, help="also animate the photos in this folder")
+    parser.add_argument("--photo-prompt", default="static camera",
+                        help="the photos' prompt (default: 'static camera', words of the world that name no scene)")
     parser.add_argument("--sample-seed", type=int, default=0, help="seed of the first video; one more per video")
     parser.add_argument("--sheet-clips", type=int, default=4, help="clips shown in the contact sheet")
     parser.add_argument("--out", type=Path, required=True)
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     photos = []
     for index, path in enumerate(_photos(args.photos)):
-        video = animate(args.base, args.adapter, path, "", args.sample_seed + 1000 + index, work / f"photo-{path.stem}", extra)
+        video = animate(args.base, args.adapter, path, args.photo_prompt, args.sample_seed + 1000 + index, work / f"photo-{path.stem}", extra)
         image = fit_image(load_image(path), video.shape[2], video.shape[1])
         reconstruction = vae_round_trip(vae, image[None])[0]
         adherence = adherence_report(video, image)

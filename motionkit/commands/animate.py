@@ -38,8 +38,10 @@ MAX_FRAMES = 1024
 MAX_SIDE = 2048
 MAX_STEPS = 1000
 SEED_RANGE = 2**64  # torch generators take seeds in [0, 2**64)
-# What a models folder's declaration may fill here (its anchor_first_frame, about and examples are the app's).
-DECLARED_KEYS = ("frames", "steps", "guidance", "scheduler", "strength", "fps", "negative_prompt")
+# What a models folder's declaration may fill here (its about and examples are the app's).
+DECLARED_KEYS = ("frames", "steps", "guidance", "scheduler", "strength", "anchor_first_frame", "fps", "negative_prompt")
+# Declared settings that only an image-to-video job takes.
+IMAGE_ONLY_KEYS = ("strength", "anchor_first_frame")
 
 # Settings with their defaults; None means "decided later" (the base model's native size, the device's dtype).
 DEFAULTS: dict[str, Any] = {
@@ -50,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "guidance": 7.5,
     "scheduler": "ddim",
     "strength": 1.0,
+    # None: the pipeline's choice (an adapter trained on clean first frames always reads frame 0 as the image).
+    "anchor_first_frame": None,
     "motion_scale": None,
     "noise_aug": 0.0,
     "image_guidance": "pia",
@@ -97,7 +101,7 @@ IP_KEYS = ("ip_adapter", "ip_encoder", "ip_image", "ip_scale")
 # What a single prompt of a batch may set for itself.
 PROMPT_KEYS = {
     "prompt", "negative_prompt", "seed", "image", "out", "frames", "width", "height", "steps", "guidance",
-    "strength", "motion_scale", "noise_aug", "image_guidance", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
+    "strength", "anchor_first_frame", "motion_scale", "noise_aug", "image_guidance", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
     "video", "video_fps", "video_frames", "decode_chunk",
     "prompt_interpolation", "free_noise", "free_noise_length", "free_noise_stride", "free_noise_weighting", "free_noise_noise",
     "motion_strength", "cache_interval", *SCHEDULE_KEYS,
@@ -141,6 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--guidance", type=float, help="classifier-free guidance scale (default: the models folder's motionkit-app.json, else 7.5)")
     add("--seed", type=int, help="random seed (default: a fresh one, recorded in the sidecar JSON)")
     add("--scheduler", help="ddim (default, unless the models folder's motionkit-app.json names one), euler, euler_a, dpmpp_2m or lcm")
+    add("--anchor-first-frame", action=argparse.BooleanOptionalAction, default=None,
+        help="image-to-video: keep frame 0 the image itself at every step (default: the models folder's motionkit-app.json, else off)")
     add("--strength", type=float, help="image-to-video: fraction of the schedule run from the noised image (default: the models folder's motionkit-app.json, else 1.0)")
     add("--motion-scale", type=int, help="image-to-video with a conditioning adapter: motion preset 0-8")
     add("--noise-aug", type=float, help="image-to-video: noise added to the conditioning latent (default 0)")
@@ -370,8 +376,9 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
     adapter = _existing(given.get("adapter"), "motion adapter", "--adapter")
     sources = _model_defaults(base, adapter, given)
     filled = {k: v for _, values in sources for k, v in values.items()}
-    # strength is image-to-video's alone: text-to-video refuses one below 1, video-to-video keeps its own.
-    image_strength = filled.pop("strength", None)
+    # strength and anchoring are image-to-video's alone: text-to-video refuses a strength below 1,
+    # video-to-video keeps its own.
+    image_only = {k: filled.pop(k) for k in IMAGE_ONLY_KEYS if k in filled}
     settings = {**DEFAULTS, **filled, **{k: v for k, v in given.items() if k in DEFAULTS}}
     if settings["preset"] is not None:
         chosen = preset_settings(settings["preset"], given)
@@ -390,13 +397,13 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         control=control_plan(**{k: given.get(k) for k in CONTROL_KEYS}),
         ip_adapter=ip_adapter_plan(**{k: given.get(k) for k in IP_KEYS}),
     )
-    strength_used = False
+    image_only_used = False
     for index, entry in enumerate(prompts):
         where = f"prompt {index + 1}" if batch else ""
         job_settings = {**settings, **{k: v for k, v in entry.items() if k in DEFAULTS}}
-        if image_strength is not None and entry.get("image") and "strength" not in entry:
-            job_settings["strength"] = image_strength
-            strength_used = True
+        if image_only and entry.get("image"):
+            job_settings.update({k: v for k, v in image_only.items() if k not in entry})
+            image_only_used = True
         _check_settings(job_settings, where)
         video = _source_video(entry, job_settings, "frames" in given or "frames" in entry, where)
         if video is not None:
@@ -437,8 +444,8 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         if image is not None and video is not None:
             raise MotionkitError(f"{where + ': ' if where else ''}--image and --video do not mix: give one (image- or video-to-video)")
         plan.jobs.append(Job(prompt=prompt, out=target, settings=job_settings, image=image, video=video, negative=negative))
-    if not strength_used:
-        sources = [(where, {k: v for k, v in values.items() if k != "strength"}) for where, values in sources]
+    if not image_only_used:
+        sources = [(where, {k: v for k, v in values.items() if k not in IMAGE_ONLY_KEYS}) for where, values in sources]
     plan.defaults_note = _defaults_note(sources)
     return plan
 
@@ -470,7 +477,7 @@ def _defaults_note(sources: list[tuple[str, dict[str, Any]]]) -> str | None:
     """One line: which defaults came from where (None when every setting was given or is a fixed default)."""
     words = {
         "frames": "{} frames", "steps": "{} steps", "guidance": "guidance {:g}", "scheduler": "scheduler {}",
-        "strength": "strength {:g}", "fps": "{:g} fps", "negative_prompt": "negative prompt {!r}",
+        "strength": "strength {:g}", "anchor_first_frame": "anchor first frame {}", "fps": "{:g} fps", "negative_prompt": "negative prompt {!r}",
     }
     parts = [f"{where}: " + ", ".join(words[k].format(v) for k, v in values.items()) for where, values in sources if values]
     return "; ".join(parts) or None
@@ -706,6 +713,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         guidance_scale=s["guidance"],
         generator=torch.Generator("cpu").manual_seed(int(s["seed"])),
         strength=s["strength"],
+        anchor_first_frame=s["anchor_first_frame"] if job.image else None,
         noise_aug_strength=s["noise_aug"],
         motion_scale=s["motion_scale"],
         image_guidance=s["image_guidance"],

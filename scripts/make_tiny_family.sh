@@ -81,4 +81,8 @@ Path(sys.argv[1] + ".txt").write_text(caption(spec) + "\n", encoding="utf-8")
 PYEOF
   du -sh "$FAMILY"
 fi
-wants eval && timed eval $PY "$CONFIGS/evaluate.py" --family "$FAMILY" --out "$WORK/eval"
+if wants eval; then
+  timed eval $PY "$CONFIGS/evaluate.py" --family "$FAMILY" --out "$WORK/eval"
+  # The image-to-video targets, through motionkit animate with the family's defaults (MODEL_CARD.md).
+  timed eval-i2v $PY "$CONFIGS/evaluate_i2v.py" --family "$FAMILY" --photos motionkit/assets/examples/photos --out "$WORK/eval-i2v"
+fi

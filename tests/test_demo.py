@@ -102,7 +102,7 @@ def test_demo_writes_every_video_the_sheet_and_json(stand_in_run):
     assert verdict["passed"] == all(check["passed"] for check in verdict["checks"])
     judged = {check["video"] for check in verdict["checks"]}
     assert judged == {"t", "b", "e", "c"}
-    assert {c["name"] for c in verdict["checks"] if c["video"] == "t"} == {"warping error vs (a-t)", "flicker vs (a-t)", "motion score"}
+    assert {c["name"] for c in verdict["checks"] if c["video"] == "t"} == {"warping error vs (a-t)", "flicker vs (a-t)", "warping error vs real clip", "motion score"}
 
     # The contact sheet: the image, five videos and the real clip, 4 frames of 4x-upscaled 64 px frames.
     assert report["contact_sheet"] == str(out / "contact-sheet.png")
@@ -366,3 +366,14 @@ def test_demo_names_a_missing_entry(tmp_path, capsys):
     assert main(["demo", "--models-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no bases/tiny-base" in err and len(err.splitlines()) == 1
+
+
+def test_text_to_video_must_also_be_about_as_steady_as_a_real_clip():
+    """Frames that are each another scene can still be steadier than the image model's: the real clip's
+    warping error (times WARP_FACTOR) is the second bar, and it can fail."""
+    references = {**REFERENCES, "world": {**REFERENCES["world"], "warping_error": 0.002}}
+    shaky = {**TEXT_TO_VIDEO, "warping_error": 5 * 0.002}
+    judged = demo.verdict({"a": IMAGE_MODEL, "at": {**IMAGE_MODEL, "warping_error": 0.5}, "t": shaky}, references)
+    assert {c.name for c in judged.checks if not c.passed} == {"warping error vs real clip"}
+    steady = {**TEXT_TO_VIDEO, "warping_error": demo.WARP_FACTOR * 0.002}
+    assert demo.verdict({"a": IMAGE_MODEL, "at": {**IMAGE_MODEL, "warping_error": 0.5}, "t": steady}, references).passed

@@ -118,12 +118,12 @@ def test_i2v_evaluation_runs_on_the_family(family, tmp_path):
     shutil.copy(PHOTOS / "cat.jpg", photos / "cat.jpg")
     # --frames and --steps are motionkit animate's flags, passed on to it.
     code = _evaluate_i2v().main([
-        "--family", str(family), "--clips", "1", "--clip-frames", "4", "--sheet-clips", "1", "--photos", str(photos),
+        "--family", str(family), "--clips", "1", "--clip-frames", "4", "--sheet-clips", "1", "--photos", str(photos), "--vae-frames", "2",
         "--out", str(out), "--frames", "4", "--steps", "5",
     ])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["passed"]) == {"psnr_image", "psnr_frame0", "motion_score", "jump_ratio", "warping_error", "photos"}
+    assert set(report["passed"]) == {"psnr_image", "psnr_frame0", "motion_score", "jump_ratio", "warping_error", "photos", "vae"}
     assert report["settings"]["animate_flags"] == ["--frames", "4", "--steps", "5"]
     generated, real = report["mean"]["generated"], report["mean"]["real_through_vae"]
     assert 5.0 < generated["psnr_image"] < 60.0 and 5.0 < real["psnr_image"] < 60.0

@@ -56,6 +56,8 @@ FAITHFUL_PSNR, FAITHFUL_SSIM = 30.0, 0.9
 # PSNR vs the image may fall this many dB below the clips' (frame 0 may drift more: the clips move too);
 PSNR_MARGIN_DB = 0.5
 FRAME0_MARGIN_DB = 3.0
+# text-to-video's warping error may be this many times the real clips' (the family's steadiness target);
+WARP_FACTOR = 2.0
 # the 0 -> 1 jump ratio may be this many times the clips' (at least 1: steady motion);
 JUMP_FACTOR = 1.5
 # the mean-colour delta E may be this many times the larger of the clips' and the VAE's;
@@ -473,6 +475,11 @@ def verdict(results: dict[str, dict[str, Any]], references: dict[str, dict[str, 
             _check(key, "motion score", r["motion_score"], MIN_MOTION, at_least=True),
         ]
         if not variant.image:
+            # Steadier than the image model alone is not enough: frames that are each another scene pass that.
+            # Text-to-video is held to the real clip's steadiness too, within WARP_FACTOR.
+            if "warping_error" in references.get("world", {}):
+                limit = WARP_FACTOR * references["world"]["warping_error"]
+                checks.append(_check(key, "warping error vs real clip", r["warping_error"], limit, at_least=False))
             continue
         checks += [
             _check(key, "first frame PSNR vs VAE reconstruction", r["first_frame_psnr"], FAITHFUL_PSNR, at_least=True),
@@ -511,7 +518,7 @@ def verdict_lines(judged: Verdict) -> list[str]:
         f"(real clip - {PSNR_MARGIN_DB:g}) and vs frame 0 >= {t['psnr_frame0']:.2f} dB (real clip - {FRAME0_MARGIN_DB:g}); jump ratio <= "
         f"{t['jump_ratio']:.2f} ({JUMP_FACTOR:g}x the real clip's, at least {JUMP_FACTOR:g}); delta E <= "
         f"{t['delta_e_image']:.2f} ({COLOUR_FACTOR:g}x the larger of real clip and VAE); histogram distance <= "
-        f"{t['hist_image']:.3f} (the larger reference, {HISTOGRAM_SHARE:g} of the way to 1); steadier than (a), (t) than (a-t); "
+        f"{t['hist_image']:.3f} (the larger reference, {HISTOGRAM_SHARE:g} of the way to 1); steadier than (a), (t) than (a-t) and within {WARP_FACTOR:g}x the real clip's warping error; "
         f"motion >= {MIN_MOTION}; "
         f"frame 0 >= {FAITHFUL_PSNR:g} dB / SSIM {FAITHFUL_SSIM} vs the VAE reconstruction; "
         "(t) is judged on steadiness and motion alone"

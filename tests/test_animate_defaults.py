@@ -11,7 +11,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 
@@ -25,14 +24,6 @@ from motionkit.video_io import read_video, sidecar_path
 SIZE = ["--width", "64", "--height", "64"]
 DECLARED = {"frames": 3, "steps": 2, "guidance": 4.0, "fps": 6, "strength": 0.5, "negative_prompt": "blurry",
             "anchor_first_frame": True, "about": "the page's text, not animate's"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timesteps", type=int, nargs="+", default=list(PROBE_TIMESTEPS))
     parser.add_argument("--prompt", choices=("caption", "empty"), default="caption", help="text condition: the clips' captions or none")
     parser.add_argument(
-        "--kinds", default="pattern",
-        help="world scene kinds of the held-out clips, comma-separated (default: pattern, the world the shipped family saw)",
+        "--kinds", default="landscape,pattern",
+        help="world scene kinds of the held-out clips, comma-separated (default: landscape,pattern, the world the shipped "
+        "family saw; pattern alone for a family built before landscapes)",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/probe_image_use.json"))
     args = parser.parse_args(argv)

@@ -93,6 +93,9 @@ def deepspeed_plugin(strategy: str, *, batch_size: int, gradient_accumulation_st
         zero3_init_flag=False,  # the models are built whole, then the engine partitions them
         zero3_save_16bit_model=False,
     )
+    if max_grad_norm <= 0:
+        # Some accelerate releases write the 0.0 they are given; DeepSpeed's "no clipping" is the key's absence.
+        plugin.deepspeed_config.pop("gradient_clipping", None)
     # The loader is motionkit's (a resumable sampler), not prepared by accelerate: give the batch size here.
     plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = batch_size
     return plugin

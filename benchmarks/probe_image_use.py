@@ -1,5 +1,6 @@
 """Does an image-to-video model use its image? Noise-prediction error per timestep on held-out world clips,
-with the real conditioning frame, with a zero condition, and the copy-frame-0 baseline (no network).
+with the real conditioning frame, with a zero condition, and the copy-frame-0 baseline (no network); and
+whether the motion modules help at all: the zero condition against the image model alone (no motion modules).
 
 Probes the adapter's image branch and, when there is one, a SparseCtrl encoder (``SparseControlNetModel``)
 beside the same adapter. Logic in ``motionkit.train.probe``; on CPU in well under a minute.
@@ -18,7 +19,16 @@ from pathlib import Path
 import torch
 
 from motionkit.family import shipped_family_dir
-from motionkit.train.probe import PROBE_SEED, PROBE_TIMESTEPS, branch_predictor, encoder_predictor, format_table, probe_image_use, world_clips
+from motionkit.train.probe import (
+    PROBE_SEED,
+    PROBE_TIMESTEPS,
+    branch_predictor,
+    encoder_predictor,
+    format_table,
+    image_model_predictor,
+    probe_image_use,
+    world_clips,
+)
 
 ENCODER = Path("encoders") / "tiny-sparsectrl-rgb"
 
@@ -75,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     report = {"settings": {**settings, "base": args.base, "adapter": args.adapter}, "models": {}}
 
     print(f"image use on {args.clips} held-out world clips (seed {args.seed}), eps MSE on frames 1..{args.frames - 1}")
-    rows = probe_image_use(branch_predictor(motion_unet, latents), latents, hidden, alphas, timesteps, args.noise_seed)
+    image_model = image_model_predictor(motion_unet)
+    rows = probe_image_use(
+        branch_predictor(motion_unet, latents), latents, hidden, alphas, timesteps, args.noise_seed, baseline=image_model
+    )
     report["models"]["branch"] = [r.as_dict() for r in rows]
     print(f"\nadapter image branch ({args.adapter})\n{format_table(rows)}")
     if args.encoder != "none" and Path(args.encoder).is_dir():
@@ -93,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n(no encoder at {args.encoder}: skipped)")
     verdicts = {name: all(r["real"] < r["zero"] for r in rows) for name, rows in report["models"].items()}
     report["uses_image_at_every_t"] = verdicts
+    report["motion_modules_help_at_every_t"] = all(r["zero"] < r["image_model"] for r in report["models"]["branch"])
     print("\nimage lowers the error at every t: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in verdicts.items()))
+    print(f"motion modules lower the error at every t: {'yes' if report['motion_modules_help_at_every_t'] else 'NO'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -17,6 +17,7 @@ from motionkit.train.probe import (
     copy_first_eps,
     encoder_predictor,
     format_table,
+    image_model_predictor,
     probe_image_use,
     world_clips,
 )
@@ -85,6 +86,16 @@ def test_branch_probe_sees_what_the_branch_adds():
         motion_unet.adapter.image_cond_conv.weight.normal_(std=0.1)
     used = probe_image_use(branch_predictor(motion_unet, latents), latents, hidden, alphas, (100, 900))
     assert all(r.real != r.zero for r in used)
+    # The baseline is the image model alone: what an identity (fresh) adapter gives, whatever the trained one holds.
+    with torch.no_grad():
+        for p in motion_unet.adapter.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    rows = probe_image_use(branch_predictor(motion_unet, latents), latents, hidden, alphas, (100, 900), baseline=image_model_predictor(motion_unet))
+    assert motion_unet.motion_strength == 1.0  # restored after each baseline call
+    assert [r.image_model for r in rows] == pytest.approx([r.zero for r in fresh], rel=1e-5)
+    assert all(r.zero != r.image_model and r.zero_vs_image_model == r.zero / r.image_model for r in rows)
+    assert "zero/image model" in format_table(rows) and "zero/image model" not in format_table(fresh)
+    assert rows[0].as_dict()["zero_vs_image_model"] == rows[0].zero_vs_image_model and fresh[0].zero_vs_image_model is None
     _, plain = _tiny_motion_unet(image_branch=False)
     with pytest.raises(MotionkitError, match="no image-conditioning branch"):
         branch_predictor(plain, latents)
@@ -132,6 +143,8 @@ def test_probe_script_runs_on_the_tiny_family(family_dir, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert [r["timestep"] for r in report["models"]["branch"]] == [500, 961] and "real/zero" in printed
     assert set(report["uses_image_at_every_t"]) == set(report["models"])
+    assert all(r["image_model"] > 0 for r in report["models"]["branch"]) and "zero/image model" in printed
+    assert report["motion_modules_help_at_every_t"] in (True, False)
 
 
 def test_shipped_encoder_loads_in_diffusers_and_holds_the_image(tmp_path, capsys):

@@ -6,6 +6,10 @@ frames ``1..F-1`` (frame 0 is the image itself) under each condition:
 - ``real``: frame 0's latent as the condition (what image-to-video sampling feeds);
 - ``zero``: the empty condition (what text-to-video and guidance's unconditional branch feed);
 - ``none`` (encoders only): no encoder at all, the motion UNet alone;
+- ``image_model`` (optional, ``probe_image_use(baseline=...)``): the zero condition through the image model
+  alone (the same UNet with an identity adapter). ``zero / image_model`` below 1 means the motion modules
+  lower the error by reading the other frames; at or above 1 near pure noise, a video's layout is left to
+  each frame on its own (text-to-video frames that are each another scene);
 - ``copy_first``: no network: ``eps`` solved from ``x_t`` assuming every frame's ``x0`` is frame 0's latent,
   ``(x_t - sqrt(a) x0[0]) / sqrt(1 - a)``. Near pure noise it is the error a model that merely holds the
   image would have; a model beats it only by also predicting the motion.
@@ -37,14 +41,20 @@ class ProbeRow:
     zero: float
     copy_first: float
     none: float | None = None
+    image_model: float | None = None
 
     @property
     def real_vs_zero(self) -> float:
         """``real / zero``: below 1 when the image lowers the error."""
         return self.real / self.zero
 
+    @property
+    def zero_vs_image_model(self) -> float | None:
+        """``zero / image_model``: below 1 when the motion modules lower the error (``None`` without a baseline)."""
+        return None if self.image_model is None else self.zero / self.image_model
+
     def as_dict(self) -> dict[str, float | int | None]:
-        return {**asdict(self), "real_vs_zero": self.real_vs_zero}
+        return {**asdict(self), "real_vs_zero": self.real_vs_zero, "zero_vs_image_model": self.zero_vs_image_model}
 
 
 def world_clips(
@@ -83,9 +93,11 @@ def probe_image_use(
     timesteps: tuple[int, ...] = PROBE_TIMESTEPS,
     seed: int = 0,
     conditions: tuple[str, ...] = ("real", "zero"),
+    baseline: Predictor | None = None,
 ) -> list[ProbeRow]:
     """One ``ProbeRow`` per timestep: the mean squared eps error on frames 1..F-1 under each condition
-    (the same noise for all of them; the noise of ``t`` comes from ``seed + t``)."""
+    (the same noise for all of them; the noise of ``t`` comes from ``seed + t``), and ``baseline``'s (the image
+    model alone) under the zero condition when one is given."""
     if latents.ndim != 5 or latents.shape[2] < 2:
         raise MotionkitError(f"the probe needs latents [clips, channels, frames >= 2, h, w], got {tuple(latents.shape)}")
     rows = []
@@ -101,7 +113,9 @@ def probe_image_use(
             return float((eps.float() - noise.float())[:, :, 1:].pow(2).mean())
 
         errors = {c: error(predict(noisy, step, hidden, c)) for c in conditions}
-        rows.append(ProbeRow(t, errors["real"], errors["zero"], error(copy_first_eps(noisy, latents, alpha)), errors.get("none")))
+        image_model = None if baseline is None else error(baseline(noisy, step, hidden, "zero"))
+        copy_first = error(copy_first_eps(noisy, latents, alpha))
+        rows.append(ProbeRow(t, errors["real"], errors["zero"], copy_first, errors.get("none"), image_model))
     return rows
 
 
@@ -130,6 +144,21 @@ def branch_predictor(motion_unet: torch.nn.Module, latents: torch.Tensor) -> Pre
     return predict
 
 
+def image_model_predictor(motion_unet: torch.nn.Module) -> Predictor:
+    """The image model alone, frame by frame: the same UNet with every motion module skipped
+    (``motion_strength`` 0) and no image branch; the condition is ignored. The baseline of ``probe_image_use``."""
+    dtype = next(motion_unet.unet.parameters()).dtype
+
+    def predict(noisy: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor, _condition: str) -> torch.Tensor:
+        kept, motion_unet.motion_strength = motion_unet.motion_strength, 0.0
+        try:
+            return motion_unet(noisy.to(dtype), t, hidden.to(dtype), return_dict=False)[0]
+        finally:
+            motion_unet.motion_strength = kept
+
+    return predict
+
+
 def encoder_predictor(denoiser: torch.nn.Module, latents: torch.Tensor) -> Predictor:
     """A SparseCtrl encoder (``EncoderDenoiser``): ``real`` gives frame 0 as the one keyframe, ``zero`` no
     keyframe (zero latents and mask), ``none`` skips the encoder."""
@@ -150,10 +179,14 @@ def encoder_predictor(denoiser: torch.nn.Module, latents: torch.Tensor) -> Predi
 def format_table(rows: list[ProbeRow]) -> str:
     """A plain-text table of ``rows`` (one line per timestep)."""
     has_none = any(r.none is not None for r in rows)
+    has_baseline = any(r.image_model is not None for r in rows)
     head = ["t", "zero cond", "real image", "real/zero", "copy frame 0"] + (["no encoder"] if has_none else [])
+    head += ["image model", "zero/image model"] if has_baseline else []
     lines = [head]
     for r in rows:
         line = [str(r.timestep), f"{r.zero:.5f}", f"{r.real:.5f}", f"{r.real_vs_zero:.3f}", f"{r.copy_first:.5f}"]
-        lines.append(line + ([f"{r.none:.5f}"] if has_none else []))
+        line += [f"{r.none:.5f}"] if has_none else []
+        line += [f"{r.image_model:.5f}", f"{r.zero_vs_image_model:.3f}"] if has_baseline else []
+        lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines)

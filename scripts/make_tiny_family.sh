@@ -4,7 +4,7 @@
 # MODEL_CARD.md in the family folder records what this produced and how long it took.
 #
 #   scripts/make_tiny_family.sh            # everything: data, VAE, base, personalized, motion adapter, encoder,
-#                                          # ControlNet, zoom-in MotionLoRA, ship, eval
+#                                          # ControlNet, zoom-in MotionLoRA, high-noise adapter, ship, eval
 #   STAGES="motion ship eval" scripts/make_tiny_family.sh   # only some stages (each reads the previous outputs)
 #
 # Work files go to motionkit-out/tiny-family/ (git-ignored). Torch uses at most 2 threads.
@@ -16,7 +16,7 @@ MK="$PY -m motionkit"
 WORK=motionkit-out/tiny-family
 FAMILY=motionkit/assets/tiny-family
 CONFIGS=examples/tiny_family
-STAGES=${STAGES:-"data vae base personalized motion encoder controlnet motion_lora_zoom ship eval"}
+STAGES=${STAGES:-"data vae base personalized motion encoder controlnet motion_lora_zoom motion_high_noise ship eval"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 wants() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -45,13 +45,16 @@ wants encoder && train_stage encoder train summary.json
 wants controlnet && train_stage controlnet train summary.json
 # A MotionLoRA for one camera move, on the clips captioned "camera zooming in" only.
 wants motion_lora_zoom && train_stage motion_lora_zoom train summary.json
+# The adapter of stage "motion" trained on with the velocity weighting (high noise gets its share): the adapter
+# that ships. The encoder, ControlNet and MotionLoRA above stay trained against stage "motion"'s adapter.
+wants motion_high_noise && train_stage motion_high_noise train summary.json
 
 if wants ship; then
   rm -rf "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders" "$FAMILY/controlnets" "$FAMILY/loras"
   mkdir -p "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders" "$FAMILY/controlnets" "$FAMILY/loras" "$FAMILY/examples"
   cp -r "$WORK/base/pipeline" "$FAMILY/bases/tiny-base"            # written in float16 by the config
   cp -r "$WORK/personalized/pipeline" "$FAMILY/bases/tiny-personalized"
-  $MK convert "$WORK/motion/adapter" "$FAMILY/adapters/tiny-motion" --to motionkit --dtype fp16
+  $MK convert "$WORK/motion_high_noise/adapter" "$FAMILY/adapters/tiny-motion" --to motionkit --dtype fp16
   # The condition encoders ship as diffusers folders in float16, as the bases do.
   $PY - "$WORK/encoder/encoder" "$FAMILY/encoders/tiny-sparsectrl-rgb" "$WORK/controlnet/controlnet" "$FAMILY/controlnets/tiny-controlnet-depth" <<'PYEOF'
 import sys

@@ -375,3 +375,12 @@ def test_tiny_family_controlnet_and_zoom_lora_configs():
     assert (zoom.max_steps, zoom.batch_size) == (300, 4)
     assert Path(zoom.output_dir).resolve() == work / "motion_lora_zoom"
     assert Path(zoom.lora.base_adapter).resolve() == work / "motion" / "adapter"
+    # The adapter that ships: stage "motion"'s, trained on with high noise given its share.
+    high_noise = TrainConfig.from_yaml(folder / "motion_high_noise.yaml")
+    assert Path(high_noise.adapter).resolve() == work / "motion" / "adapter"
+    assert (high_noise.loss_weighting, high_noise.max_loss_weight, high_noise.timestep_sampling) == ("v", 100, "uniform")
+    assert high_noise.image_cond.enabled and high_noise.image_cond.first_frame_prob == 0.9 and high_noise.image_cond.joint_dropout == 0.1
+    assert Path(high_noise.output_dir).resolve() == work / "motion_high_noise"
+    script = (root / "scripts" / "make_tiny_family.sh").read_text()
+    assert 'convert "$WORK/motion_high_noise/adapter" "$FAMILY/adapters/tiny-motion"' in script
+    assert script.index("train_stage motion_lora_zoom") < script.index("train_stage motion_high_noise") < script.index("wants ship")

@@ -4,7 +4,8 @@
 # MODEL_CARD.md in the family folder records what this produced and how long it took.
 #
 #   scripts/make_tiny_family.sh            # everything: data, VAE, base, personalized, motion adapter, encoder,
-#                                          # ControlNet, zoom-in MotionLoRA, high-noise adapter, ship, eval
+#                                          # ControlNet, zoom-in MotionLoRA, high-noise adapter,
+#                                          # low-noise encoder, ship, eval
 #   STAGES="motion ship eval" scripts/make_tiny_family.sh   # only some stages (each reads the previous outputs)
 #
 # Work files go to motionkit-out/tiny-family/ (git-ignored). Torch uses at most 2 threads.
@@ -16,7 +17,7 @@ MK="$PY -m motionkit"
 WORK=motionkit-out/tiny-family
 FAMILY=motionkit/assets/tiny-family
 CONFIGS=examples/tiny_family
-STAGES=${STAGES:-"data vae base personalized motion encoder controlnet motion_lora_zoom motion_high_noise ship eval"}
+STAGES=${STAGES:-"data vae base personalized motion encoder controlnet motion_lora_zoom motion_high_noise encoder_low_noise ship eval"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 wants() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -48,6 +49,8 @@ wants motion_lora_zoom && train_stage motion_lora_zoom train summary.json
 # The adapter of stage "motion" trained on with the velocity weighting (high noise gets its share): the adapter
 # that ships. The encoder, ControlNet and MotionLoRA above stay trained against stage "motion"'s adapter.
 wants motion_high_noise && train_stage motion_high_noise train summary.json
+# The encoder of stage "encoder" trained on against that adapter with plain epsilon errors: the encoder that ships.
+wants encoder_low_noise && train_stage encoder_low_noise train summary.json
 
 if wants ship; then
   rm -rf "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders" "$FAMILY/controlnets" "$FAMILY/loras"
@@ -56,7 +59,7 @@ if wants ship; then
   cp -r "$WORK/personalized/pipeline" "$FAMILY/bases/tiny-personalized"
   $MK convert "$WORK/motion_high_noise/adapter" "$FAMILY/adapters/tiny-motion" --to motionkit --dtype fp16
   # The condition encoders ship as diffusers folders in float16, as the bases do.
-  $PY - "$WORK/encoder/encoder" "$FAMILY/encoders/tiny-sparsectrl-rgb" "$WORK/controlnet/controlnet" "$FAMILY/controlnets/tiny-controlnet-depth" <<'PYEOF'
+  $PY - "$WORK/encoder_low_noise/encoder" "$FAMILY/encoders/tiny-sparsectrl-rgb" "$WORK/controlnet/controlnet" "$FAMILY/controlnets/tiny-controlnet-depth" <<'PYEOF'
 import sys
 
 import torch

@@ -381,6 +381,13 @@ def test_tiny_family_controlnet_and_zoom_lora_configs():
     assert (high_noise.loss_weighting, high_noise.max_loss_weight, high_noise.timestep_sampling) == ("v", 100, "uniform")
     assert high_noise.image_cond.enabled and high_noise.image_cond.first_frame_prob == 0.9 and high_noise.image_cond.joint_dropout == 0.1
     assert Path(high_noise.output_dir).resolve() == work / "motion_high_noise"
+    # The encoder that ships: stage "encoder"'s, trained on against that adapter with plain epsilon errors.
+    low_noise = TrainConfig.from_yaml(folder / "encoder_low_noise.yaml")
+    assert Path(low_noise.encoder.init_from).resolve() == work / "encoder" / "encoder"
+    assert Path(low_noise.encoder.motion_adapter).resolve() == work / "motion_high_noise" / "adapter"
+    assert low_noise.loss_weighting == "none" and low_noise.data == encoder.data
     script = (root / "scripts" / "make_tiny_family.sh").read_text()
+    assert '"$WORK/encoder_low_noise/encoder" "$FAMILY/encoders/tiny-sparsectrl-rgb"' in script
+    assert script.index("train_stage motion_high_noise") < script.index("train_stage encoder_low_noise") < script.index("wants ship")
     assert 'convert "$WORK/motion_high_noise/adapter" "$FAMILY/adapters/tiny-motion"' in script
     assert script.index("train_stage motion_lora_zoom") < script.index("train_stage motion_high_noise") < script.index("wants ship")

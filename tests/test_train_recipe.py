@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -277,3 +279,31 @@ def _yaml(tmp_path, text: str):
     path = tmp_path / "train.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_encoder_starts_from_a_trained_one_and_refuses_one_that_does_not_fit(tmp_path):
+    from diffusers import SparseControlNetModel
+
+    reset_accelerate()
+    first = EncoderTrainer(encoder_config(tmp_path / "a", max_steps=2), base=tiny_base(), dataset=PatternClips())
+    exported = Path(first.train().exported["encoder"])
+    reset_accelerate()
+    cfg = encoder_config(tmp_path / "b", max_steps=1)
+    on = EncoderTrainer(cfg.replace(encoder=replace(cfg.encoder, init_from=str(exported))), base=tiny_base(), dataset=PatternClips())
+    on.setup()
+    trained = SparseControlNetModel.from_pretrained(exported).state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in on.encoder.state_dict().items())
+    assert on.encoder.controlnet_mid_block.weight.abs().max() > 0  # not the zero-initialised start
+    cfg = TrainConfig.from_yaml(_yaml(tmp_path, "encoder:\n  enabled: true\n  motion_adapter: m\n  init_from: enc\n"))
+    assert cfg.encoder.init_from == str(tmp_path / "enc")  # relative to the config file
+    from motionkit.train.encoder_trainer import load_encoder_weights
+    from motionkit.train.encoder import sparse_controlnet_from_unet
+
+    with pytest.raises(MotionkitError, match="no SparseControlNetModel folder there"):
+        load_encoder_weights(on.encoder, str(tmp_path / "missing"))
+    other = sparse_controlnet_from_unet(tiny_base()["unet"])
+    torch.nn.Module.to(other, dtype=torch.float32)
+    wide = SparseControlNetModel.from_config({**dict(other.config), "conditioning_channels": 3})
+    wide.save_pretrained(tmp_path / "wide")
+    with pytest.raises(MotionkitError, match="do not fit the SparseControlNetModel built from this base"):
+        load_encoder_weights(on.encoder, str(tmp_path / "wide"))

@@ -150,6 +150,9 @@ class EncoderConfig:
     output convolutions at zero (no effect at step 0). ``cond_dropout``: no condition (no keyframes; a
     black control map); ``joint_dropout``: no condition and no caption together.
     ``conditioning_scale``: the residuals' scale, as ``controlnet_conditioning_scale`` feeds at sampling.
+    ``init_from``: a trained encoder of the same kind (a diffusers folder: ``SparseControlNetModel`` or
+    ``ControlNetModel``) to start from instead, e.g. to train it on against another adapter or recipe; it must
+    fit the shape built from the base.
     """
 
     enabled: bool = False
@@ -169,6 +172,7 @@ class EncoderConfig:
     cond_dropout: float = 0.1
     joint_dropout: float = 0.1
     conditioning_scale: float = 1.0
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         require(
@@ -474,7 +478,7 @@ def _check_sharded(config: TrainConfig) -> None:
 
 _PATH_KEYS = {
     ("base",), ("base_config",), ("adapter",), ("output_dir",), ("resume_from",), ("lora", "base_adapter"),
-    ("encoder", "motion_adapter"), ("encoder", "control_dir"),
+    ("encoder", "motion_adapter"), ("encoder", "control_dir"), ("encoder", "init_from"),
 } | {
     ("data", k) for k in ("manifest", "folder", "csv", "video_dir", "latent_cache", "shards")
 }

@@ -93,6 +93,26 @@ def encoder_kind(name: str) -> EncoderKind:
     return kinds[name]
 
 
+def load_encoder_weights(encoder: nn.Module, path: str) -> None:
+    """Start ``encoder`` from the trained one in the diffusers folder ``path`` (same class and shapes)."""
+    from pathlib import Path
+
+    from motionkit.errors import MotionkitError
+
+    model_class = type(encoder)
+    if not (Path(path) / "config.json").is_file():
+        raise MotionkitError(f"encoder.init_from {path}: no {model_class.__name__} folder there (config.json missing)")
+    trained = model_class.from_pretrained(path, torch_dtype=torch.float32)
+    theirs, ours = trained.state_dict(), encoder.state_dict()
+    misfits = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape] + [k for k in theirs if k not in ours]
+    if misfits:
+        raise MotionkitError(
+            f"encoder.init_from {path}: {len(misfits)} tensors do not fit the {model_class.__name__} built from this base "
+            f"(first: {misfits[0]}); start from an encoder trained for this base, or drop encoder.init_from"
+        )
+    encoder.load_state_dict(theirs)
+
+
 class EncoderTrainer(Trainer):
     """Train ``config.encoder``'s condition encoder; the UNet, VAE, text encoder and motion adapter stay frozen
     (their weights are hashed before and checked after training)."""
@@ -111,6 +131,8 @@ class EncoderTrainer(Trainer):
         self.adapter.requires_grad_(False).eval()
         self.motion_unet = inject(self.base.unet, self.adapter)
         self.encoder = self.kind.build(self.base, cfg.encoder, self.adapter)
+        if cfg.encoder.init_from:
+            load_encoder_weights(self.encoder, cfg.encoder.init_from)
         nn.Module.to(self.encoder, device=device, dtype=torch.float32)
         self.encoder.requires_grad_(True).train()
         self.trainable = list(self.encoder.parameters())

@@ -260,6 +260,8 @@ def test_generation_returns_the_frames_and_a_settings_record(client, service):
     assert made["prompt"] == FAMILY.prompt and made["seed"] == 5
     assert (made["base"], made["adapter"]) == ("tiny-base", "tiny-motion")
     assert made["settings"]["strength"] == page_defaults(service.models).strength and made["settings"]["anchor_first_frame"]
+    # The family declares the noise correlation its adapter trained with; the page opens with it.
+    assert made["settings"]["noise_correlation"] == page_defaults(service.models).noise_correlation > 0
     assert made["fps"] == 12 and made["frames"] == 8
     assert "8 frames" in summary and "seed 5" in summary
 
@@ -325,6 +327,8 @@ def test_messages_escape_and_shorten_what_the_user_sent(client, caplog, capfd):
         ({"encoder": "tiny-sparsectrl-rgb"}, "needs a keyframe: upload a first or last keyframe, or a first frame"),
         ({"motion_strength": 4.5}, "motion strength must lie in 0..4"),
         ({"motion_strength": "lots"}, "motion strength must be a number"),
+        ({"noise_correlation": 1.0}, "noise correlation must lie in 0..1, below 1"),
+        ({"noise_correlation": "some"}, "noise correlation must be a number"),
         ({"free_noise": True, "free_noise_stride": 0}, "FreeNoise stride must lie in 1..the window"),
         ({"free_noise": "on"}, "FreeNoise must be true or false"),
         ({"prompt": "", "prompt_schedule": "0 a red ball"}, "bad prompt entry '0 a red ball': write KEY:PROMPT"),
@@ -723,6 +727,7 @@ def test_prompt_travel_uses_the_command_lines_parser_and_is_recorded(service):
     pipe = service.cache.pipeline(FAMILY.base, FAMILY.adapter)
     direct = pipe(
         prompt=schedule, negative_prompt="", num_frames=8, height=64, width=64, num_inference_steps=6, guidance_scale=4.0,
+        noise_correlation=page_defaults(service.models).noise_correlation,  # the family's, text-to-video's
         generator=torch.Generator("cpu").manual_seed(4), output_type="np",
     ).frames[0]
     np.testing.assert_array_equal(read_video(result.gif), read_video(write_video(direct, service.out_dir / "direct.gif", fps=8)))
@@ -750,6 +755,18 @@ def test_a_bad_prompt_schedule_is_refused_in_one_escaped_line(service, schedule,
 def test_a_prompt_and_a_schedule_together_are_refused(client):
     message = refusal(client, *request(prompt_schedule="0: a red ball | -1: a blue ball"))
     assert "give a prompt or a prompt schedule, not both" in message
+
+
+def test_noise_correlation_steadies_text_to_video_and_leaves_image_to_video_alone(service):
+    from motionkit.metrics import warping_error
+
+    def video(image=None, **changes):
+        return read_video(service.generate(dict(zip(FORM, request(image, seed=2, steps=8, **changes)))).gif)
+
+    # Text-to-video: frames that share their starting noise agree more (the family's declared 0.7 against 0).
+    assert warping_error(video(noise_correlation=0.7)) < warping_error(video(noise_correlation=0.0))
+    # Image-to-video samples independent noise whatever the slider says (the image ties the frames).
+    np.testing.assert_array_equal(video(FAMILY.conditioning, noise_correlation=0.7), video(FAMILY.conditioning, noise_correlation=0.0))
 
 
 def test_motion_strength_acts_on_an_adapter_without_a_pia_branch(service):

@@ -332,12 +332,13 @@ def test_settings_come_from_the_family_declaration(family_dir, stand_in):
     declared = json.loads((family_dir / "motionkit-app.json").read_text()) if (family_dir / "motionkit-app.json").is_file() else {}
     family = TinyFamily.at(family_dir)
     settings = demo.family_settings(family)
-    for key in ("frames", "steps", "guidance", "strength", "scheduler", "anchor_first_frame"):
+    for key in ("frames", "steps", "guidance", "strength", "scheduler", "anchor_first_frame", "noise_correlation"):
         if key in declared:
             assert getattr(settings, key) == declared[key]
     given = demo.family_settings(family, steps=7, frames=3, guidance=2.5)
     assert (given.steps, given.frames, given.guidance, given.strength) == (7, 3, 2.5, settings.strength)
     assert demo.family_settings(stand_in).strength == 0.5
+    assert demo.family_settings(stand_in).noise_correlation == 0.0  # independent frames unless declared
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,8 @@ def sample(pipe, prompt: str, seed: int, args: argparse.Namespace, image=None, a
         num_frames=args.frames,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
+        # The family's noise correlation is text-to-video's (motionkit animate's rule): an image ties the frames.
+        noise_correlation=args.noise_correlation if image is None else 0.0,
         generator=torch.Generator().manual_seed(seed),
         output_type="np",
     ).frames[0]
@@ -68,7 +70,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=1234, help="world specs the models never saw")
+    parser.add_argument("--noise-correlation", type=float, help="starting noise shared between frames, text-to-video "
+                        "(default: the family's motionkit-app.json, else 0)")
     args = parser.parse_args()
+    if args.noise_correlation is None:
+        from motionkit.model_defaults import read_declaration
+
+        declaration = read_declaration(args.family)
+        args.noise_correlation = float(declaration.settings.get("noise_correlation", 0.0)) if declaration else 0.0
 
     from motionkit.adapter import MotionAdapter
     from motionkit.formats import load_adapter

@@ -52,6 +52,8 @@ class PageDefaults:
     # Image-to-video that holds the image: half the schedule from the noised image, frame 0 pinned to it.
     strength: float = 0.5
     anchor_first_frame: bool = True
+    # Correlation of the starting noise between frames (motionkit.noise_prior): 0, independent, unless declared.
+    noise_correlation: float = 0.0
     fps: float = 8.0
     negative_prompt: str = ""
     seed: int = 0

@@ -95,6 +95,7 @@ class Settings:
     fps: float
     # Motion strength (any adapter), FreeNoise for long videos, and the memory options.
     motion_strength: float = 1.0
+    noise_correlation: float = 0.0
     free_noise: bool = False
     free_noise_length: int | None = None  # None: the adapter's position table
     free_noise_stride: int = 4
@@ -187,6 +188,11 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
         raise MotionkitError(
             f"motion strength must lie in 0..{MAX_MOTION_STRENGTH:g} (1 as the adapter was trained, 0 no motion), got {motion_strength:g}"
         )
+    noise_correlation = _number(raw["noise_correlation"], "noise correlation")
+    if not 0.0 <= noise_correlation < 1.0:
+        raise MotionkitError(
+            f"noise correlation must lie in 0..1, below 1 (0 independent frames, higher frames that agree on one scene), got {noise_correlation:g}"
+        )
     free_noise = _flag(raw["free_noise"], "FreeNoise")
     window = _within(_whole(raw["free_noise_length"], "FreeNoise window"), "FreeNoise window", 0, limits.max_frames, "--max-frames")
     stride = _whole(raw["free_noise_stride"], "FreeNoise stride")
@@ -200,7 +206,7 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
         frames=frames, width=width, height=height, steps=steps, guidance=guidance, seed=seed, strength=strength,
         anchor_first_frame=_flag(raw["anchor_first_frame"], "anchor first frame"), motion_scale=motion_scale,
         context_length=context or None, context_loop=_flag(raw["context_loop"], "loop"), fps=fps,
-        motion_strength=motion_strength, free_noise=free_noise, free_noise_length=window or None,
+        motion_strength=motion_strength, noise_correlation=noise_correlation, free_noise=free_noise, free_noise_length=window or None,
         free_noise_stride=stride, offload=check_offload_choice(raw["offload"], limits),
         vae_slicing=_flag(raw["vae_slicing"], "VAE slicing"), vae_tiling=_flag(raw["vae_tiling"], "VAE tiling"),
         decode_chunk=decode_chunk,

@@ -46,7 +46,7 @@ FORM: tuple[str, ...] = (
     "frames", "width", "height", "steps", "guidance", "seed", "random_seed",
     "strength", "anchor_first_frame", "motion_scale", "context_length", "context_loop", "fps",
     "encoder", "encoder_scale", "first_keyframe", "last_keyframe", "controlnet", "controlnet_scale", "control_video",
-    "prompt_schedule", "prompt_interpolation", "motion_strength", "free_noise", "free_noise_length", "free_noise_stride",
+    "prompt_schedule", "prompt_interpolation", "motion_strength", "noise_correlation", "free_noise", "free_noise_length", "free_noise_stride",
     "video", "video_frames", "ip_adapter", "ip_image", "ip_scale", "preset",
     "offload", "vae_slicing", "vae_tiling", "decode_chunk",
 )
@@ -482,6 +482,8 @@ class Service:
                 context_loop=s.context_loop,
                 prompt_interpolation=job.prompt_interpolation,
                 motion_strength=s.motion_strength,
+                # Text-to-video's alone, as strength is image- and video-to-video's (motionkit animate's rule).
+                noise_correlation=s.noise_correlation if not with_image and job.video is None else 0.0,
                 video=job.video,
                 ip_adapter_image=ip.image if ip else None,
                 decode_chunk_size=s.decode_chunk,

@@ -238,6 +238,10 @@ def build_app(
                         0, MAX_MOTION_STRENGTH, value=start["motion_strength"], step=0.05, label="Motion strength",
                         info="any adapter: 1 as trained, 0 no motion, lower calmer, higher livelier",
                     )
+                    noise_correlation = gr.Slider(
+                        0, 0.95, value=start["noise_correlation"], step=0.05, label="Noise correlation",
+                        info="text-to-video: starting noise shared between frames; higher keeps one scene, 0 independent frames",
+                    )
                     motion_scale = gr.Slider(
                         0, 8, value=0, step=1, label="Motion scale", visible=note is None,
                         info="PIA presets: 0-2 more motion, 3-5 looping, 6-8 style transfer",
@@ -329,7 +333,7 @@ def build_app(
             "encoder": encoder, "encoder_scale": encoder_scale, "first_keyframe": first_keyframe,
             "last_keyframe": last_keyframe, "controlnet": controlnet, "controlnet_scale": controlnet_scale,
             "control_video": control_video, "prompt_schedule": prompt_schedule, "prompt_interpolation": prompt_interpolation,
-            "motion_strength": motion_strength, "free_noise": free_noise, "free_noise_length": free_noise_length,
+            "motion_strength": motion_strength, "noise_correlation": noise_correlation, "free_noise": free_noise, "free_noise_length": free_noise_length,
             "free_noise_stride": free_noise_stride, "video": source_video, "video_frames": video_frames,
             "ip_adapter": ip_adapter, "ip_image": ip_image, "ip_scale": ip_scale, "preset": preset,
             "offload": offload, "vae_slicing": vae_slicing, "vae_tiling": vae_tiling, "decode_chunk": decode_chunk,

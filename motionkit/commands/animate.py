@@ -39,9 +39,11 @@ MAX_SIDE = 2048
 MAX_STEPS = 1000
 SEED_RANGE = 2**64  # torch generators take seeds in [0, 2**64)
 # What a models folder's declaration may fill here (its about and examples are the app's).
-DECLARED_KEYS = ("frames", "steps", "guidance", "scheduler", "strength", "anchor_first_frame", "fps", "negative_prompt")
-# Declared settings that only an image-to-video job takes.
-IMAGE_ONLY_KEYS = ("strength", "anchor_first_frame")
+DECLARED_KEYS = ("frames", "steps", "guidance", "scheduler", "strength", "anchor_first_frame", "noise_correlation", "fps", "negative_prompt")
+# Declared settings that only one kind of job takes: strength and anchoring image-to-video's (text-to-video refuses
+# a strength below 1, video-to-video keeps its own); the noise correlation text-to-video's (an image already ties
+# the frames together, and frames 1..N-1 sharing noise that frame 0 does not would jump away from it together).
+ONLY_FOR_KIND = {"image": ("strength", "anchor_first_frame"), "text": ("noise_correlation",)}
 
 # Settings with their defaults; None means "decided later" (the base model's native size, the device's dtype).
 DEFAULTS: dict[str, Any] = {
@@ -83,6 +85,8 @@ DEFAULTS: dict[str, Any] = {
     "free_noise_weighting": "pyramid",
     "free_noise_noise": "shuffle_context",
     "motion_strength": 1.0,
+    # Correlation of the starting noise between frames (motionkit.noise_prior): 0 is independent, as diffusers.
+    "noise_correlation": 0.0,
     "preset": None,
     # Step caching (motionkit.pipeline.step_cache): None is off, exact sampling.
     "cache_interval": None,
@@ -104,7 +108,7 @@ PROMPT_KEYS = {
     "strength", "anchor_first_frame", "motion_scale", "noise_aug", "image_guidance", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
     "video", "video_fps", "video_frames", "decode_chunk",
     "prompt_interpolation", "free_noise", "free_noise_length", "free_noise_stride", "free_noise_weighting", "free_noise_noise",
-    "motion_strength", "cache_interval", *SCHEDULE_KEYS,
+    "motion_strength", "noise_correlation", "cache_interval", *SCHEDULE_KEYS,
 }
 
 
@@ -136,6 +140,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--free-noise-weighting", choices=("flat", "pyramid", "delayed_reverse_sawtooth"), help="how FreeNoise blends windows (default pyramid)")
     add("--free-noise-noise", choices=("shuffle_context", "repeat_context", "random"), help="FreeNoise noise rescheduling (default shuffle_context)")
     add("--motion-strength", type=float, help="scale on the motion modules' output, any adapter: 1.0 as trained (default), 0 the image model, 0.5 calmer, 1.5 livelier")
+    add("--noise-correlation", type=float, help="correlation of the starting noise between frames, in [0, 1): frames that agree "
+        "on one scene from the first step (default: the models folder's motionkit-app.json, else 0, independent)")
     add("--preset", choices=("animatelcm", "lightning-1", "lightning-2", "lightning-4", "lightning-8"), help="few-step sampling for AnimateLCM / AnimateDiff-Lightning modules: sets scheduler, steps and guidance (flags given win)")
     add("--cache-interval", type=_int_or_text, metavar="N", help="step caching: the whole UNet every Nth step, only its shallowest layers in between (faster, close to exact; default off)")
     add("--frames", type=int, help="number of frames (default: the models folder's motionkit-app.json, else the adapter's training frames, else 16)")
@@ -312,6 +318,7 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
 
 
 def _check_travel(s: dict[str, Any], at: str) -> None:
+    from motionkit.noise_prior import check_noise_correlation
     from motionkit.pipeline.free_noise import FreeNoise
     from motionkit.pipeline.motion_strength import check_motion_strength
     from motionkit.pipeline.prompt_schedule import INTERPOLATIONS
@@ -319,6 +326,7 @@ def _check_travel(s: dict[str, Any], at: str) -> None:
 
     try:
         check_motion_strength(s["motion_strength"])
+        check_noise_correlation(s["noise_correlation"], name="--noise-correlation")
         check_step_cache(s["cache_interval"], name="--cache-interval")
         if s["prompt_interpolation"] not in INTERPOLATIONS:
             raise MotionkitError(f"--prompt-interpolation must be one of {', '.join(INTERPOLATIONS)}, got {s['prompt_interpolation']!r}")
@@ -376,9 +384,7 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
     adapter = _existing(given.get("adapter"), "motion adapter", "--adapter")
     sources = _model_defaults(base, adapter, given)
     filled = {k: v for _, values in sources for k, v in values.items()}
-    # strength and anchoring are image-to-video's alone: text-to-video refuses a strength below 1,
-    # video-to-video keeps its own.
-    image_only = {k: filled.pop(k) for k in IMAGE_ONLY_KEYS if k in filled}
+    kind_only = {kind: {k: filled.pop(k) for k in keys if k in filled} for kind, keys in ONLY_FOR_KIND.items()}
     settings = {**DEFAULTS, **filled, **{k: v for k, v in given.items() if k in DEFAULTS}}
     if settings["preset"] is not None:
         chosen = preset_settings(settings["preset"], given)
@@ -397,13 +403,14 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         control=control_plan(**{k: given.get(k) for k in CONTROL_KEYS}),
         ip_adapter=ip_adapter_plan(**{k: given.get(k) for k in IP_KEYS}),
     )
-    image_only_used = False
+    kinds_used = set()
     for index, entry in enumerate(prompts):
         where = f"prompt {index + 1}" if batch else ""
         job_settings = {**settings, **{k: v for k, v in entry.items() if k in DEFAULTS}}
-        if image_only and entry.get("image"):
-            job_settings.update({k: v for k, v in image_only.items() if k not in entry})
-            image_only_used = True
+        kind = "image" if entry.get("image") else "video" if entry.get("video") else "text"
+        if kind_only.get(kind):
+            job_settings.update({k: v for k, v in kind_only[kind].items() if k not in entry})
+            kinds_used.add(kind)
         _check_settings(job_settings, where)
         video = _source_video(entry, job_settings, "frames" in given or "frames" in entry, where)
         if video is not None:
@@ -444,8 +451,8 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
         if image is not None and video is not None:
             raise MotionkitError(f"{where + ': ' if where else ''}--image and --video do not mix: give one (image- or video-to-video)")
         plan.jobs.append(Job(prompt=prompt, out=target, settings=job_settings, image=image, video=video, negative=negative))
-    if not image_only_used:
-        sources = [(where, {k: v for k, v in values.items() if k not in IMAGE_ONLY_KEYS}) for where, values in sources]
+    unused = {k for kind, keys in ONLY_FOR_KIND.items() if kind not in kinds_used for k in keys}
+    sources = [(where, {k: v for k, v in values.items() if k not in unused}) for where, values in sources]
     plan.defaults_note = _defaults_note(sources)
     return plan
 
@@ -477,7 +484,8 @@ def _defaults_note(sources: list[tuple[str, dict[str, Any]]]) -> str | None:
     """One line: which defaults came from where (None when every setting was given or is a fixed default)."""
     words = {
         "frames": "{} frames", "steps": "{} steps", "guidance": "guidance {:g}", "scheduler": "scheduler {}",
-        "strength": "strength {:g}", "anchor_first_frame": "anchor first frame {}", "fps": "{:g} fps", "negative_prompt": "negative prompt {!r}",
+        "strength": "strength {:g}", "anchor_first_frame": "anchor first frame {}",
+        "noise_correlation": "noise correlation {:g}", "fps": "{:g} fps", "negative_prompt": "negative prompt {!r}",
     }
     parts = [f"{where}: " + ", ".join(words[k].format(v) for k, v in values.items()) for where, values in sources if values]
     return "; ".join(parts) or None
@@ -703,6 +711,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         negative_prompt=s["negative_prompt"] if job.negative is None else job.negative,
         prompt_interpolation=s["prompt_interpolation"],
         motion_strength=s["motion_strength"],
+        noise_correlation=s["noise_correlation"],
         cache_interval=s["cache_interval"],
         image=str(job.image) if job.image else None,
         video=job.video,

@@ -129,6 +129,8 @@ class Settings:
     strength: float  # image-to-video only: text-to-video runs the whole schedule
     scheduler: str
     anchor_first_frame: bool
+    # Text-to-video's, (t) and its baseline (a-t) alike; image-to-video starts from the image with independent noise.
+    noise_correlation: float = 0.0
 
 
 def family_settings(
@@ -147,6 +149,7 @@ def family_settings(
         strength=float(declared.strength),
         scheduler=declared.scheduler,
         anchor_first_frame=declared.anchor_first_frame,
+        noise_correlation=float(declared.noise_correlation),
     )
     check_sampling(settings.frames, settings.steps, settings.guidance, settings.strength)
     return settings
@@ -280,7 +283,8 @@ def animate_family(
     # A fresh adapter of the same shape starts as the identity (zero-initialised outputs and image branch).
     identity = MotionAdapter.from_config(adapter.config)
     print(f"animating {family.conditioning.name} from {family.root}: {settings.frames} frames, {settings.steps} "
-          f"steps, guidance {settings.guidance:g}, image-to-video strength {settings.strength:g}, seed {seed}")
+          f"steps, guidance {settings.guidance:g}, image-to-video strength {settings.strength:g}, "
+          f"text-to-video noise correlation {settings.noise_correlation:g}, seed {seed}")
     print(f"prompt: {family.prompt or '(none: the image alone conditions the video)'}")
     run = DemoRun({}, {}, {}, {}, {})
     for variant in VARIANTS:
@@ -375,7 +379,7 @@ def _make_video(
     size = _pipeline_size(pipe)
     # Text-to-video has no image to start from or anchor to: the whole schedule from noise.
     given = {"image": family.conditioning, "strength": settings.strength,
-             "anchor_first_frame": settings.anchor_first_frame} if variant.image else {}
+             "anchor_first_frame": settings.anchor_first_frame} if variant.image else {"noise_correlation": settings.noise_correlation}
     output = pipe(
         prompt=family.prompt,
         num_frames=settings.frames,

@@ -56,6 +56,7 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 from motionkit.adapter import MotionAdapter
 from motionkit.errors import MotionkitError
 from motionkit.injection import MotionUNet, inject
+from motionkit.noise_prior import check_noise_correlation, correlate_frames
 from motionkit.pipeline.conditioning import image_cond as pia_image_cond
 from motionkit.pipeline.families import folder_family, pipeline_class, pipeline_family, register_pipeline
 from motionkit.pipeline.context import ContextWindows, check_frames_fit, fuse_windows
@@ -587,6 +588,7 @@ class MotionPipeline(
         context_loop: bool = False,
         prompt_interpolation: str | Interpolator = "linear",
         motion_strength: float = 1.0,
+        noise_correlation: float = 0.0,
         conditioning_frames: Any = None,
         video: VideoInput | None = None,
         ip_adapter_image: Any = None,
@@ -639,6 +641,9 @@ class MotionPipeline(
         ``prompt_interpolation`` (``"linear"``, ``"slerp"`` or a callable); works with every other option.
         ``motion_strength``: scale on the motion modules' residuals (1.0 as trained, 0.0 the image model alone,
         in between less motion, above 1 more).
+        ``noise_correlation``: correlation of the starting noise between frames (``motionkit.noise_prior``,
+        PYoCo's mixed noise; 0.0 independent, as diffusers); the drawn noise only, never given ``latents``.
+        Adapters trained with a ``noise_correlation`` sample best with the same.
         Step caching (DeepCache, ``motionkit.pipeline.step_cache``): ``cache_interval`` N runs the whole UNet every
         Nth step and only its shallow blocks in between, on the deep features of the last full step (``None`` or 1:
         off, exact); ``cache_branch`` the skip level kept (0, default: the shallowest, fastest); ``cache_schedule``
@@ -668,6 +673,7 @@ class MotionPipeline(
         if not 0.0 < strength <= 1.0:
             raise MotionkitError(f"strength must lie in (0, 1], got {strength}")
         motion_strength = check_motion_strength(motion_strength)
+        noise_correlation = check_noise_correlation(noise_correlation)
         step_cache = check_step_cache(cache_interval, cache_branch, cache_schedule, self.unet)
         if image_guidance not in IMAGE_GUIDANCE:
             raise MotionkitError(f"image_guidance {image_guidance!r} is not one of {', '.join(IMAGE_GUIDANCE)}")
@@ -714,6 +720,8 @@ class MotionPipeline(
             noise = self.free_noise.noise(shape, generator, device, dtype, latents)
         else:
             noise = latents.to(device, dtype) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if latents is None:
+            noise = correlate_frames(noise, noise_correlation, frame_dim=2)
         if source is not None:
             # Video-to-video: every frame starts from its own source latent noised to the first timestep.
             start = encode_video(source[:num_frames], height, width, self._encode_pixels, decode_chunk_size, device)

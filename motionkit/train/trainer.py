@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from motionkit.errors import MotionkitError
+from motionkit.noise_prior import correlate_frames
 from motionkit.train import zero
 from motionkit.train.base import BaseModels, load_base, weight_hashes
 from motionkit.train.checkpoint import (
@@ -514,6 +515,7 @@ class Trainer:
         """Per-clip noise and timestep, drawn in this order from each clip's generator."""
         shape = latents.shape[1:]
         noise = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(latents.device)
+        noise = correlate_frames(noise, self.config.noise_correlation, frame_dim=2)
         total = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.stack([sample_timestep(self.config, g, total) for g in generators]).to(latents.device)
         return noise, timesteps

@@ -1,0 +1,41 @@
+"""Frame-correlated noise: the mixed noise prior of PYoCo (Ge et al. 2023) for video diffusion.
+
+Independent noise per frame lets every frame of a weak video model settle on another scene in the first
+steps. With a correlation ``rho`` every pair of frames' noise correlates by ``rho`` while each frame's noise
+stays a standard normal, so an image model sees in-distribution noise frame by frame. The correlated noise
+is built from the independent draw itself (its mean over frames and the residual, rescaled), so it takes no
+further random numbers and ``rho = 0`` returns the draw unchanged: seeds give the same videos as before.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from motionkit.errors import MotionkitError
+
+
+def check_noise_correlation(correlation: float, name: str = "noise_correlation") -> float:
+    """``correlation`` as a float in [0, 1), or one line saying what is wrong."""
+    value = float(correlation)
+    if not 0.0 <= value < 1.0:
+        raise MotionkitError(f"{name} must lie in [0, 1) (0: independent frames, as trained by default), got {correlation}")
+    return value
+
+
+def correlate_frames(noise: torch.Tensor, correlation: float, frame_dim: int = 2) -> torch.Tensor:
+    """``noise`` (independent standard normal) with every pair of frames along ``frame_dim`` correlated by
+    ``correlation`` and each element still of unit variance.
+
+    With ``m`` the mean over frames (variance 1/F) and ``r = noise - m`` (variance (F-1)/F, independent of
+    ``m``), ``a * m + b * r`` has variance ``(a^2 + (F-1) b^2) / F`` and cross-frame covariance
+    ``(a^2 - b^2) / F``; ``b^2 = 1 - rho`` and ``a^2 = 1 + (F-1) rho`` give 1 and ``rho``.
+    """
+    rho = check_noise_correlation(correlation)
+    frames = noise.shape[frame_dim]
+    if rho == 0.0 or frames < 2:
+        return noise
+    mean = noise.mean(dim=frame_dim, keepdim=True)
+    residual = noise - mean
+    return math.sqrt(1.0 + (frames - 1) * rho) * mean + math.sqrt(1.0 - rho) * residual

@@ -1,0 +1,90 @@
+"""Frame-correlated starting noise (motionkit.noise_prior): its statistics, the pipeline's and the
+trainer's use of it, and refusal of correlations outside [0, 1)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from motionkit import MotionAdapter, MotionkitError
+from motionkit.noise_prior import check_noise_correlation, correlate_frames
+from motionkit.pipeline.motion_pipeline import MotionPipeline
+from motionkit.tiny import randomize_, tiny_pipeline_components
+from motionkit.train.trainer import Trainer
+from tests.test_train import PatternClips, reset_accelerate, tiny_base, tiny_config  # noqa: F401
+
+
+def test_zero_correlation_returns_the_draw_itself():
+    noise = torch.randn(2, 4, 8, 3, 3, generator=torch.Generator().manual_seed(0))
+    assert correlate_frames(noise, 0.0) is noise
+    single = noise[:, :, :1]
+    assert correlate_frames(single, 0.7) is single  # one frame has nothing to share with
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.5, 0.8])
+@pytest.mark.parametrize("frames", [2, 8, 16])
+def test_frames_correlate_by_rho_and_stay_standard_normal(rho, frames):
+    noise = torch.randn(40000, 1, frames, 1, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    mixed = correlate_frames(noise, rho).reshape(40000, frames)
+    assert mixed.mean(0).abs().max() < 0.03
+    torch.testing.assert_close(mixed.var(0), torch.ones(frames, dtype=torch.float64), atol=0.03, rtol=0)
+    corr = torch.corrcoef(mixed.T)
+    off_diagonal = corr[~torch.eye(frames, dtype=torch.bool)]
+    assert (off_diagonal - rho).abs().max() < 0.03
+    # frames are exchangeable: the shared part is the same for every frame
+    assert (mixed - mixed.mean(1, keepdim=True)).std() < noise.reshape(40000, frames).std()
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan")])
+def test_correlations_outside_zero_to_one_are_refused(bad):
+    with pytest.raises(MotionkitError, match=r"noise_correlation must lie in \[0, 1\)"):
+        check_noise_correlation(bad)
+
+
+def _pipe() -> MotionPipeline:
+    components = tiny_pipeline_components()
+    adapter = randomize_(MotionAdapter.from_unet(components["unet"], preset="animatediff-v2", max_seq_length=8))
+    pipe = MotionPipeline(**components, adapter=adapter)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_pipeline_correlates_the_drawn_noise_and_leaves_given_latents_alone():
+    pipe = _pipe()
+    args = dict(prompt="a cat", num_frames=4, height=64, width=64, num_inference_steps=2, output_type="latent")
+    run = lambda seed=0, **kw: pipe(**args, **kw, generator=torch.Generator().manual_seed(seed)).frames  # noqa: E731
+    default = run()
+    torch.testing.assert_close(run(noise_correlation=0.0), default, atol=0, rtol=0)
+    correlated = run(noise_correlation=0.6)
+    assert (correlated - default).abs().max() > 1e-3
+    # The same as drawing diffusers' noise with that generator and correlating it by hand.
+    drawn = torch.randn((1, 4, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(run(latents=correlate_frames(drawn, 0.6)), correlated, atol=1e-6, rtol=0)
+    # Latents a caller gives are used as they are.
+    torch.testing.assert_close(run(latents=drawn, noise_correlation=0.6), run(latents=drawn), atol=0, rtol=0)
+    with pytest.raises(MotionkitError, match="noise_correlation"):
+        run(noise_correlation=1.0)
+
+
+def test_image_to_video_noise_is_correlated_too():
+    pipe = _pipe()
+    image = torch.rand(3, 64, 64)
+    args = dict(prompt="a cat", image=image, strength=0.6, num_frames=4, height=64, width=64, num_inference_steps=3,
+                output_type="latent")
+    run = lambda **kw: pipe(**args, **kw, generator=torch.Generator().manual_seed(0)).frames  # noqa: E731
+    assert (run(noise_correlation=0.5) - run()).abs().max() > 1e-3
+
+
+def test_training_noise_is_correlated_per_clip(tmp_path):
+    reset_accelerate()
+    with pytest.raises(MotionkitError, match="noise_correlation"):
+        tiny_config(tmp_path, noise_correlation=1.0)
+    plain = Trainer(tiny_config(tmp_path / "plain"), base=tiny_base(), dataset=PatternClips()).setup()
+    reset_accelerate()
+    shared = Trainer(tiny_config(tmp_path / "shared", noise_correlation=0.5), base=tiny_base(), dataset=PatternClips()).setup()
+    latents = torch.zeros(2, 4, 4, 8, 8)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (3, 4)]  # noqa: E731
+    independent, t_plain = plain._noise_and_timesteps(latents, gens())
+    correlated, t_shared = shared._noise_and_timesteps(latents, gens())
+    torch.testing.assert_close(t_plain, t_shared, atol=0, rtol=0)  # the same random stream otherwise
+    torch.testing.assert_close(correlated, correlate_frames(independent, 0.5), atol=1e-6, rtol=0)

@@ -3,7 +3,7 @@
 # Every step is a motionkit command with a committed config (examples/tiny_family/) and a fixed seed;
 # MODEL_CARD.md in the family folder records what this produced and how long it took.
 #
-#   scripts/make_tiny_family.sh            # everything: data, VAE, base, personalized, motion adapter, encoder,
+#   scripts/make_tiny_family.sh            # everything: data, VAE, base, personalized (and on), motion adapter, encoder,
 #                                          # ControlNet, zoom-in MotionLoRA, high-noise adapter,
 #                                          # low-noise encoder, ship, eval
 #   STAGES="motion ship eval" scripts/make_tiny_family.sh   # only some stages (each reads the previous outputs)
@@ -17,7 +17,7 @@ MK="$PY -m motionkit"
 WORK=motionkit-out/tiny-family
 FAMILY=motionkit/assets/tiny-family
 CONFIGS=examples/tiny_family
-STAGES=${STAGES:-"data vae base personalized motion encoder controlnet motion_lora_zoom motion_high_noise encoder_low_noise ship eval"}
+STAGES=${STAGES:-"data vae base personalized personalized_neon motion encoder controlnet motion_lora_zoom motion_high_noise encoder_low_noise ship eval"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 wants() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -39,6 +39,8 @@ fi
 wants vae && train_stage vae train-image vae
 wants base && train_stage base train-image pipeline
 wants personalized && train_stage personalized train-image pipeline
+# That fine-tune trained on at a higher lr until its frames are nearer neon than natural: the one that ships.
+wants personalized_neon && train_stage personalized_neon train-image pipeline
 wants motion && train_stage motion train summary.json
 # The SparseCtrl RGB encoder, trained against the frozen base and the frozen motion adapter of stage "motion".
 wants encoder && train_stage encoder train summary.json
@@ -56,7 +58,7 @@ if wants ship; then
   rm -rf "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders" "$FAMILY/controlnets" "$FAMILY/loras"
   mkdir -p "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders" "$FAMILY/controlnets" "$FAMILY/loras" "$FAMILY/examples"
   cp -r "$WORK/base/pipeline" "$FAMILY/bases/tiny-base"            # written in float16 by the config
-  cp -r "$WORK/personalized/pipeline" "$FAMILY/bases/tiny-personalized"
+  cp -r "$WORK/personalized_neon/pipeline" "$FAMILY/bases/tiny-personalized"
   $MK convert "$WORK/motion_high_noise/adapter" "$FAMILY/adapters/tiny-motion" --to motionkit --dtype fp16
   # The condition encoders ship as diffusers folders in float16, as the bases do.
   $PY - "$WORK/encoder_low_noise/encoder" "$FAMILY/encoders/tiny-sparsectrl-rgb" "$WORK/controlnet/controlnet" "$FAMILY/controlnets/tiny-controlnet-depth" <<'PYEOF'

@@ -390,4 +390,14 @@ def test_tiny_family_controlnet_and_zoom_lora_configs():
     assert '"$WORK/encoder_low_noise/encoder" "$FAMILY/encoders/tiny-sparsectrl-rgb"' in script
     assert script.index("train_stage motion_high_noise") < script.index("train_stage encoder_low_noise") < script.index("wants ship")
     assert 'convert "$WORK/motion_high_noise/adapter" "$FAMILY/adapters/tiny-motion"' in script
+    # The personalized base that ships: stage 3's fine-tune trained on at a higher lr (stage 3b).
+    from motionkit.train.image_config import ImageTrainConfig
+
+    personalized = ImageTrainConfig.from_yaml(folder / "personalized.yaml")
+    neon = ImageTrainConfig.from_yaml(folder / "personalized_neon.yaml")
+    assert Path(neon.base).resolve() == work / "personalized" / "pipeline"
+    assert Path(neon.output_dir).resolve() == work / "personalized_neon" and neon.data == personalized.data
+    assert neon.lr > personalized.lr and neon.stage == "finetune"
+    assert script.index("train_stage personalized train-image") < script.index("train_stage personalized_neon") < script.index("wants ship")
+    assert 'cp -r "$WORK/personalized_neon/pipeline" "$FAMILY/bases/tiny-personalized"' in script
     assert script.index("train_stage motion_lora_zoom") < script.index("train_stage motion_high_noise") < script.index("wants ship")

@@ -24,6 +24,13 @@ def check_noise_correlation(correlation: float, name: str = "noise_correlation")
     return value
 
 
+def for_text_to_video(correlation: float, *, conditioned: bool) -> float:
+    """A models folder's (or a page's) noise correlation as a job samples it: text-to-video's alone. An image
+    or a source video already ties the frames together, and frames 1..N-1 sharing noise that an anchored
+    frame 0 lacks jump away from it together; those jobs sample independent noise."""
+    return 0.0 if conditioned else correlation
+
+
 def correlate_frames(noise: torch.Tensor, correlation: float, frame_dim: int = 2) -> torch.Tensor:
     """``noise`` (independent standard normal) with every pair of frames along ``frame_dim`` correlated by
     ``correlation`` and each element still of unit variance.

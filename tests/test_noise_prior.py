@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from motionkit import MotionAdapter, MotionkitError
-from motionkit.noise_prior import check_noise_correlation, correlate_frames
+from motionkit.noise_prior import check_noise_correlation, correlate_frames, for_text_to_video
 from motionkit.pipeline.motion_pipeline import MotionPipeline
 from motionkit.tiny import randomize_, tiny_pipeline_components
 from motionkit.train.trainer import Trainer
@@ -33,6 +33,11 @@ def test_frames_correlate_by_rho_and_stay_standard_normal(rho, frames):
     assert (off_diagonal - rho).abs().max() < 0.03
     # frames are exchangeable: the shared part is the same for every frame
     assert (mixed - mixed.mean(1, keepdim=True)).std() < noise.reshape(40000, frames).std()
+
+
+def test_a_declared_correlation_is_text_to_video_s_alone():
+    assert for_text_to_video(0.7, conditioned=False) == 0.7
+    assert for_text_to_video(0.7, conditioned=True) == 0.0  # an image or a source video samples independent noise
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan")])

@@ -20,6 +20,7 @@ import torch
 
 from motionkit.data.world import caption, random_spec, render_clip, render_clips
 from motionkit.metrics import evaluate_video
+from motionkit.noise_prior import for_text_to_video
 from motionkit.video_io import write_video
 
 # World clips of each style to compare the personalized model's frames with (not a training seed).
@@ -37,8 +38,7 @@ def sample(pipe, prompt: str, seed: int, args: argparse.Namespace, image=None, a
         num_frames=args.frames,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
-        # The family's noise correlation is text-to-video's (motionkit animate's rule): an image ties the frames.
-        noise_correlation=args.noise_correlation if image is None else 0.0,
+        noise_correlation=for_text_to_video(args.noise_correlation, conditioned=image is not None),
         generator=torch.Generator().manual_seed(seed),
         output_type="np",
     ).frames[0]

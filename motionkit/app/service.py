@@ -423,6 +423,8 @@ class Service:
     def _sample(self, job: Job, progress: Progress, stop: Stop) -> tuple[Any, float]:
         import torch
 
+        from motionkit.noise_prior import for_text_to_video
+
         torch.set_num_threads(self.threads)  # the same count in every worker thread: the same seed, the same video
         s = job.settings
         waited = self._acquire(stop, progress, s.steps)
@@ -482,8 +484,7 @@ class Service:
                 context_loop=s.context_loop,
                 prompt_interpolation=job.prompt_interpolation,
                 motion_strength=s.motion_strength,
-                # Text-to-video's alone, as strength is image- and video-to-video's (motionkit animate's rule).
-                noise_correlation=s.noise_correlation if not with_image and job.video is None else 0.0,
+                noise_correlation=for_text_to_video(s.noise_correlation, conditioned=with_image or job.video is not None),
                 video=job.video,
                 ip_adapter_image=ip.image if ip else None,
                 decode_chunk_size=s.decode_chunk,

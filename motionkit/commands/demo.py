@@ -373,13 +373,14 @@ def _make_video(
     import torch
 
     from motionkit.metrics import adherence_report, evaluate_video, psnr
+    from motionkit.noise_prior import for_text_to_video
     from motionkit.pipeline.image_input import vae_round_trip
     from motionkit.video_io import write_video
 
     size = _pipeline_size(pipe)
     # Text-to-video has no image to start from or anchor to: the whole schedule from noise.
     given = {"image": family.conditioning, "strength": settings.strength,
-             "anchor_first_frame": settings.anchor_first_frame} if variant.image else {"noise_correlation": settings.noise_correlation}
+             "anchor_first_frame": settings.anchor_first_frame} if variant.image else {}
     output = pipe(
         prompt=family.prompt,
         num_frames=settings.frames,
@@ -387,6 +388,7 @@ def _make_video(
         width=size,
         num_inference_steps=settings.steps,
         guidance_scale=settings.guidance,
+        noise_correlation=for_text_to_video(settings.noise_correlation, conditioned=variant.image),
         generator=torch.Generator("cpu").manual_seed(seed),
         output_type="np",
         **given,

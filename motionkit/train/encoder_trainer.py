@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from motionkit.errors import MotionkitError
 from motionkit.train.base import BaseModels, weight_hashes
 from motionkit.train.config import EncoderConfig, TrainConfig
 from motionkit.train.image_cond import joint_dropout
@@ -69,7 +71,6 @@ def _build_controlnet(base: BaseModels, config: EncoderConfig, adapter: nn.Modul
 def _control_maps(
     batch: dict[str, Any], latents: torch.Tensor, config: EncoderConfig, generators: list[torch.Generator]
 ) -> tuple[torch.Tensor, ...]:
-    from motionkit.errors import MotionkitError
     from motionkit.train.controlnet import training_control
 
     if "control" not in batch:
@@ -95,10 +96,6 @@ def encoder_kind(name: str) -> EncoderKind:
 
 def load_encoder_weights(encoder: nn.Module, path: str) -> None:
     """Start ``encoder`` from the trained one in the diffusers folder ``path`` (same class and shapes)."""
-    from pathlib import Path
-
-    from motionkit.errors import MotionkitError
-
     model_class = type(encoder)
     if not (Path(path) / "config.json").is_file():
         raise MotionkitError(f"encoder.init_from {path}: no {model_class.__name__} folder there (config.json missing)")

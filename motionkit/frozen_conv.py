@@ -41,6 +41,8 @@ class FrozenConvInputs:
 
     def __init__(self, model: nn.Module):
         self.model = model
+        # Set by the caller once per forward: off under the model's own gradient checkpointing. Reading
+        # diffusers' ``is_gradient_checkpointing`` here would walk every module at every convolution.
         self.enabled = True
         self._handles = []
         for module in model.modules():
@@ -57,7 +59,6 @@ class FrozenConvInputs:
             and x.requires_grad
             and x.device.type == "cpu"
             and not module.weight.requires_grad
-            and not getattr(self.model, "is_gradient_checkpointing", False)
         )
 
     def _enter(self, module: nn.Conv2d, args: tuple) -> None:

@@ -161,11 +161,13 @@ class MotionUNet(nn.Module):
         if image_cond is not None and self.adapter.image_cond_conv is None:
             raise MotionkitError("image_cond was given but this adapter has no image-conditioning branch")
         self.num_frames = f
-        self.frozen_convs.enabled = self.lean_frozen_convs
+        # Read once a forward: diffusers' property walks every module of the UNet.
+        checkpointing = bool(getattr(self.unet, "is_gradient_checkpointing", False))
+        # Neither saving runs under the UNet's checkpointing: its recompute must match saved tensors one by one.
+        self.frozen_convs.enabled = self.lean_frozen_convs and not checkpointing
         chunks = (
             chunked_feed_forwards(self._feed_forward_blocks, b * f, h * w)
-            # Not under the UNet's checkpointing: its recompute, after this block, must run the same operators.
-            if self.chunk_feed_forwards and sample.device.type == "cpu" and not getattr(self.unet, "is_gradient_checkpointing", False)
+            if self.chunk_feed_forwards and sample.device.type == "cpu" and not checkpointing
             else contextlib.nullcontext()
         )
         try:

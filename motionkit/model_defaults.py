@@ -7,7 +7,8 @@ config, within its position table). What a models folder may declare beside its 
 
     {
       "frames": 8, "steps": 25, "guidance": 4.0, "scheduler": "ddim", "strength": 0.5,
-      "anchor_first_frame": true, "noise_correlation": 0.5, "fps": 8, "negative_prompt": "",
+      "anchor_first_frame": true, "image_guidance": "svd", "noise_correlation": 0.5,
+      "frame_noise_means": "shared", "fps": 8, "negative_prompt": "",
       "about": "Markdown shown at the top of the page: what these models can and cannot draw.",
       "examples": [{"image": "examples/conditioning.png", "prompt": "...", "frames": 8, "seed": 1}]
     }
@@ -36,8 +37,9 @@ TRAINING_FRAMES_KEYS = ("training_frames", "train_frames", "num_frames")
 # Keys a declaration may set, with the type each must have.
 DECLARED: dict[str, tuple[type, ...]] = {
     "frames": (int,), "width": (int,), "height": (int,), "steps": (int,), "guidance": (int, float),
-    "scheduler": (str,), "strength": (int, float), "anchor_first_frame": (bool,), "noise_correlation": (int, float),
-    "fps": (int, float),
+    "scheduler": (str,), "strength": (int, float), "anchor_first_frame": (bool,), "image_guidance": (str,),
+    "noise_correlation": (int, float),
+    "frame_noise_means": (str,), "fps": (int, float),
     "negative_prompt": (str,), "seed": (int,), "about": (str,),
 }
 
@@ -83,13 +85,18 @@ def read_declaration(root: Path) -> Declaration | None:
     if not isinstance(examples, list):
         raise MotionkitError(f"{path}: examples must be a list of objects, each with a 'prompt'")
     settings = checked(data, str(path), DECLARED)
-    if "noise_correlation" in settings:
-        from motionkit.noise_prior import check_noise_correlation
+    from motionkit.noise_prior import check_frame_noise_means, check_noise_correlation
+    from motionkit.pipeline.conditioning import check_image_guidance
 
-        try:
+    try:
+        if "noise_correlation" in settings:
             check_noise_correlation(settings["noise_correlation"])
-        except MotionkitError as err:
-            raise MotionkitError(f"{path}: {err}") from None
+        if "frame_noise_means" in settings:
+            check_frame_noise_means(settings["frame_noise_means"])
+        if "image_guidance" in settings:
+            check_image_guidance(settings["image_guidance"])
+    except MotionkitError as err:
+        raise MotionkitError(f"{path}: {err}") from None
     return Declaration(path, settings, tuple(examples))
 
 

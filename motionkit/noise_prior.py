@@ -1,10 +1,15 @@
-"""Frame-correlated noise: the mixed noise prior of PYoCo (Ge et al. 2023) for video diffusion.
+"""The starting noise of a video: frame-correlated noise, and what each frame's noise mean becomes.
+
+Frame-correlated noise is the mixed noise prior of PYoCo (Ge et al. 2023) for video diffusion.
 
 Independent noise per frame lets every frame of a weak video model settle on another scene in the first
 steps. With a correlation ``rho`` every pair of frames' noise correlates by ``rho`` while each frame's noise
 stays a standard normal, so an image model sees in-distribution noise frame by frame. The correlated noise
 is built from the independent draw itself (its mean over frames and the residual, rescaled), so it takes no
 further random numbers and ``rho = 0`` returns the draw unchanged: seeds give the same videos as before.
+
+Each frame's spatial noise mean sets that frame's brightness and hue (``with_frame_means``): shared between
+frames, text-to-video keeps one; taken out, image-to-video keeps the image's.
 """
 
 from __future__ import annotations
@@ -46,3 +51,44 @@ def correlate_frames(noise: torch.Tensor, correlation: float, frame_dim: int = 2
     mean = noise.mean(dim=frame_dim, keepdim=True)
     residual = noise - mean
     return math.sqrt(1.0 + (frames - 1) * rho) * mean + math.sqrt(1.0 - rho) * residual
+
+
+
+# What each frame's spatial noise mean becomes: as drawn (diffusers), frame 0's for every frame, or zero.
+FRAME_NOISE_MEANS = ("drawn", "shared", "zero")
+
+
+def check_frame_noise_means(mode: str, name: str = "frame_noise_means") -> str:
+    """``mode`` if it is one of ``FRAME_NOISE_MEANS``, or one line saying what is wrong."""
+    if mode not in FRAME_NOISE_MEANS:
+        raise MotionkitError(f"{name} {mode!r} is not one of {', '.join(FRAME_NOISE_MEANS)}")
+    return mode
+
+
+def default_frame_noise_means(mode: str | None, *, conditioned: bool) -> str:
+    """The mode a job samples with: the one given, else ``"zero"`` from an image (its latent sets every
+    frame's colour) and ``"drawn"`` otherwise (diffusers' noise, so equal weights give equal videos)."""
+    if mode is not None:
+        return check_frame_noise_means(mode)
+    return "zero" if conditioned else "drawn"
+
+
+def with_frame_means(noise: torch.Tensor, mode: str, frame_dim: int = 2) -> torch.Tensor:
+    """``noise`` ``[..., F, ..., H, W]`` (independent standard normal per frame) with each frame's per-channel
+    spatial mean set by ``mode``.
+
+    A diffusion UNet all but keeps the mean of the latent it denoises (why offset noise exists), so each
+    frame's noise mean, about ``1/sqrt(H*W)`` in size, sets that frame's overall brightness and hue: with
+    independent means a weak video model's frames each take their own. ``"shared"`` gives every frame
+    frame 0's mean (each frame's noise keeps its distribution; the video's colour still varies by seed);
+    ``"zero"`` takes the means out and rescales the rest to unit variance, for image-to-video, where every
+    frame should keep the image's mean colour; ``"drawn"`` returns ``noise`` itself.
+    """
+    mode = check_frame_noise_means(mode)
+    positions = noise.shape[-1] * noise.shape[-2]
+    if mode == "drawn" or positions < 2:
+        return noise
+    means = noise.mean(dim=(-2, -1), keepdim=True)
+    if mode == "shared":
+        return noise - means + means.narrow(frame_dim, 0, 1)
+    return (noise - means) * math.sqrt(positions / (positions - 1))

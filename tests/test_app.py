@@ -329,6 +329,8 @@ def test_messages_escape_and_shorten_what_the_user_sent(client, caplog, capfd):
         ({"motion_strength": "lots"}, "motion strength must be a number"),
         ({"noise_correlation": 1.0}, "noise correlation must lie in 0..1, below 1"),
         ({"noise_correlation": "some"}, "noise correlation must be a number"),
+        ({"frame_noise_means": "mean"}, "frame noise means must be one of drawn, shared, zero"),
+        ({"image_guidance": "both"}, "image guidance must be one of pia, svd"),
         ({"free_noise": True, "free_noise_stride": 0}, "FreeNoise stride must lie in 1..the window"),
         ({"free_noise": "on"}, "FreeNoise must be true or false"),
         ({"prompt": "", "prompt_schedule": "0 a red ball"}, "bad prompt entry '0 a red ball': write KEY:PROMPT"),
@@ -728,6 +730,7 @@ def test_prompt_travel_uses_the_command_lines_parser_and_is_recorded(service):
     direct = pipe(
         prompt=schedule, negative_prompt="", num_frames=8, height=64, width=64, num_inference_steps=6, guidance_scale=4.0,
         noise_correlation=page_defaults(service.models).noise_correlation,  # the family's, text-to-video's
+        frame_noise_means=page_defaults(service.models).frame_noise_means,
         generator=torch.Generator("cpu").manual_seed(4), output_type="np",
     ).frames[0]
     np.testing.assert_array_equal(read_video(result.gif), read_video(write_video(direct, service.out_dir / "direct.gif", fps=8)))
@@ -767,6 +770,22 @@ def test_noise_correlation_steadies_text_to_video_and_leaves_image_to_video_alon
     assert warping_error(video(noise_correlation=0.7)) < warping_error(video(noise_correlation=0.0))
     # Image-to-video samples independent noise whatever the slider says (the image ties the frames).
     np.testing.assert_array_equal(video(FAMILY.conditioning, noise_correlation=0.7), video(FAMILY.conditioning, noise_correlation=0.0))
+
+
+def test_frame_noise_means_steady_text_to_video_and_image_guidance_reaches_image_to_video(service):
+    from motionkit.metrics import mean_abs_frame_difference
+
+    def video(image=None, **changes):
+        return read_video(service.generate(dict(zip(FORM, request(image, seed=2, steps=8, **changes)))).gif)
+
+    # Frames that share one noise mean keep one brightness: less flicker than each with its own (the declared value).
+    assert page_defaults(service.models).frame_noise_means == "shared"
+    assert mean_abs_frame_difference(video(frame_noise_means="shared")) < mean_abs_frame_difference(video(frame_noise_means="drawn"))
+    # The setting is text-to-video's: an image job takes the means out whatever it says.
+    np.testing.assert_array_equal(video(FAMILY.conditioning, frame_noise_means="shared"), video(FAMILY.conditioning, frame_noise_means="drawn"))
+    # The family's image guidance (svd) is what image-to-video runs with; pia gives another video.
+    assert page_defaults(service.models).image_guidance == "svd"
+    assert not np.array_equal(video(FAMILY.conditioning), video(FAMILY.conditioning, image_guidance="pia"))
 
 
 def test_motion_strength_acts_on_an_adapter_without_a_pia_branch(service):

@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from motionkit import MotionAdapter, MotionkitError
-from motionkit.noise_prior import check_noise_correlation, correlate_frames, for_text_to_video
+from motionkit.noise_prior import (
+    check_frame_noise_means,
+    check_noise_correlation,
+    correlate_frames,
+    default_frame_noise_means,
+    for_text_to_video,
+    with_frame_means,
+)
 from motionkit.pipeline.motion_pipeline import MotionPipeline
 from motionkit.tiny import randomize_, tiny_pipeline_components
 from motionkit.train.trainer import Trainer
@@ -78,6 +85,90 @@ def test_image_to_video_noise_is_correlated_too():
                 output_type="latent")
     run = lambda **kw: pipe(**args, **kw, generator=torch.Generator().manual_seed(0)).frames  # noqa: E731
     assert (run(noise_correlation=0.5) - run()).abs().max() > 1e-3
+
+
+def test_zero_frame_means_are_taken_out_and_the_rest_stays_standard_normal():
+    noise = torch.randn(3000, 4, 2, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    centred = with_frame_means(noise, "zero")
+    assert centred.shape == noise.shape
+    assert centred.mean(dim=(-2, -1)).abs().max() < 1e-12  # every frame and channel: spatial mean 0
+    assert abs(float(centred.var()) - 1.0) < 0.01  # rescaled: unit variance, as the noise the UNet trained on
+    # What is taken out is the spatial mean alone: the residual correlates almost fully with the draw.
+    assert float(torch.corrcoef(torch.stack([centred.flatten(), noise.flatten()]))[0, 1]) > 0.99
+    assert with_frame_means(noise, "drawn") is noise
+    single = noise[..., :1, :1]
+    assert with_frame_means(single, "zero") is single  # a 1x1 latent has no mean to take out
+
+
+def test_shared_frame_means_are_frame_0_s_and_each_frame_stays_standard_normal():
+    noise = torch.randn(20000, 1, 4, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    shared = with_frame_means(noise, "shared")
+    means = shared.mean(dim=(-2, -1))
+    torch.testing.assert_close(means, means[:, :, :1].expand_as(means), atol=1e-12, rtol=0)
+    torch.testing.assert_close(means[:, :, 0], noise.mean(dim=(-2, -1))[:, :, 0], atol=1e-12, rtol=0)
+    # Every frame's noise keeps its distribution: unit variance per frame, the mean's variance 1/(H*W).
+    torch.testing.assert_close(shared.var(dim=(0, 1, 3, 4)), torch.ones(4, dtype=torch.float64), atol=0.02, rtol=0)
+    assert abs(float(means[:, :, 1].var()) * 16 - 1.0) < 0.05
+    # What is not the mean is the draw itself.
+    torch.testing.assert_close(shared - means[..., None, None], noise - noise.mean(dim=(-2, -1), keepdim=True))
+
+
+def test_frame_noise_means_default_by_job_and_refuse_unknown_modes():
+    assert default_frame_noise_means(None, conditioned=True) == "zero"
+    assert default_frame_noise_means(None, conditioned=False) == "drawn"  # diffusers' noise: equal videos
+    assert default_frame_noise_means("shared", conditioned=True) == "shared"
+    with pytest.raises(MotionkitError, match="frame_noise_means 'mean' is not one of drawn, shared, zero"):
+        check_frame_noise_means("mean")
+
+
+def _start_noise(pipe: MotionPipeline) -> list[torch.Tensor]:
+    """Spy on the scheduler: the noise each ``add_noise`` call mixes in."""
+    seen: list[torch.Tensor] = []
+    original = pipe.scheduler.add_noise
+
+    def spy(original_samples, noise, timesteps):
+        seen.append(noise.clone())
+        return original(original_samples, noise, timesteps)
+
+    pipe.scheduler.add_noise = spy
+    return seen
+
+
+def test_image_to_video_noise_loses_its_frame_means_and_given_latents_stay():
+    pipe = _pipe()
+    seen = _start_noise(pipe)
+    image = torch.rand(3, 64, 64)
+    args = dict(prompt="a cat", image=image, strength=0.6, num_frames=4, height=64, width=64, num_inference_steps=3,
+                output_type="latent")
+    run = lambda **kw: pipe(**args, **kw, generator=torch.Generator().manual_seed(0)).frames  # noqa: E731
+    default = run()
+    start = seen[0]  # the first call starts every frame from the noised image
+    assert start.shape == (1, 4, 4, 8, 8) and start.mean(dim=(-2, -1)).abs().max() < 1e-6
+    seen.clear()
+    kept = run(frame_noise_means="drawn")
+    assert seen[0].mean(dim=(-2, -1)).abs().max() > 1e-2 and (kept - default).abs().max() > 1e-3
+    torch.testing.assert_close(with_frame_means(seen[0], "zero"), start, atol=1e-6, rtol=0)  # the same draw, centred
+    # Latents a caller gives are used as they are.
+    drawn = torch.randn((1, 4, 4, 8, 8), generator=torch.Generator().manual_seed(5))
+    seen.clear()
+    run(latents=drawn)
+    torch.testing.assert_close(seen[0], drawn, atol=0, rtol=0)
+    with pytest.raises(MotionkitError, match="frame_noise_means"):
+        run(frame_noise_means="none")
+
+
+def test_text_to_video_draws_diffusers_noise_unless_means_are_shared():
+    pipe = _pipe()
+    args = dict(prompt="a cat", num_frames=4, height=64, width=64, num_inference_steps=2, output_type="latent")
+    run = lambda **kw: pipe(**args, **kw, generator=torch.Generator().manual_seed(0)).frames  # noqa: E731
+    default = run()
+    torch.testing.assert_close(run(frame_noise_means="drawn"), default, atol=0, rtol=0)
+    drawn = torch.randn((1, 4, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    shared = run(frame_noise_means="shared", noise_correlation=0.5)
+    # The same as correlating the draw, then giving every frame frame 0's mean, by hand.
+    by_hand = with_frame_means(correlate_frames(drawn, 0.5), "shared")
+    torch.testing.assert_close(run(latents=by_hand), shared, atol=1e-6, rtol=0)
+    assert (shared - run(noise_correlation=0.5)).abs().max() > 1e-4
 
 
 def test_training_noise_is_correlated_per_clip(tmp_path):

@@ -20,7 +20,7 @@ import torch
 
 from motionkit.data.world import caption, random_spec, render_clip, render_clips
 from motionkit.metrics import evaluate_video
-from motionkit.noise_prior import for_text_to_video
+from motionkit.noise_prior import FRAME_NOISE_MEANS, for_text_to_video
 from motionkit.video_io import write_video
 
 # World clips of each style to compare the personalized model's frames with (not a training seed).
@@ -39,6 +39,7 @@ def sample(pipe, prompt: str, seed: int, args: argparse.Namespace, image=None, a
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
         noise_correlation=for_text_to_video(args.noise_correlation, conditioned=image is not None),
+        frame_noise_means=None if image is not None else args.frame_noise_means,
         generator=torch.Generator().manual_seed(seed),
         output_type="np",
     ).frames[0]
@@ -72,12 +73,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1234, help="world specs the models never saw")
     parser.add_argument("--noise-correlation", type=float, help="starting noise shared between frames, text-to-video "
                         "(default: the family's motionkit-app.json, else 0)")
+    parser.add_argument("--frame-noise-means", choices=FRAME_NOISE_MEANS, help="text-to-video's frame noise means "
+                        "(default: the family's motionkit-app.json, else drawn)")
     args = parser.parse_args()
-    if args.noise_correlation is None:
-        from motionkit.model_defaults import read_declaration
+    from motionkit.model_defaults import read_declaration
 
-        declaration = read_declaration(args.family)
-        args.noise_correlation = float(declaration.settings.get("noise_correlation", 0.0)) if declaration else 0.0
+    declared = read_declaration(args.family)
+    declared = declared.settings if declared else {}
+    if args.noise_correlation is None:
+        args.noise_correlation = float(declared.get("noise_correlation", 0.0))
+    if args.frame_noise_means is None:
+        args.frame_noise_means = declared.get("frame_noise_means", "drawn")
 
     from motionkit.adapter import MotionAdapter
     from motionkit.formats import load_adapter

@@ -52,8 +52,12 @@ class PageDefaults:
     # Image-to-video that holds the image: half the schedule from the noised image, frame 0 pinned to it.
     strength: float = 0.5
     anchor_first_frame: bool = True
+    # How the image enters guidance (motionkit.pipeline.conditioning): PIA's unless declared.
+    image_guidance: str = "pia"
     # Correlation of the starting noise between frames (motionkit.noise_prior): 0, independent, unless declared.
     noise_correlation: float = 0.0
+    # Text-to-video's frame noise means (motionkit.noise_prior.with_frame_means): as drawn unless declared.
+    frame_noise_means: str = "drawn"
     fps: float = 8.0
     negative_prompt: str = ""
     seed: int = 0

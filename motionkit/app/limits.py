@@ -90,12 +90,14 @@ class Settings:
     strength: float
     anchor_first_frame: bool
     motion_scale: int
+    image_guidance: str
     context_length: int | None
     context_loop: bool
     fps: float
     # Motion strength (any adapter), FreeNoise for long videos, and the memory options.
     motion_strength: float = 1.0
     noise_correlation: float = 0.0
+    frame_noise_means: str = "drawn"
     free_noise: bool = False
     free_noise_length: int | None = None  # None: the adapter's position table
     free_noise_stride: int = 4
@@ -175,6 +177,13 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
             f"strength must lie in {MIN_STRENGTH:g}..1 (lower keeps the image; 1 runs the whole schedule), got {strength:g}"
         )
     motion_scale = _within(_whole(raw["motion_scale"], "motion scale"), "motion scale", 0, 8)
+    from motionkit.pipeline.conditioning import IMAGE_GUIDANCE
+
+    image_guidance = raw["image_guidance"]
+    if image_guidance not in IMAGE_GUIDANCE:
+        raise MotionkitError(
+            f"image guidance must be one of {', '.join(IMAGE_GUIDANCE)} (svd also guides towards the image), got {echo(image_guidance)}"
+        )
     context = _whole(raw["context_length"], "context length")
     if context < 0 or context > frames:
         raise MotionkitError(f"context length must lie in 0..{frames} (0: all frames at once), got {context}")
@@ -193,6 +202,14 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
         raise MotionkitError(
             f"noise correlation must lie in 0..1, below 1 (0 independent frames, higher frames that agree on one scene), got {noise_correlation:g}"
         )
+    from motionkit.noise_prior import FRAME_NOISE_MEANS
+
+    frame_noise_means = raw["frame_noise_means"]
+    if frame_noise_means not in FRAME_NOISE_MEANS:
+        raise MotionkitError(
+            f"frame noise means must be one of {', '.join(FRAME_NOISE_MEANS)} (shared: one brightness for every frame), "
+            f"got {echo(frame_noise_means)}"
+        )
     free_noise = _flag(raw["free_noise"], "FreeNoise")
     window = _within(_whole(raw["free_noise_length"], "FreeNoise window"), "FreeNoise window", 0, limits.max_frames, "--max-frames")
     stride = _whole(raw["free_noise_stride"], "FreeNoise stride")
@@ -205,8 +222,9 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
     return Settings(
         frames=frames, width=width, height=height, steps=steps, guidance=guidance, seed=seed, strength=strength,
         anchor_first_frame=_flag(raw["anchor_first_frame"], "anchor first frame"), motion_scale=motion_scale,
-        context_length=context or None, context_loop=_flag(raw["context_loop"], "loop"), fps=fps,
-        motion_strength=motion_strength, noise_correlation=noise_correlation, free_noise=free_noise, free_noise_length=window or None,
+        image_guidance=image_guidance, context_length=context or None, context_loop=_flag(raw["context_loop"], "loop"), fps=fps,
+        motion_strength=motion_strength, noise_correlation=noise_correlation,
+        frame_noise_means=frame_noise_means, free_noise=free_noise, free_noise_length=window or None,
         free_noise_stride=stride, offload=check_offload_choice(raw["offload"], limits),
         vae_slicing=_flag(raw["vae_slicing"], "VAE slicing"), vae_tiling=_flag(raw["vae_tiling"], "VAE tiling"),
         decode_chunk=decode_chunk,

@@ -44,9 +44,9 @@ FORM: tuple[str, ...] = (
     *(f"motion_lora_{i}{part}" for i in range(1, MOTION_LORA_SLOTS + 1) for part in ("", "_scale")),
     "image_lora", "image_lora_scale", "scheduler",
     "frames", "width", "height", "steps", "guidance", "seed", "random_seed",
-    "strength", "anchor_first_frame", "motion_scale", "context_length", "context_loop", "fps",
+    "strength", "anchor_first_frame", "image_guidance", "motion_scale", "context_length", "context_loop", "fps",
     "encoder", "encoder_scale", "first_keyframe", "last_keyframe", "controlnet", "controlnet_scale", "control_video",
-    "prompt_schedule", "prompt_interpolation", "motion_strength", "noise_correlation", "free_noise", "free_noise_length", "free_noise_stride",
+    "prompt_schedule", "prompt_interpolation", "motion_strength", "noise_correlation", "frame_noise_means", "free_noise", "free_noise_length", "free_noise_stride",
     "video", "video_frames", "ip_adapter", "ip_image", "ip_scale", "preset",
     "offload", "vae_slicing", "vae_tiling", "decode_chunk",
 )
@@ -479,12 +479,15 @@ class Service:
                 anchor_first_frame=s.anchor_first_frame if with_image else None,
                 # 0 is the form's "off"; PIA's presets act on the image branch only (checked in ``check``).
                 motion_scale=s.motion_scale if with_image and s.motion_scale else None,
+                image_guidance=s.image_guidance,
                 context_length=context,
                 context_overlap=min(4, context - 1) if context else 4,
                 context_loop=s.context_loop,
                 prompt_interpolation=job.prompt_interpolation,
                 motion_strength=s.motion_strength,
                 noise_correlation=for_text_to_video(s.noise_correlation, conditioned=with_image or job.video is not None),
+                # Text-to-video's too: from an image the pipeline takes the means out, from a video it keeps them.
+                frame_noise_means=None if with_image or job.video is not None else s.frame_noise_means,
                 video=job.video,
                 ip_adapter_image=ip.image if ip else None,
                 decode_chunk_size=s.decode_chunk,

@@ -28,6 +28,8 @@ from motionkit.app.limits import (
 from motionkit.app.models import ModelsFolder
 from motionkit.app.presets import offered_presets, preset_form
 from motionkit.pipeline.motion_strength import MAX_MOTION_STRENGTH
+from motionkit.noise_prior import FRAME_NOISE_MEANS
+from motionkit.pipeline.conditioning import IMAGE_GUIDANCE
 from motionkit.app.service import FORM, MOTION_LORA_SLOTS, NO_LORA, Service, Stop, Stopped
 from motionkit.errors import MotionkitError
 
@@ -234,6 +236,10 @@ def build_app(
                             info="image- or video-to-video: lower keeps the frames closer to the source; 1 runs the whole schedule",
                         )
                         anchor = gr.Checkbox(start["anchor_first_frame"], label="Anchor frame 0 to the image")
+                    image_guidance = gr.Dropdown(
+                        list(IMAGE_GUIDANCE), value=start["image_guidance"], label="Image guidance",
+                        info="image-to-video: pia guides on the text alone; svd also towards the image, ramped over frames",
+                    )
                     motion_strength = gr.Slider(
                         0, MAX_MOTION_STRENGTH, value=start["motion_strength"], step=0.05, label="Motion strength",
                         info="any adapter: 1 as trained, 0 no motion, lower calmer, higher livelier",
@@ -241,6 +247,10 @@ def build_app(
                     noise_correlation = gr.Slider(
                         0, 0.95, value=start["noise_correlation"], step=0.05, label="Noise correlation",
                         info="text-to-video: starting noise shared between frames; higher keeps one scene, 0 independent frames",
+                    )
+                    frame_noise_means = gr.Dropdown(
+                        list(FRAME_NOISE_MEANS), value=start["frame_noise_means"], label="Frame noise means",
+                        info="text-to-video: shared gives every frame one brightness; drawn as diffusers; zero a neutral one",
                     )
                     motion_scale = gr.Slider(
                         0, 8, value=0, step=1, label="Motion scale", visible=note is None,
@@ -328,12 +338,13 @@ def build_app(
                for i in range(1, MOTION_LORA_SLOTS + 1) for part in ("", "_scale")},
             "image_lora": image_lora, "image_lora_scale": image_lora_scale, "scheduler": scheduler,
             "frames": frames, "width": width, "height": height, "steps": steps, "guidance": guidance, "seed": seed,
-            "random_seed": random_seed, "strength": strength, "anchor_first_frame": anchor,
+            "random_seed": random_seed, "strength": strength, "anchor_first_frame": anchor, "image_guidance": image_guidance,
             "motion_scale": motion_scale, "context_length": context_length, "context_loop": loop, "fps": fps,
             "encoder": encoder, "encoder_scale": encoder_scale, "first_keyframe": first_keyframe,
             "last_keyframe": last_keyframe, "controlnet": controlnet, "controlnet_scale": controlnet_scale,
             "control_video": control_video, "prompt_schedule": prompt_schedule, "prompt_interpolation": prompt_interpolation,
-            "motion_strength": motion_strength, "noise_correlation": noise_correlation, "free_noise": free_noise, "free_noise_length": free_noise_length,
+            "motion_strength": motion_strength, "noise_correlation": noise_correlation,
+            "frame_noise_means": frame_noise_means, "free_noise": free_noise, "free_noise_length": free_noise_length,
             "free_noise_stride": free_noise_stride, "video": source_video, "video_frames": video_frames,
             "ip_adapter": ip_adapter, "ip_image": ip_image, "ip_scale": ip_scale, "preset": preset,
             "offload": offload, "vae_slicing": vae_slicing, "vae_tiling": vae_tiling, "decode_chunk": decode_chunk,

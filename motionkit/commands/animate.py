@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from motionkit.errors import MotionkitError
+from motionkit.noise_prior import FRAME_NOISE_MEANS, default_frame_noise_means
 
 # Re-exported: the commands build pipelines with these library helpers.
 from motionkit.pipeline.build import DTYPES, assemble_pipeline, device_and_dtype, quiet_loading  # noqa: F401
@@ -39,11 +40,15 @@ MAX_SIDE = 2048
 MAX_STEPS = 1000
 SEED_RANGE = 2**64  # torch generators take seeds in [0, 2**64)
 # What a models folder's declaration may fill here (its about and examples are the app's).
-DECLARED_KEYS = ("frames", "steps", "guidance", "scheduler", "strength", "anchor_first_frame", "noise_correlation", "fps", "negative_prompt")
-# Declared settings that only one kind of job takes: strength and anchoring image-to-video's (text-to-video refuses
+DECLARED_KEYS = (
+    "frames", "steps", "guidance", "scheduler", "strength", "anchor_first_frame", "image_guidance", "noise_correlation",
+    "frame_noise_means", "fps", "negative_prompt",
+)
+# Declared settings that only one kind of job takes: strength, anchoring and image guidance image-to-video's (text-to-video refuses
 # a strength below 1, video-to-video keeps its own); the noise correlation text-to-video's (an image already ties
-# the frames together, and frames 1..N-1 sharing noise that frame 0 does not would jump away from it together).
-ONLY_FOR_KIND = {"image": ("strength", "anchor_first_frame"), "text": ("noise_correlation",)}
+# the frames together, and frames 1..N-1 sharing noise that frame 0 does not would jump away from it together), and
+# so is the frames' noise mean (an image sets the frames' colour itself).
+ONLY_FOR_KIND = {"image": ("strength", "anchor_first_frame", "image_guidance"), "text": ("noise_correlation", "frame_noise_means")}
 
 # Settings with their defaults; None means "decided later" (the base model's native size, the device's dtype).
 DEFAULTS: dict[str, Any] = {
@@ -59,6 +64,8 @@ DEFAULTS: dict[str, Any] = {
     "motion_scale": None,
     "noise_aug": 0.0,
     "image_guidance": "pia",
+    # None: the pipeline's choice ("zero" from an image, "drawn" otherwise).
+    "frame_noise_means": None,
     "context_length": None,
     "context_overlap": 4,
     "context_stride": 1,
@@ -105,7 +112,7 @@ IP_KEYS = ("ip_adapter", "ip_encoder", "ip_image", "ip_scale")
 # What a single prompt of a batch may set for itself.
 PROMPT_KEYS = {
     "prompt", "negative_prompt", "seed", "image", "out", "frames", "width", "height", "steps", "guidance",
-    "strength", "anchor_first_frame", "motion_scale", "noise_aug", "image_guidance", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
+    "strength", "anchor_first_frame", "motion_scale", "noise_aug", "image_guidance", "frame_noise_means", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
     "video", "video_fps", "video_frames", "decode_chunk",
     "prompt_interpolation", "free_noise", "free_noise_length", "free_noise_stride", "free_noise_weighting", "free_noise_noise",
     "motion_strength", "noise_correlation", "cache_interval", *SCHEDULE_KEYS,
@@ -155,6 +162,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="image-to-video: keep frame 0 the image itself at every step (default: the models folder's motionkit-app.json, else off)")
     add("--strength", type=float, help="image-to-video: fraction of the schedule run from the noised image (default: the models folder's motionkit-app.json, else 1.0)")
     add("--motion-scale", type=int, help="image-to-video with a conditioning adapter: motion preset 0-8")
+    add("--frame-noise-means", choices=FRAME_NOISE_MEANS,
+        help="each frame's spatial noise mean: drawn (as diffusers), shared (frame 0's: one brightness for every frame) "
+        "or zero (the image's mean colour); default: zero from an image, else the models folder's motionkit-app.json, else drawn")
     add("--noise-aug", type=float, help="image-to-video: noise added to the conditioning latent (default 0)")
     add(
         "--image-guidance", choices=("pia", "svd"),
@@ -318,7 +328,7 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
 
 
 def _check_travel(s: dict[str, Any], at: str) -> None:
-    from motionkit.noise_prior import check_noise_correlation
+    from motionkit.noise_prior import check_frame_noise_means, check_noise_correlation
     from motionkit.pipeline.free_noise import FreeNoise
     from motionkit.pipeline.motion_strength import check_motion_strength
     from motionkit.pipeline.prompt_schedule import INTERPOLATIONS
@@ -327,6 +337,8 @@ def _check_travel(s: dict[str, Any], at: str) -> None:
     try:
         check_motion_strength(s["motion_strength"])
         check_noise_correlation(s["noise_correlation"], name="--noise-correlation")
+        if s["frame_noise_means"] is not None:
+            check_frame_noise_means(s["frame_noise_means"], name="--frame-noise-means")
         check_step_cache(s["cache_interval"], name="--cache-interval")
         if s["prompt_interpolation"] not in INTERPOLATIONS:
             raise MotionkitError(f"--prompt-interpolation must be one of {', '.join(INTERPOLATIONS)}, got {s['prompt_interpolation']!r}")
@@ -484,8 +496,8 @@ def _defaults_note(sources: list[tuple[str, dict[str, Any]]]) -> str | None:
     """One line: which defaults came from where (None when every setting was given or is a fixed default)."""
     words = {
         "frames": "{} frames", "steps": "{} steps", "guidance": "guidance {:g}", "scheduler": "scheduler {}",
-        "strength": "strength {:g}", "anchor_first_frame": "anchor first frame {}",
-        "noise_correlation": "noise correlation {:g}", "fps": "{:g} fps", "negative_prompt": "negative prompt {!r}",
+        "strength": "strength {:g}", "anchor_first_frame": "anchor first frame {}", "image_guidance": "image guidance {}",
+        "noise_correlation": "noise correlation {:g}", "frame_noise_means": "frame noise means {}", "fps": "{:g} fps", "negative_prompt": "negative prompt {!r}",
     }
     parts = [f"{where}: " + ", ".join(words[k].format(v) for k, v in values.items()) for where, values in sources if values]
     return "; ".join(parts) or None
@@ -702,6 +714,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     s["width"], s["height"] = s["width"] or size, s["height"] or size
     s["device"], s["dtype"] = str(pipe._execution_device), str(pipe.unet.dtype).replace("torch.", "")
+    s["frame_noise_means"] = default_frame_noise_means(s["frame_noise_means"], conditioned=job.image is not None)
     if s["free_noise"]:
         pipe.enable_free_noise(s["free_noise_length"], s["free_noise_stride"], s["free_noise_weighting"], s["free_noise_noise"])
     else:
@@ -726,6 +739,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         noise_aug_strength=s["noise_aug"],
         motion_scale=s["motion_scale"],
         image_guidance=s["image_guidance"],
+        frame_noise_means=s["frame_noise_means"],
         context_length=s["context_length"],
         context_overlap=s["context_overlap"],
         context_stride=s["context_stride"],

@@ -129,8 +129,11 @@ class Settings:
     strength: float  # image-to-video only: text-to-video runs the whole schedule
     scheduler: str
     anchor_first_frame: bool
+    image_guidance: str = "pia"  # image-to-video only, as strength
     # Text-to-video's, (t) and its baseline (a-t) alike; image-to-video starts from the image with independent noise.
     noise_correlation: float = 0.0
+    # Text-to-video's frame noise means likewise (motionkit.noise_prior); from an image the pipeline takes them out.
+    frame_noise_means: str = "drawn"
 
 
 def family_settings(
@@ -149,7 +152,9 @@ def family_settings(
         strength=float(declared.strength),
         scheduler=declared.scheduler,
         anchor_first_frame=declared.anchor_first_frame,
+        image_guidance=declared.image_guidance,
         noise_correlation=float(declared.noise_correlation),
+        frame_noise_means=declared.frame_noise_means,
     )
     check_sampling(settings.frames, settings.steps, settings.guidance, settings.strength)
     return settings
@@ -301,7 +306,8 @@ def animate_family(
                 encoder = control.load_model(device, dtype)
         motion = identity if variant.identity else adapter
         pipe = assemble_pipeline(bases[variant.base], motion, settings.scheduler, attention_backend, encoder)
-        how = f"image-to-video at strength {settings.strength:g}" if variant.image else "text-to-video, no image"
+        how = (f"image-to-video at strength {settings.strength:g}, {settings.image_guidance} image guidance" if variant.image
+               else "text-to-video, no image")
         extra = f" + {ENCODER} on keyframe 0 (scale {ENCODER_SCALE:g})" if encoder is not None else ""
         print(f"{variant.heading}: {variant.base}, {'fresh identity adapter' if variant.identity else ADAPTER}{extra}; {how}")
         try:
@@ -380,7 +386,7 @@ def _make_video(
     size = _pipeline_size(pipe)
     # Text-to-video has no image to start from or anchor to: the whole schedule from noise.
     given = {"image": family.conditioning, "strength": settings.strength,
-             "anchor_first_frame": settings.anchor_first_frame} if variant.image else {}
+             "anchor_first_frame": settings.anchor_first_frame, "image_guidance": settings.image_guidance} if variant.image else {}
     output = pipe(
         prompt=family.prompt,
         num_frames=settings.frames,
@@ -389,6 +395,7 @@ def _make_video(
         num_inference_steps=settings.steps,
         guidance_scale=settings.guidance,
         noise_correlation=for_text_to_video(settings.noise_correlation, conditioned=variant.image),
+        frame_noise_means=None if variant.image else settings.frame_noise_means,
         generator=torch.Generator("cpu").manual_seed(seed),
         output_type="np",
         **given,

@@ -12,6 +12,17 @@ import torch
 
 from motionkit.errors import MotionkitError
 
+# How the conditioning image enters the unconditional guidance branch (``motionkit.pipeline.motion_pipeline``):
+# PIA's (the image in both branches) or Stable Video Diffusion's (none there, guidance ramped over frames).
+IMAGE_GUIDANCE = ("pia", "svd")
+
+
+def check_image_guidance(mode: str, name: str = "image_guidance") -> str:
+    """``mode`` if it is one of ``IMAGE_GUIDANCE``, or one line saying what is wrong."""
+    if mode not in IMAGE_GUIDANCE:
+        raise MotionkitError(f"{name} {mode!r} is not one of {', '.join(IMAGE_GUIDANCE)}")
+    return mode
+
 # PIA's per-distance coefficients by motion_scale: 0-2 more motion, 3-5 looping, 6-8 style transfer.
 MOTION_SCALES: tuple[tuple[float, ...], ...] = (
     (1.0, 0.9, 0.85, 0.85, 0.85, 0.8),

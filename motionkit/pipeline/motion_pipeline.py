@@ -56,7 +56,8 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 from motionkit.adapter import MotionAdapter
 from motionkit.errors import MotionkitError
 from motionkit.injection import MotionUNet, inject
-from motionkit.noise_prior import check_noise_correlation, correlate_frames
+from motionkit.noise_prior import check_noise_correlation, correlate_frames, default_frame_noise_means, with_frame_means
+from motionkit.pipeline.conditioning import check_image_guidance
 from motionkit.pipeline.conditioning import image_cond as pia_image_cond
 from motionkit.pipeline.families import folder_family, pipeline_class, pipeline_family, register_pipeline
 from motionkit.pipeline.context import ContextWindows, check_frames_fit, fuse_windows
@@ -73,8 +74,6 @@ from motionkit.pipeline.video_input import VideoInput, encode_video, video_frame
 logger = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-# How the conditioning image enters the unconditional guidance branch (see the module docstring).
-IMAGE_GUIDANCE = ("pia", "svd")
 
 
 @dataclass
@@ -589,6 +588,7 @@ class MotionPipeline(
         prompt_interpolation: str | Interpolator = "linear",
         motion_strength: float = 1.0,
         noise_correlation: float = 0.0,
+        frame_noise_means: str | None = None,
         conditioning_frames: Any = None,
         video: VideoInput | None = None,
         ip_adapter_image: Any = None,
@@ -644,6 +644,10 @@ class MotionPipeline(
         ``noise_correlation``: correlation of the starting noise between frames (``motionkit.noise_prior``,
         PYoCo's mixed noise; 0.0 independent, as diffusers); the drawn noise only, never given ``latents``.
         Adapters trained with a ``noise_correlation`` sample best with the same.
+        ``frame_noise_means``: what each frame's per-channel spatial noise mean becomes (``motionkit.noise_prior.
+        with_frame_means``): ``"drawn"`` as drawn, ``"shared"`` frame 0's for every frame (frames keep one
+        brightness), ``"zero"`` none (frames keep the image's mean colour); default ``"zero"`` from an image,
+        ``"drawn"`` otherwise, as diffusers; the drawn noise only, never given ``latents``.
         Step caching (DeepCache, ``motionkit.pipeline.step_cache``): ``cache_interval`` N runs the whole UNet every
         Nth step and only its shallow blocks in between, on the deep features of the last full step (``None`` or 1:
         off, exact); ``cache_branch`` the skip level kept (0, default: the shallowest, fastest); ``cache_schedule``
@@ -674,9 +678,9 @@ class MotionPipeline(
             raise MotionkitError(f"strength must lie in (0, 1], got {strength}")
         motion_strength = check_motion_strength(motion_strength)
         noise_correlation = check_noise_correlation(noise_correlation)
+        frame_noise_means = default_frame_noise_means(frame_noise_means, conditioned=image is not None)
         step_cache = check_step_cache(cache_interval, cache_branch, cache_schedule, self.unet)
-        if image_guidance not in IMAGE_GUIDANCE:
-            raise MotionkitError(f"image_guidance {image_guidance!r} is not one of {', '.join(IMAGE_GUIDANCE)}")
+        check_image_guidance(image_guidance)
         if image is not None and image_guidance == "svd" and min_guidance_scale is None and max_guidance_scale is None:
             min_guidance_scale = 1.0  # SVD's ramp: 1.0 at frame 0, guidance_scale at the last frame
         context = self._context(num_frames, context_length, context_overlap, context_stride, context_loop)
@@ -722,6 +726,7 @@ class MotionPipeline(
             noise = latents.to(device, dtype) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         if latents is None:
             noise = correlate_frames(noise, noise_correlation, frame_dim=2)
+            noise = with_frame_means(noise, frame_noise_means, frame_dim=2)
         if source is not None:
             # Video-to-video: every frame starts from its own source latent noised to the first timestep.
             start = encode_video(source[:num_frames], height, width, self._encode_pixels, decode_chunk_size, device)

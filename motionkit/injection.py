@@ -161,8 +161,9 @@ class MotionUNet(nn.Module):
         if image_cond is not None and self.adapter.image_cond_conv is None:
             raise MotionkitError("image_cond was given but this adapter has no image-conditioning branch")
         self.num_frames = f
-        # Read once a forward: diffusers' property walks every module of the UNet.
-        checkpointing = bool(getattr(self.unet, "is_gradient_checkpointing", False))
+        # Read once a forward, and only with autograd on (without it nothing is checkpointed or kept for
+        # backward): diffusers' property walks every module of the UNet.
+        checkpointing = torch.is_grad_enabled() and bool(getattr(self.unet, "is_gradient_checkpointing", False))
         # Neither saving runs under the UNet's checkpointing: its recompute must match saved tensors one by one.
         self.frozen_convs.enabled = self.lean_frozen_convs and not checkpointing
         chunks = (

@@ -226,6 +226,9 @@ def test_a_training_forward_reads_the_unet_s_checkpointing_state_once(monkeypatc
     unet.enable_gradient_checkpointing()  # and the one read still sees it: no lean convolutions under checkpointing
     motion(**unet_inputs(unet, frames=2))
     assert not motion.frozen_convs.enabled and len(reads) == 2
+    with torch.no_grad():  # sampling: nothing is checkpointed, so nothing is read
+        motion(**unet_inputs(unet, frames=2))
+    assert len(reads) == 2
     motion.eject()
 
 

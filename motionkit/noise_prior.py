@@ -15,6 +15,7 @@ frames, text-to-video keeps one; taken out, image-to-video keeps the image's.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -34,6 +35,16 @@ def for_text_to_video(correlation: float, *, conditioned: bool) -> float:
     or a source video already ties the frames together, and frames 1..N-1 sharing noise that an anchored
     frame 0 lacks jump away from it together; those jobs sample independent noise."""
     return 0.0 if conditioned else correlation
+
+
+def text_to_video_noise(correlation: float, frame_means: str | None, *, conditioned: bool) -> dict[str, Any]:
+    """The pipeline's starting-noise arguments for a job, from a models folder's (or a page's) text-to-video
+    values: both apply to text-to-video alone (``for_text_to_video``; from an image the pipeline takes the
+    frame means out itself, from a video it keeps them)."""
+    return {
+        "noise_correlation": for_text_to_video(correlation, conditioned=conditioned),
+        "frame_noise_means": None if conditioned else frame_means,
+    }
 
 
 def correlate_frames(noise: torch.Tensor, correlation: float, frame_dim: int = 2) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 
 from motionkit.data.world import caption, random_spec, render_clip, render_clips
 from motionkit.metrics import evaluate_video
-from motionkit.noise_prior import FRAME_NOISE_MEANS, for_text_to_video
+from motionkit.noise_prior import FRAME_NOISE_MEANS, text_to_video_noise
 from motionkit.video_io import write_video
 
 # World clips of each style to compare the personalized model's frames with (not a training seed).
@@ -38,8 +38,7 @@ def sample(pipe, prompt: str, seed: int, args: argparse.Namespace, image=None, a
         num_frames=args.frames,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
-        noise_correlation=for_text_to_video(args.noise_correlation, conditioned=image is not None),
-        frame_noise_means=None if image is not None else args.frame_noise_means,
+        **text_to_video_noise(args.noise_correlation, args.frame_noise_means, conditioned=image is not None),
         generator=torch.Generator().manual_seed(seed),
         output_type="np",
     ).frames[0]

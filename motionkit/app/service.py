@@ -423,7 +423,7 @@ class Service:
     def _sample(self, job: Job, progress: Progress, stop: Stop) -> tuple[Any, float]:
         import torch
 
-        from motionkit.noise_prior import for_text_to_video
+        from motionkit.noise_prior import text_to_video_noise
 
         torch.set_num_threads(self.threads)  # the same count in every worker thread: the same seed, the same video
         s = job.settings
@@ -485,9 +485,7 @@ class Service:
                 context_loop=s.context_loop,
                 prompt_interpolation=job.prompt_interpolation,
                 motion_strength=s.motion_strength,
-                noise_correlation=for_text_to_video(s.noise_correlation, conditioned=with_image or job.video is not None),
-                # Text-to-video's too: from an image the pipeline takes the means out, from a video it keeps them.
-                frame_noise_means=None if with_image or job.video is not None else s.frame_noise_means,
+                **text_to_video_noise(s.noise_correlation, s.frame_noise_means, conditioned=with_image or job.video is not None),
                 video=job.video,
                 ip_adapter_image=ip.image if ip else None,
                 decode_chunk_size=s.decode_chunk,

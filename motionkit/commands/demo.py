@@ -379,7 +379,7 @@ def _make_video(
     import torch
 
     from motionkit.metrics import adherence_report, evaluate_video, psnr
-    from motionkit.noise_prior import for_text_to_video
+    from motionkit.noise_prior import text_to_video_noise
     from motionkit.pipeline.image_input import vae_round_trip
     from motionkit.video_io import write_video
 
@@ -394,8 +394,7 @@ def _make_video(
         width=size,
         num_inference_steps=settings.steps,
         guidance_scale=settings.guidance,
-        noise_correlation=for_text_to_video(settings.noise_correlation, conditioned=variant.image),
-        frame_noise_means=None if variant.image else settings.frame_noise_means,
+        **text_to_video_noise(settings.noise_correlation, settings.frame_noise_means, conditioned=variant.image),
         generator=torch.Generator("cpu").manual_seed(seed),
         output_type="np",
         **given,

@@ -11,6 +11,7 @@ and optionally (``None`` on ``TinyFamily`` when absent)::
     encoders/tiny-sparsectrl-rgb/                SparseCtrl RGB keyframe encoder (diffusers folder)
     controlnets/tiny-controlnet-depth/           depth ControlNet (diffusers folder)
     loras/tiny-zoom-in.safetensors               zoom-in MotionLoRA
+    examples/conditioning-personalized.png       the same frame in the personalized variant's style (same caption)
 
 ``motionkit demo``, the examples and the tests all reach the family through ``TinyFamily``.
 
@@ -29,6 +30,10 @@ from motionkit.errors import MotionkitError
 BASE, PERSONALIZED, ADAPTER = "tiny-base", "tiny-personalized", "tiny-motion"
 ENCODER, CONTROLNET, MOTION_LORA = "tiny-sparsectrl-rgb", "tiny-controlnet-depth", "tiny-zoom-in"
 CONDITIONING = Path("examples") / "conditioning.png"
+# The example frame as the personalized variant draws its world: what its users animate (a still it made).
+PERSONALIZED_CONDITIONING = Path("examples") / "conditioning-personalized.png"
+# The world style the personalized variant was fine-tuned on (examples/tiny_family/personalized.yaml).
+PERSONALIZED_STYLE = "neon"
 # The shipped example frame is frame 0 of the world clip whose spec a numpy generator with this seed draws
 # (scripts/make_tiny_family.sh renders it at 64 px): a red boat on a calm sea under the sun, the camera panning.
 # No training clip comes from this generator.
@@ -52,6 +57,7 @@ class TinyFamily:
     encoder: Path | None = None
     controlnet: Path | None = None
     motion_lora: Path | None = None
+    personalized_conditioning: Path | None = None
 
     @classmethod
     def find(cls, models_dir: str | Path | None = None) -> "TinyFamily":
@@ -81,6 +87,7 @@ class TinyFamily:
                 raise MotionkitError(f"{root}: no {folder}/{name} (a folder or file); the tiny family's layout needs it")
             return found
 
+        personal = root / PERSONALIZED_CONDITIONING
         return cls(
             root=root,
             base=entry("base", BASE),
@@ -91,6 +98,7 @@ class TinyFamily:
             encoder=models.listing("encoder").get(ENCODER),
             controlnet=models.listing("controlnet").get(CONTROLNET),
             motion_lora=models.listing("lora").get(MOTION_LORA),
+            personalized_conditioning=personal if personal.is_file() else None,
         )
 
 
@@ -111,6 +119,7 @@ def write_stand_in_family(root: str | Path, seed: int = 0) -> TinyFamily:
     """
     import torch
     from diffusers import UNet2DConditionModel
+    from PIL import Image, ImageOps
 
     from motionkit.adapter import MotionAdapter
     from motionkit.models_folder import write_demo_models
@@ -143,7 +152,10 @@ def write_stand_in_family(root: str | Path, seed: int = 0) -> TinyFamily:
     plain.unlink()  # one adapter named tiny-motion, as in the real family
 
     (root / CONDITIONING).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(__file__).resolve().parent / "assets" / "examples" / "red-ball.png", root / CONDITIONING)
+    example = Path(__file__).resolve().parent / "assets" / "examples" / "red-ball.png"
+    shutil.copyfile(example, root / CONDITIONING)
+    # The personalized variant's "own style": the example with its colours inverted.
+    ImageOps.invert(Image.open(example).convert("RGB")).save(root / PERSONALIZED_CONDITIONING)
     (root / "MODEL_CARD.md").write_text(
         "# Stand-in tiny family\n\nRandom, untrained weights with the tiny family's layout, for tests.\n", encoding="utf-8"
     )
@@ -155,15 +167,16 @@ def world_reference_clips(
 ) -> tuple[list["np.ndarray"], str]:
     """Real world clips of ``frames`` frames ``stride`` apart, uint8 ``[F, H, W, 3]``, and where they come from.
 
-    When ``conditioning`` is frame 0 of the clip drawn from ``EXAMPLE_WORLD_SEED`` (the shipped example is),
-    that clip alone, at the image's size: what the example really went on to show. Otherwise one clip per
+    When ``conditioning`` is frame 0 of the clip drawn from ``EXAMPLE_WORLD_SEED`` in any of the world's
+    styles (the shipped examples are), that clip alone, in that style, at the image's size: what the example
+    really went on to show. Otherwise one clip per
     ``UNSEEN_WORLD_SEEDS`` at ``size`` px (default: the image's short side): clips no model of the family
     saw, as a reference for how much a real clip changes after its first frame.
     """
     import numpy as np
     from PIL import Image
 
-    from motionkit.data.world import KINDS, random_spec, render_clip
+    from motionkit.data.world import KINDS, STYLES, random_spec, render_clip
 
     if frames < 1 or stride < 1:
         raise MotionkitError(f"reference clips need frames >= 1 and stride >= 1, got {frames} and {stride}")
@@ -171,15 +184,18 @@ def world_reference_clips(
         image = np.asarray(opened.convert("RGB"))
     height, width = image.shape[:2]
 
-    def clip(seed: int, side: int, length: int, kinds: tuple[str, ...] = KINDS) -> np.ndarray:
-        # The spec's draws do not depend on its length or size, so frame 0 is the same for any length.
-        return render_clip(random_spec(np.random.default_rng(seed), frames=length, size=side, kinds=kinds))[::stride]
+    def clip(seed: int, side: int, length: int, kinds: tuple[str, ...] = KINDS, style: str = "natural") -> np.ndarray:
+        # The spec's draws depend on neither its length, size nor style: frame 0 is the same scene for any.
+        spec = random_spec(np.random.default_rng(seed), style=style, frames=length, size=side, kinds=kinds)
+        return render_clip(spec)[::stride]
 
     # A family rendered before landscapes joined the world drew its example from the pattern scenes alone.
     for kinds in (KINDS, ("pattern",)):
-        if height == width and np.array_equal(clip(EXAMPLE_WORLD_SEED, height, 1, kinds)[0], image):
-            source = clip(EXAMPLE_WORLD_SEED, height, (frames - 1) * stride + 1, kinds)
-            return [source], f"the example's source clip (world seed {EXAMPLE_WORLD_SEED})"
+        for style in STYLES:
+            if height == width and np.array_equal(clip(EXAMPLE_WORLD_SEED, height, 1, kinds, style)[0], image):
+                source = clip(EXAMPLE_WORLD_SEED, height, (frames - 1) * stride + 1, kinds, style)
+                named = "" if style == "natural" else f", {style} style"
+                return [source], f"the example's source clip (world seed {EXAMPLE_WORLD_SEED}{named})"
     side = size or min(height, width)
     seeds = ", ".join(map(str, UNSEEN_WORLD_SEEDS))
     clips = [clip(seed, side, (frames - 1) * stride + 1) for seed in UNSEEN_WORLD_SEEDS]

@@ -72,7 +72,8 @@ for model_class, source, target in ((SparseControlNetModel, *sys.argv[1:3]), (Co
 PYEOF
   cp "$WORK/motion_lora_zoom/motion_lora.safetensors" "$FAMILY/loras/tiny-zoom-in.safetensors"
   # A conditioning frame the models never saw (the first frame of a fresh world clip at the family's size),
-  # and its caption as a matching prompt.
+  # its caption as a matching prompt, and the same frame in the personalized variant's style (what that
+  # model's users animate: a still it made).
   $PY - "$FAMILY/examples/conditioning" <<'PYEOF'
 import sys
 from pathlib import Path
@@ -81,11 +82,13 @@ import numpy as np
 from PIL import Image
 
 from motionkit.data.world import caption, random_spec, render_clip
-from motionkit.family import EXAMPLE_WORLD_SEED
+from motionkit.family import EXAMPLE_WORLD_SEED, PERSONALIZED_STYLE
 
 spec = random_spec(np.random.default_rng(EXAMPLE_WORLD_SEED), frames=1, size=64)
 Image.fromarray(render_clip(spec)[0]).save(sys.argv[1] + ".png")
 Path(sys.argv[1] + ".txt").write_text(caption(spec) + "\n", encoding="utf-8")
+styled = random_spec(np.random.default_rng(EXAMPLE_WORLD_SEED), style=PERSONALIZED_STYLE, frames=1, size=64)
+Image.fromarray(render_clip(styled)[0]).save(sys.argv[1] + "-personalized.png")
 PYEOF
   du -sh "$FAMILY"
 fi

@@ -1,6 +1,6 @@
 """``motionkit demo``: the main job, offline, on CPU, in well under two minutes.
 
-Animates the tiny family's conditioning frame (and its caption) six ways and measures each video:
+Animates the tiny family's conditioning frame (and its caption) seven ways and measures each video:
 
 (a) the image model alone, frame by frame: the same pipeline with a fresh (zero-initialised) copy of
     the adapter, which is the identity, so every frame is denoised by the frozen image UNet on its own;
@@ -9,21 +9,24 @@ Animates the tiny family's conditioning frame (and its caption) six ways and mea
 (b) image-to-video through the adapter's image-conditioning branch;
 (e) image-to-video through the branch and the family's SparseCtrl RGB encoder, keyframe 0 = the image
     (the ``--sparsectrl`` / ``--keyframe`` path of ``motionkit animate``); skipped when the family has none;
-(c) the personalized variant with the same adapter, unchanged, image-to-video through the branch.
+(a-c) the personalized variant alone, frame by frame, on its own frame: the family's example as the personalized
+    variant draws it (``examples/conditioning-personalized.png``; the example itself when the family ships none);
+(c) the personalized variant with the same adapter, unchanged, image-to-video through the branch from that frame
+    (a personalized checkpoint animates stills it made; it repaints a frame of another style into its own).
 
 The sampling settings (frames, steps, guidance, scheduler, image-to-video strength, frame-0 anchoring) are
 the family's declaration (``motionkit-app.json``, read as the app reads it); ``--steps``, ``--frames`` and
 ``--guidance`` override theirs. Beside the videos, two references measured in the same run: the VAE's own
 reconstruction of the image (the ceiling of any frame's fidelity) and real world clips passed through the
 same VAE (the example's source clip when the example is one, else clips of unseen seeds;
-``motionkit.family.world_reference_clips``).
+``motionkit.family.world_reference_clips``), and the same two for (c)'s own frame.
 
 The verdict (``verdict``, a pure function of the metrics) passes (t) when it is steadier than (a-t) (warping
-error and flicker) and still moves, and passes (b), (e) and (c) when each is steadier than (a), still moves,
-keeps frame 0, and holds the image over frames 1..N-1 about as well as the real clips do: PSNR against the
-image and against frame 0, the jump from frame 0 to 1, and colour drift, each against a threshold derived
-from the references. A failed verdict prints FAIL lines with the reasons; the process still exits 0 so the
-demo stays a showcase, and ``--strict`` makes it exit 1.
+error and flicker) and still moves, and passes (b), (e) and (c) when each is steadier than the image model on
+its image ((a); for (c), (a-c)), still moves, keeps frame 0, and holds the image over frames 1..N-1 about as
+well as the real clips do: PSNR against the image and against frame 0, the jump from frame 0 to 1, and
+colour drift, each against a threshold derived from the references. A failed verdict prints FAIL lines with
+the reasons; the process still exits 0 so the demo stays a showcase, and ``--strict`` makes it exit 1.
 
 The models come from the tiny family (``motionkit/assets/tiny-family``), or from ``--models-dir DIR``
 with the same layout (see ``motionkit.family``).
@@ -39,7 +42,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +67,13 @@ JUMP_FACTOR = 1.5
 COLOUR_FACTOR = 1.5
 # the histogram distance (0..1) may close this share of the gap from the larger reference to 1 (no colour shared).
 HISTOGRAM_SHARE = 0.25
-# The columns beside the videos: the VAE's reconstruction of the image, and the real clips through the VAE.
-REFERENCES: tuple[tuple[str, str], ...] = (("vae", "VAE ceiling"), ("world", "real clip"))
+# The columns beside the videos: the VAE's reconstruction of the image, and the real clips through the VAE;
+# the same for (c)'s own frame when the family ships one (its personalized style).
+PERSONAL_VAE, PERSONAL_WORLD = "vae_personalized", "world_personalized"
+PERSONAL_IMAGE = "image_personalized"  # (c)'s frame as the pipeline sees it, on the contact sheet
+REFERENCES: tuple[tuple[str, str], ...] = (
+    ("vae", "VAE ceiling"), ("world", "real clip"), (PERSONAL_VAE, "VAE ceiling (c)"), (PERSONAL_WORLD, "real clip (c)"),
+)
 
 
 # --------------------------------------------------------------------------------------------- command
@@ -83,6 +91,9 @@ class Variant:
     image: bool = True  # image-to-video (else text-to-video from the prompt alone)
     encoder: bool = False  # the family's SparseCtrl encoder on keyframe 0 = the image
     baseline: str = "a"  # the image-model video it must be steadier than: the same task without motion modules
+    # The family's example frame in the personalized style (when it ships one) instead of the example itself:
+    # a personalized checkpoint animates stills it made, and repaints a frame of another style in its own.
+    own_style: bool = False
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -93,10 +104,29 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("t", "t-text-to-video", "(t) text-to-video", image=False, baseline="at"),
     Variant("b", "b-image-branch", "(b) image, branch"),
     Variant("e", "e-image-encoder", "(e) image, encoder", encoder=True),
-    Variant("c", "c-personalized", "(c) personalized", base=PERSONALIZED),
+    Variant("ac", "ac-personalized-image-model", "(a-c) personalized image model", base=PERSONALIZED, identity=True,
+            own_style=True),
+    Variant("c", "c-personalized", "(c) personalized", base=PERSONALIZED, own_style=True, baseline="ac"),
 )
 # The SparseCtrl encoder's scale in (e): as trained.
 ENCODER_SCALE = 1.0
+
+
+def conditioning_of(variant: Variant, family: TinyFamily) -> Path:
+    """The frame ``variant`` animates: the family's frame in the personalized style for an ``own_style``
+    variant when the family ships one, else the family's example."""
+    if variant.own_style and family.personalized_conditioning is not None:
+        return family.personalized_conditioning
+    return family.conditioning
+
+
+def reference_keys(variant: Variant, references: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """The references (VAE, real clip) ``variant`` is held to: its own frame's when they were measured."""
+    if variant.own_style and PERSONAL_WORLD in references:
+        return PERSONAL_VAE, PERSONAL_WORLD
+    return "vae", "world"
+
+
 # metric key, row label, which way is better
 ROWS: tuple[tuple[str, str, str], ...] = (
     ("strength", "strength (share of the schedule run)", "setting"),
@@ -185,10 +215,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="text-to-video and image-to-video (branch, SparseCtrl encoder) with the tiny family against the image "
         "model alone, with a verdict (offline)",
-        description="The shipped tiny family, five ways: the image model alone, text-to-video with the motion "
-        "adapter, image-to-video through the adapter's image branch, the same with the SparseCtrl encoder on "
-        "keyframe 0, and the personalized model with the same adapter. Writes the videos, a contact sheet marked "
-        "with the verdict and metrics.json; prints the metrics beside the VAE's ceiling and real clips, and a "
+        description="The shipped tiny family, five ways, each beside the image model alone: text-to-video with the "
+        "motion adapter, image-to-video through the adapter's image branch, the same with the SparseCtrl encoder "
+        "on keyframe 0, and the personalized model with the same adapter on the example in its own style. Writes "
+        "the videos, a contact sheet marked with the verdict and metrics.json; prints the metrics beside the VAE's ceiling and real clips, and a "
         "verdict. Sampling settings are the family's (motionkit-app.json) unless given. Offline, well under two "
         "minutes on a laptop CPU.",
     )
@@ -253,7 +283,7 @@ class DemoRun:
     results: dict[str, dict[str, Any]]
     references: dict[str, dict[str, Any]]
     videos: dict[str, Any]  # key -> uint8 [F, H, W, 3]
-    shown: dict[str, Any]  # "image" and "world": the reference frames for the contact sheet
+    shown: dict[str, Any]  # "image" and "world" (and PERSONAL_IMAGE, PERSONAL_WORLD): reference frames for the sheet
     skipped: dict[str, str]
 
 
@@ -306,13 +336,18 @@ def animate_family(
                 encoder = control.load_model(device, dtype)
         motion = identity if variant.identity else adapter
         pipe = assemble_pipeline(bases[variant.base], motion, settings.scheduler, attention_backend, encoder)
-        how = (f"image-to-video at strength {settings.strength:g}, {settings.image_guidance} image guidance" if variant.image
-               else "text-to-video, no image")
+        conditioning = conditioning_of(variant, family)
+        how = (f"image-to-video from {conditioning.name} at strength {settings.strength:g}, {settings.image_guidance} "
+               "image guidance" if variant.image else "text-to-video, no image")
         extra = f" + {ENCODER} on keyframe 0 (scale {ENCODER_SCALE:g})" if encoder is not None else ""
         print(f"{variant.heading}: {variant.base}, {'fresh identity adapter' if variant.identity else ADAPTER}{extra}; {how}")
         try:
             if not run.references:  # the base model's VAE, which the personalized variant shares
                 run.references, run.shown = measure_references(pipe, family, frames=settings.frames)
+            if conditioning != family.conditioning and PERSONAL_WORLD not in run.references:
+                measured, shown = measure_references(pipe, family, frames=settings.frames, conditioning=conditioning)
+                run.references.update({PERSONAL_VAE: measured["vae"], PERSONAL_WORLD: measured["world"]})
+                run.shown.update({PERSONAL_IMAGE: shown["image"], PERSONAL_WORLD: shown["world"]})
             run.videos[variant.key], run.results[variant.key] = _make_video(
                 pipe, family, variant, out / variant.stem, settings, seed=seed,
                 control=control.call_kwargs() if encoder is not None else {},
@@ -326,8 +361,11 @@ def _pipeline_size(pipe: Any) -> int:
     return pipe.unet.config.sample_size * pipe.vae_scale_factor
 
 
-def measure_references(pipe: Any, family: TinyFamily, *, frames: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """The VAE's reconstruction of the image and real world clips through the VAE, measured as the videos are.
+def measure_references(
+    pipe: Any, family: TinyFamily, *, frames: int, conditioning: Path | None = None
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The VAE's reconstruction of the image (``conditioning``, default the family's example) and real world
+    clips through the VAE, measured as the videos are.
 
     Returns the metrics ``{"vae": ..., "world": ...}`` and the frames to show (the image as the pipeline sees
     it, the first real clip after the VAE)."""
@@ -337,8 +375,9 @@ def measure_references(pipe: Any, family: TinyFamily, *, frames: int) -> tuple[d
     from motionkit.pipeline.image_input import vae_round_trip
     from motionkit.metrics import adherence_report, colour_delta_e, colour_histogram_distance, evaluate_video, fit_video, psnr, ssim
 
+    conditioning = family.conditioning if conditioning is None else conditioning
     size = _pipeline_size(pipe)
-    image = _seen_image(family, size)
+    image = _seen_image(conditioning, size)
     reconstruction = vae_round_trip(pipe.vae, image[None])[0]
     vae = {
         "psnr_image": psnr(reconstruction, image),
@@ -346,7 +385,7 @@ def measure_references(pipe: Any, family: TinyFamily, *, frames: int) -> tuple[d
         "delta_e_image": colour_delta_e(reconstruction[None], image)[0],
         "hist_image": colour_histogram_distance(reconstruction[None], image)[0],
     }
-    clips, source = world_reference_clips(family.conditioning, frames, size=size)
+    clips, source = world_reference_clips(conditioning, frames, size=size)
     measured, shown = [], None
     for clip in clips:
         real = fit_video(clip, size, size)
@@ -364,12 +403,12 @@ def measure_references(pipe: Any, family: TinyFamily, *, frames: int) -> tuple[d
     return {"vae": vae, "world": world}, {"image": image, "world": shown}
 
 
-def _seen_image(family: TinyFamily, size: int) -> Any:
+def _seen_image(conditioning: Path, size: int) -> Any:
     """The conditioning image exactly as the pipeline sees it (resized to cover, centre-cropped), uint8."""
     from motionkit.metrics import fit_image
     from motionkit.pipeline.image_input import load_image
 
-    return fit_image(load_image(family.conditioning), size, size)
+    return fit_image(load_image(conditioning), size, size)
 
 
 def _make_video(
@@ -384,8 +423,9 @@ def _make_video(
     from motionkit.video_io import write_video
 
     size = _pipeline_size(pipe)
+    conditioning = conditioning_of(variant, family)
     # Text-to-video has no image to start from or anchor to: the whole schedule from noise.
-    given = {"image": family.conditioning, "strength": settings.strength,
+    given = {"image": conditioning, "strength": settings.strength,
              "anchor_first_frame": settings.anchor_first_frame, "image_guidance": settings.image_guidance} if variant.image else {}
     output = pipe(
         prompt=family.prompt,
@@ -405,7 +445,7 @@ def _make_video(
     if not variant.image:
         return video, {**evaluate_video(video), "strength": 1.0, "files": written}
     # A first frame can be no closer to the image than the VAE's own round trip of it.
-    image = _seen_image(family, size)
+    image = _seen_image(conditioning, size)
     reconstruction = vae_round_trip(pipe.vae, image[None])[0]
     adherence = adherence_report(video, image)
     return video, {
@@ -415,6 +455,7 @@ def _make_video(
         "vae_psnr": psnr(reconstruction, image),
         **{key: adherence[key] for key in ADHERENCE},
         "per_frame": adherence["per_frame"],
+        "image": str(conditioning),
         "files": written,
     }
 
@@ -439,18 +480,24 @@ class Check:
 class Verdict:
     thresholds: dict[str, float]
     checks: tuple[Check, ...]
+    # The limits of (c) from its own frame's references, when it had its own frame (else empty).
+    personalized_thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         return all(check.passed for check in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "thresholds": self.thresholds, "checks": [asdict(c) for c in self.checks]}
+        return {"passed": self.passed, "thresholds": self.thresholds,
+                "personalized_thresholds": self.personalized_thresholds, "checks": [asdict(c) for c in self.checks]}
 
 
-def adherence_thresholds(references: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """The limits frames 1..N-1 of an adapted video are held to, from the references of the same run."""
-    world, vae = references["world"], references["vae"]
+def adherence_thresholds(
+    references: dict[str, dict[str, Any]], keys: tuple[str, str] = ("vae", "world")
+) -> dict[str, float]:
+    """The limits frames 1..N-1 of an adapted video are held to, from the references of the same run (``keys``:
+    which VAE and real-clip references; ``reference_keys`` gives a variant's)."""
+    vae, world = (references[key] for key in keys)
     return {
         "psnr_image": world["psnr_image"] - PSNR_MARGIN_DB,
         "psnr_frame0": world["psnr_frame0"] - FRAME0_MARGIN_DB,
@@ -473,14 +520,15 @@ def _check(video: str, name: str, value: float, limit: float, *, at_least: bool,
 def verdict(results: dict[str, dict[str, Any]], references: dict[str, dict[str, Any]]) -> Verdict:
     """Judge every video beside (a): text-to-video (t) steadier than (a) and still moving; image-to-video
     (b, e, c) that too, frame 0 kept, and the image held over frames 1..N-1 within ``adherence_thresholds``.
-    Videos absent from ``results`` (a skipped variant) are not judged. A pure function of the metrics."""
-    limits = adherence_thresholds(references)
+    Videos absent from ``results`` (a skipped variant) are not judged; (c) is held to its own frame's
+    references when they were measured. A pure function of the metrics."""
     checks = []
     for variant in VARIANTS:
         key, r = variant.key, results.get(variant.key)
         if r is None or variant.identity:
             continue
-        a, name = results[variant.baseline], f"({variant.baseline.replace('at', 'a-t')})"
+        limits = adherence_thresholds(references, reference_keys(variant, references))
+        a, name = results[variant.baseline], f"({'-'.join(variant.baseline)})"  # "at" -> "(a-t)"
         checks += [
             _check(key, f"warping error vs {name}", r["warping_error"], a["warping_error"], at_least=False),
             _check(key, f"flicker vs {name}", r["mean_abs_frame_diff"], a["mean_abs_frame_diff"], at_least=False),
@@ -503,7 +551,8 @@ def verdict(results: dict[str, dict[str, Any]], references: dict[str, dict[str, 
         ]
         if r.get("frames", 3) >= 3:  # the jump ratio needs two later steps to compare with
             checks.append(_check(key, "jump ratio", r["jump_ratio"], limits["jump_ratio"], at_least=False))
-    return Verdict(limits, tuple(checks))
+    own = adherence_thresholds(references, (PERSONAL_VAE, PERSONAL_WORLD)) if PERSONAL_WORLD in references else {}
+    return Verdict(adherence_thresholds(references), tuple(checks), own)
 
 
 def failed_reason(check: Check) -> str:
@@ -530,11 +579,18 @@ def verdict_lines(judged: Verdict) -> list[str]:
         f"(real clip - {PSNR_MARGIN_DB:g}) and vs frame 0 >= {t['psnr_frame0']:.2f} dB (real clip - {FRAME0_MARGIN_DB:g}); jump ratio <= "
         f"{t['jump_ratio']:.2f} ({JUMP_FACTOR:g}x the real clip's, at least {JUMP_FACTOR:g}); delta E <= "
         f"{t['delta_e_image']:.2f} ({COLOUR_FACTOR:g}x the larger of real clip and VAE); histogram distance <= "
-        f"{t['hist_image']:.3f} (the larger reference, {HISTOGRAM_SHARE:g} of the way to 1); steadier than (a), (t) than (a-t) and within {WARP_FACTOR:g}x the real clip's warping error; "
+        f"{t['hist_image']:.3f} (the larger reference, {HISTOGRAM_SHARE:g} of the way to 1); steadier than (a), (t) than (a-t) "
+        f"and within {WARP_FACTOR:g}x the real clip's warping error, (c) than (a-c); "
         f"motion >= {MIN_MOTION}; "
         f"frame 0 >= {FAITHFUL_PSNR:g} dB / SSIM {FAITHFUL_SSIM} vs the VAE reconstruction; "
         "(t) is judged on steadiness and motion alone"
     ]
+    if own := judged.personalized_thresholds:
+        lines.append(
+            f"(c) animates its own frame, held to that frame's real clip and VAE: PSNR vs the image >= "
+            f"{own['psnr_image']:.2f} dB, vs frame 0 >= {own['psnr_frame0']:.2f} dB; jump ratio <= {own['jump_ratio']:.2f}; "
+            f"delta E <= {own['delta_e_image']:.2f}; histogram distance <= {own['hist_image']:.3f}"
+        )
     headings = {v.key: v.heading for v in VARIANTS}
     for key, (passed, failed) in video_verdicts(judged).items():
         if passed:
@@ -570,6 +626,9 @@ def format_table(results: dict[str, dict[str, Any]], references: dict[str, dict[
     if references:
         notes.append("VAE ceiling = the VAE's reconstruction of the image (one frame); real clip = "
                      f"{references['world'].get('source', 'real clips')} through the same VAE")
+    if references and PERSONAL_WORLD in references:
+        notes.append("(a-c) and (c) animate the example in the personalized style; VAE ceiling (c) and real clip (c) = "
+                     f"the same for that frame ({references[PERSONAL_WORLD].get('source', 'real clips')})")
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows), *notes])
 
 
@@ -583,6 +642,8 @@ def write_verdict_sheet(path: Path, run: DemoRun, judged: Verdict) -> Path:
     for variant in VARIANTS:
         if variant.key not in run.videos:
             continue
+        if variant.own_style and PERSONAL_IMAGE in run.shown and not any(row[0] == "image (c)" for row in rows):
+            rows.append(("image (c)", run.shown[PERSONAL_IMAGE], "personalized style"))
         if variant.key not in verdicts:
             note = "baseline"
         else:
@@ -592,6 +653,8 @@ def write_verdict_sheet(path: Path, run: DemoRun, judged: Verdict) -> Path:
                 note += f"\n(+{len(failed) - 1} more)"
         rows.append((variant.heading, run.videos[variant.key], note))
     rows.append(("real clip", run.shown["world"], "reference"))
+    if PERSONAL_WORLD in run.shown:
+        rows.append(("real clip (c)", run.shown[PERSONAL_WORLD], "reference"))
     failing = [key for key, (passed, _) in verdicts.items() if not passed]
     if failing:
         footer = f"verdict: FAIL: {', '.join(f'({key})' for key in failing)} failed"

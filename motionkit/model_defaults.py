@@ -7,7 +7,7 @@ config, within its position table). What a models folder may declare beside its 
 
     {
       "frames": 8, "steps": 25, "guidance": 4.0, "scheduler": "ddim", "strength": 0.5,
-      "anchor_first_frame": true, "image_guidance": "svd", "noise_correlation": 0.5,
+      "anchor_first_frame": true, "image_guidance": "svd", "image_inversion": 0.3, "noise_correlation": 0.5,
       "frame_noise_means": "shared", "fps": 8, "negative_prompt": "",
       "about": "Markdown shown at the top of the page: what these models can and cannot draw.",
       "examples": [{"image": "examples/conditioning.png", "prompt": "...", "frames": 8, "seed": 1}]
@@ -38,7 +38,7 @@ TRAINING_FRAMES_KEYS = ("training_frames", "train_frames", "num_frames")
 DECLARED: dict[str, tuple[type, ...]] = {
     "frames": (int,), "width": (int,), "height": (int,), "steps": (int,), "guidance": (int, float),
     "scheduler": (str,), "strength": (int, float), "anchor_first_frame": (bool,), "image_guidance": (str,),
-    "noise_correlation": (int, float),
+    "image_inversion": (int, float), "noise_correlation": (int, float),
     "frame_noise_means": (str,), "fps": (int, float),
     "negative_prompt": (str,), "seed": (int,), "about": (str,),
 }
@@ -87,6 +87,7 @@ def read_declaration(root: Path) -> Declaration | None:
     settings = checked(data, str(path), DECLARED)
     from motionkit.noise_prior import check_frame_noise_means, check_noise_correlation
     from motionkit.pipeline.conditioning import check_image_guidance
+    from motionkit.pipeline.inversion import check_image_inversion
 
     try:
         if "noise_correlation" in settings:
@@ -95,6 +96,8 @@ def read_declaration(root: Path) -> Declaration | None:
             check_frame_noise_means(settings["frame_noise_means"])
         if "image_guidance" in settings:
             check_image_guidance(settings["image_guidance"])
+        if "image_inversion" in settings:
+            check_image_inversion(settings["image_inversion"])
     except MotionkitError as err:
         raise MotionkitError(f"{path}: {err}") from None
     return Declaration(path, settings, tuple(examples))

@@ -24,7 +24,7 @@ from motionkit.video_io import read_video, sidecar_path
 SIZE = ["--width", "64", "--height", "64"]
 DECLARED = {"frames": 3, "steps": 2, "guidance": 4.0, "fps": 6, "strength": 0.5, "negative_prompt": "blurry",
             "anchor_first_frame": True, "image_guidance": "svd", "noise_correlation": 0.5, "frame_noise_means": "shared",
-            "about": "the page's text, not animate's"}
+            "image_inversion": 0.4, "about": "the page's text, not animate's"}
 
 
 @pytest.fixture(scope="module")
@@ -62,28 +62,30 @@ def test_the_declaration_beside_the_base_fills_what_is_not_given(models, tmp_pat
     assert (s["frames"], s["steps"], s["guidance"], s["fps"], s["strength"]) == (3, 2, 4.0, 6, 1.0)
     assert meta["negative_prompt"] == "blurry" and len(read_video(out)) == 3
     assert s["noise_correlation"] == 0.5 and s["frame_noise_means"] == "shared" and s["image_guidance"] == "pia"
+    assert s["image_inversion"] == 0.0  # the image's inversion is image-to-video's: there is no image here
 
     i2v = tmp_path / "i2v.gif"
     assert animate(models, "--prompt", "a ball", "--image", str(models / "first.png"), *SIZE, "--out", str(i2v)) == 0
-    assert "guidance 4, strength 0.5, anchor first frame True, image guidance svd, 6 fps" in capsys.readouterr().out
+    assert "guidance 4, strength 0.5, anchor first frame True, image guidance svd, image inversion 0.4, 6 fps" in capsys.readouterr().out
     assert settings_of(i2v)["settings"]["strength"] == 0.5 and settings_of(i2v)["settings"]["anchor_first_frame"] is True
     # The declared noise correlation is text-to-video's: an image-to-video job samples independent noise.
     assert settings_of(i2v)["settings"]["noise_correlation"] == 0.0
     # So are its frame noise means: from an image every frame's noise mean is taken out (recorded as such).
     assert settings_of(i2v)["settings"]["frame_noise_means"] == "zero" and settings_of(i2v)["settings"]["image_guidance"] == "svd"
+    assert settings_of(i2v)["settings"]["image_inversion"] == 0.4
 
 
 def test_flags_and_batch_values_win_over_the_declaration(models, tmp_path, capsys):
     out = tmp_path / "flags.gif"
     flags = ["--frames", "2", "--guidance", "7", "--strength", "0.75", "--negative-prompt", "dark", "--fps", "4", "--no-anchor-first-frame",
-             "--noise-correlation", "0.25", "--frame-noise-means", "drawn", "--image-guidance", "pia"]
+             "--noise-correlation", "0.25", "--frame-noise-means", "drawn", "--image-guidance", "pia", "--image-inversion", "0"]
     assert animate(models, "--prompt", "a ball", "--image", str(models / "first.png"), *flags, *SIZE, "--out", str(out)) == 0
     assert capsys.readouterr().out.startswith("defaults from motionkit-app.json beside the base: 2 steps\n")
     meta = settings_of(out)
     s = meta["settings"]
     assert (s["frames"], s["steps"], s["guidance"], s["strength"], s["fps"]) == (2, 2, 7.0, 0.75, 4.0)
     assert s["noise_correlation"] == 0.25 and s["frame_noise_means"] == "drawn" and s["image_guidance"] == "pia"
-    assert s["anchor_first_frame"] is False
+    assert s["anchor_first_frame"] is False and s["image_inversion"] == 0.0
     assert meta["negative_prompt"] == "dark"
 
     batch = {"base": str(models / "bases" / "base"), "adapter": str(models / "adapters" / "adapter"), "width": 64,
@@ -126,7 +128,8 @@ def test_a_broken_declaration_is_refused_in_one_line(models, tmp_path, capsys):
                                ({"examples": 3}, "examples must be a list"),
                                ({"noise_correlation": 1.5}, "noise_correlation must lie in [0, 1)"),
                                ({"frame_noise_means": "mean"}, "frame_noise_means 'mean' is not one of drawn, shared, zero"),
-                               ({"image_guidance": "both"}, "image_guidance 'both' is not one of pia, svd")):
+                               ({"image_guidance": "both"}, "image_guidance 'both' is not one of pia, svd"),
+                               ({"image_inversion": 1.5}, "image_inversion must lie in [0, 1]")):
             declaration.write_text(json.dumps(broken))
             assert animate(models, "--prompt", "a", "--out", str(tmp_path / "x.gif")) == 2
             err = capsys.readouterr().err.strip()
@@ -135,6 +138,9 @@ def test_a_broken_declaration_is_refused_in_one_line(models, tmp_path, capsys):
         assert animate(models, "--prompt", "a", "--noise-correlation", "1", "--out", str(tmp_path / "x.gif")) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "--noise-correlation must lie in [0, 1)" in err, err
+        assert animate(models, "--prompt", "a", "--image-inversion", "-0.1", "--out", str(tmp_path / "x.gif")) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--image-inversion must lie in [0, 1]" in err, err
         declaration.write_text("{not json")
         assert animate(models, "--prompt", "a", "--out", str(tmp_path / "x.gif")) == 2
         assert "not readable JSON" in capsys.readouterr().err

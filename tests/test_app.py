@@ -331,6 +331,8 @@ def test_messages_escape_and_shorten_what_the_user_sent(client, caplog, capfd):
         ({"noise_correlation": "some"}, "noise correlation must be a number"),
         ({"frame_noise_means": "mean"}, "frame noise means must be one of drawn, shared, zero"),
         ({"image_guidance": "both"}, "image guidance must be one of pia, svd"),
+        ({"image_inversion": 1.5}, "image inversion must lie in 0..1"),
+        ({"image_inversion": "half"}, "image inversion must be a number"),
         ({"free_noise": True, "free_noise_stride": 0}, "FreeNoise stride must lie in 1..the window"),
         ({"free_noise": "on"}, "FreeNoise must be true or false"),
         ({"prompt": "", "prompt_schedule": "0 a red ball"}, "bad prompt entry '0 a red ball': write KEY:PROMPT"),
@@ -786,6 +788,21 @@ def test_frame_noise_means_steady_text_to_video_and_image_guidance_reaches_image
     # The family's image guidance (svd) is what image-to-video runs with; pia gives another video.
     assert page_defaults(service.models).image_guidance == "svd"
     assert not np.array_equal(video(FAMILY.conditioning), video(FAMILY.conditioning, image_guidance="pia"))
+
+
+def test_image_inversion_reaches_image_to_video_alone(service):
+    from motionkit.metrics import fit_image, psnr
+    from motionkit.pipeline.image_input import load_image
+
+    def video(image=None, **changes):
+        return read_video(service.generate(dict(zip(FORM, request(image, seed=2, steps=8, **changes)))).gif)
+
+    image = fit_image(load_image(FAMILY.conditioning), *video(FAMILY.conditioning).shape[1:3])
+    # All of each frame's starting noise from the image's inversion: later frames nearer the image than with none.
+    held, drawn = video(FAMILY.conditioning, image_inversion=1.0), video(FAMILY.conditioning, image_inversion=0.0)
+    assert np.mean([psnr(f, image) for f in held[1:]]) > np.mean([psnr(f, image) for f in drawn[1:]])
+    # Text-to-video has no image to invert: the slider does nothing there.
+    np.testing.assert_array_equal(video(image_inversion=0.6), video(image_inversion=0.0))
 
 
 def test_motion_strength_acts_on_an_adapter_without_a_pia_branch(service):

@@ -54,6 +54,8 @@ class PageDefaults:
     anchor_first_frame: bool = True
     # How the image enters guidance (motionkit.pipeline.conditioning): PIA's unless declared.
     image_guidance: str = "pia"
+    # Share of each frame's starting noise from the image's DDIM inversion (motionkit.pipeline.inversion): off unless declared.
+    image_inversion: float = 0.0
     # Correlation of the starting noise between frames (motionkit.noise_prior): 0, independent, unless declared.
     noise_correlation: float = 0.0
     # Text-to-video's frame noise means (motionkit.noise_prior.with_frame_means): as drawn unless declared.

@@ -96,6 +96,7 @@ class Settings:
     fps: float
     # Motion strength (any adapter), FreeNoise for long videos, and the memory options.
     motion_strength: float = 1.0
+    image_inversion: float = 0.0
     noise_correlation: float = 0.0
     frame_noise_means: str = "drawn"
     free_noise: bool = False
@@ -184,6 +185,12 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
         raise MotionkitError(
             f"image guidance must be one of {', '.join(IMAGE_GUIDANCE)} (svd also guides towards the image), got {echo(image_guidance)}"
         )
+    image_inversion = _number(raw["image_inversion"], "image inversion")
+    if not 0.0 <= image_inversion <= 1.0:
+        raise MotionkitError(
+            f"image inversion must lie in 0..1 (the share of each frame's starting noise from the image's inversion; 0 off), "
+            f"got {image_inversion:g}"
+        )
     context = _whole(raw["context_length"], "context length")
     if context < 0 or context > frames:
         raise MotionkitError(f"context length must lie in 0..{frames} (0: all frames at once), got {context}")
@@ -223,7 +230,7 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
         frames=frames, width=width, height=height, steps=steps, guidance=guidance, seed=seed, strength=strength,
         anchor_first_frame=_flag(raw["anchor_first_frame"], "anchor first frame"), motion_scale=motion_scale,
         image_guidance=image_guidance, context_length=context or None, context_loop=_flag(raw["context_loop"], "loop"), fps=fps,
-        motion_strength=motion_strength, noise_correlation=noise_correlation,
+        motion_strength=motion_strength, image_inversion=image_inversion, noise_correlation=noise_correlation,
         frame_noise_means=frame_noise_means, free_noise=free_noise, free_noise_length=window or None,
         free_noise_stride=stride, offload=check_offload_choice(raw["offload"], limits),
         vae_slicing=_flag(raw["vae_slicing"], "VAE slicing"), vae_tiling=_flag(raw["vae_tiling"], "VAE tiling"),

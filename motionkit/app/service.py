@@ -44,7 +44,7 @@ FORM: tuple[str, ...] = (
     *(f"motion_lora_{i}{part}" for i in range(1, MOTION_LORA_SLOTS + 1) for part in ("", "_scale")),
     "image_lora", "image_lora_scale", "scheduler",
     "frames", "width", "height", "steps", "guidance", "seed", "random_seed",
-    "strength", "anchor_first_frame", "image_guidance", "motion_scale", "context_length", "context_loop", "fps",
+    "strength", "anchor_first_frame", "image_guidance", "image_inversion", "motion_scale", "context_length", "context_loop", "fps",
     "encoder", "encoder_scale", "first_keyframe", "last_keyframe", "controlnet", "controlnet_scale", "control_video",
     "prompt_schedule", "prompt_interpolation", "motion_strength", "noise_correlation", "frame_noise_means", "free_noise", "free_noise_length", "free_noise_stride",
     "video", "video_frames", "ip_adapter", "ip_image", "ip_scale", "preset",
@@ -480,6 +480,7 @@ class Service:
                 # 0 is the form's "off"; PIA's presets act on the image branch only (checked in ``check``).
                 motion_scale=s.motion_scale if with_image and s.motion_scale else None,
                 image_guidance=s.image_guidance,
+                image_inversion=s.image_inversion if with_image else 0.0,
                 context_length=context,
                 context_overlap=min(4, context - 1) if context else 4,
                 context_loop=s.context_loop,

@@ -240,6 +240,10 @@ def build_app(
                         list(IMAGE_GUIDANCE), value=start["image_guidance"], label="Image guidance",
                         info="image-to-video: pia guides on the text alone; svd also towards the image, ramped over frames",
                     )
+                    image_inversion = gr.Slider(
+                        0, 1, value=start["image_inversion"], step=0.05, label="Image inversion",
+                        info="image-to-video: share of each frame's starting noise from the image's inversion; higher keeps its layout, moves less",
+                    )
                     motion_strength = gr.Slider(
                         0, MAX_MOTION_STRENGTH, value=start["motion_strength"], step=0.05, label="Motion strength",
                         info="any adapter: 1 as trained, 0 no motion, lower calmer, higher livelier",
@@ -339,7 +343,7 @@ def build_app(
             "image_lora": image_lora, "image_lora_scale": image_lora_scale, "scheduler": scheduler,
             "frames": frames, "width": width, "height": height, "steps": steps, "guidance": guidance, "seed": seed,
             "random_seed": random_seed, "strength": strength, "anchor_first_frame": anchor, "image_guidance": image_guidance,
-            "motion_scale": motion_scale, "context_length": context_length, "context_loop": loop, "fps": fps,
+            "image_inversion": image_inversion, "motion_scale": motion_scale, "context_length": context_length, "context_loop": loop, "fps": fps,
             "encoder": encoder, "encoder_scale": encoder_scale, "first_keyframe": first_keyframe,
             "last_keyframe": last_keyframe, "controlnet": controlnet, "controlnet_scale": controlnet_scale,
             "control_video": control_video, "prompt_schedule": prompt_schedule, "prompt_interpolation": prompt_interpolation,

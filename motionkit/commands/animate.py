@@ -41,14 +41,17 @@ MAX_STEPS = 1000
 SEED_RANGE = 2**64  # torch generators take seeds in [0, 2**64)
 # What a models folder's declaration may fill here (its about and examples are the app's).
 DECLARED_KEYS = (
-    "frames", "steps", "guidance", "scheduler", "strength", "anchor_first_frame", "image_guidance", "noise_correlation",
-    "frame_noise_means", "fps", "negative_prompt",
+    "frames", "steps", "guidance", "scheduler", "strength", "anchor_first_frame", "image_guidance", "image_inversion",
+    "noise_correlation", "frame_noise_means", "fps", "negative_prompt",
 )
 # Declared settings that only one kind of job takes: strength, anchoring and image guidance image-to-video's (text-to-video refuses
 # a strength below 1, video-to-video keeps its own); the noise correlation text-to-video's (an image already ties
 # the frames together, and frames 1..N-1 sharing noise that frame 0 does not would jump away from it together), and
-# so is the frames' noise mean (an image sets the frames' colour itself).
-ONLY_FOR_KIND = {"image": ("strength", "anchor_first_frame", "image_guidance"), "text": ("noise_correlation", "frame_noise_means")}
+# so is the frames' noise mean (an image sets the frames' colour itself); the image's inversion needs an image.
+ONLY_FOR_KIND = {
+    "image": ("strength", "anchor_first_frame", "image_guidance", "image_inversion"),
+    "text": ("noise_correlation", "frame_noise_means"),
+}
 
 # Settings with their defaults; None means "decided later" (the base model's native size, the device's dtype).
 DEFAULTS: dict[str, Any] = {
@@ -94,6 +97,7 @@ DEFAULTS: dict[str, Any] = {
     "motion_strength": 1.0,
     # Correlation of the starting noise between frames (motionkit.noise_prior): 0 is independent, as diffusers.
     "noise_correlation": 0.0,
+    "image_inversion": 0.0,
     "preset": None,
     # Step caching (motionkit.pipeline.step_cache): None is off, exact sampling.
     "cache_interval": None,
@@ -115,7 +119,7 @@ PROMPT_KEYS = {
     "strength", "anchor_first_frame", "motion_scale", "noise_aug", "image_guidance", "frame_noise_means", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
     "video", "video_fps", "video_frames", "decode_chunk",
     "prompt_interpolation", "free_noise", "free_noise_length", "free_noise_stride", "free_noise_weighting", "free_noise_noise",
-    "motion_strength", "noise_correlation", "cache_interval", *SCHEDULE_KEYS,
+    "motion_strength", "noise_correlation", "image_inversion", "cache_interval", *SCHEDULE_KEYS,
 }
 
 
@@ -165,6 +169,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--frame-noise-means", choices=FRAME_NOISE_MEANS,
         help="each frame's spatial noise mean: drawn (as diffusers), shared (frame 0's: one brightness for every frame) "
         "or zero (the image's mean colour); default: zero from an image, else the models folder's motionkit-app.json, else drawn")
+    add("--image-inversion", type=float, metavar="SHARE",
+        help="image-to-video: share (0-1) of each frame's starting noise taken from the image's DDIM inversion, which "
+        "keeps the image's layout in every frame (default: the models folder's motionkit-app.json, else 0, off)")
     add("--noise-aug", type=float, help="image-to-video: noise added to the conditioning latent (default 0)")
     add(
         "--image-guidance", choices=("pia", "svd"),
@@ -330,6 +337,7 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
 def _check_travel(s: dict[str, Any], at: str) -> None:
     from motionkit.noise_prior import check_frame_noise_means, check_noise_correlation
     from motionkit.pipeline.free_noise import FreeNoise
+    from motionkit.pipeline.inversion import check_image_inversion
     from motionkit.pipeline.motion_strength import check_motion_strength
     from motionkit.pipeline.prompt_schedule import INTERPOLATIONS
     from motionkit.pipeline.step_cache import check_step_cache
@@ -337,6 +345,7 @@ def _check_travel(s: dict[str, Any], at: str) -> None:
     try:
         check_motion_strength(s["motion_strength"])
         check_noise_correlation(s["noise_correlation"], name="--noise-correlation")
+        check_image_inversion(s["image_inversion"], name="--image-inversion")
         if s["frame_noise_means"] is not None:
             check_frame_noise_means(s["frame_noise_means"], name="--frame-noise-means")
         check_step_cache(s["cache_interval"], name="--cache-interval")
@@ -497,6 +506,7 @@ def _defaults_note(sources: list[tuple[str, dict[str, Any]]]) -> str | None:
     words = {
         "frames": "{} frames", "steps": "{} steps", "guidance": "guidance {:g}", "scheduler": "scheduler {}",
         "strength": "strength {:g}", "anchor_first_frame": "anchor first frame {}", "image_guidance": "image guidance {}",
+        "image_inversion": "image inversion {:g}",
         "noise_correlation": "noise correlation {:g}", "frame_noise_means": "frame noise means {}", "fps": "{:g} fps", "negative_prompt": "negative prompt {!r}",
     }
     parts = [f"{where}: " + ", ".join(words[k].format(v) for k, v in values.items()) for where, values in sources if values]
@@ -740,6 +750,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         motion_scale=s["motion_scale"],
         image_guidance=s["image_guidance"],
         frame_noise_means=s["frame_noise_means"],
+        image_inversion=s["image_inversion"],
         context_length=s["context_length"],
         context_overlap=s["context_overlap"],
         context_stride=s["context_stride"],

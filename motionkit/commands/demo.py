@@ -160,6 +160,7 @@ class Settings:
     scheduler: str
     anchor_first_frame: bool
     image_guidance: str = "pia"  # image-to-video only, as strength
+    image_inversion: float = 0.0  # image-to-video only: the share of starting noise from the image's inversion
     # Text-to-video's, (t) and its baseline (a-t) alike; image-to-video starts from the image with independent noise.
     noise_correlation: float = 0.0
     # Text-to-video's frame noise means likewise (motionkit.noise_prior); from an image the pipeline takes them out.
@@ -183,6 +184,7 @@ def family_settings(
         scheduler=declared.scheduler,
         anchor_first_frame=declared.anchor_first_frame,
         image_guidance=declared.image_guidance,
+        image_inversion=float(declared.image_inversion),
         noise_correlation=float(declared.noise_correlation),
         frame_noise_means=declared.frame_noise_means,
     )
@@ -337,8 +339,9 @@ def animate_family(
         motion = identity if variant.identity else adapter
         pipe = assemble_pipeline(bases[variant.base], motion, settings.scheduler, attention_backend, encoder)
         conditioning = conditioning_of(variant, family)
+        inversion = f", image inversion {settings.image_inversion:g}" if settings.image_inversion else ""
         how = (f"image-to-video from {conditioning.name} at strength {settings.strength:g}, {settings.image_guidance} "
-               "image guidance" if variant.image else "text-to-video, no image")
+               f"image guidance{inversion}" if variant.image else "text-to-video, no image")
         extra = f" + {ENCODER} on keyframe 0 (scale {ENCODER_SCALE:g})" if encoder is not None else ""
         print(f"{variant.heading}: {variant.base}, {'fresh identity adapter' if variant.identity else ADAPTER}{extra}; {how}")
         try:
@@ -426,7 +429,8 @@ def _make_video(
     conditioning = conditioning_of(variant, family)
     # Text-to-video has no image to start from or anchor to: the whole schedule from noise.
     given = {"image": conditioning, "strength": settings.strength,
-             "anchor_first_frame": settings.anchor_first_frame, "image_guidance": settings.image_guidance} if variant.image else {}
+             "anchor_first_frame": settings.anchor_first_frame, "image_guidance": settings.image_guidance,
+             "image_inversion": settings.image_inversion} if variant.image else {}
     output = pipe(
         prompt=family.prompt,
         num_frames=settings.frames,

@@ -65,6 +65,7 @@ from motionkit.pipeline.control import Control, ControlModel, as_control_model, 
 from motionkit.pipeline.free_init import FreeInit
 from motionkit.pipeline.free_noise import FreeNoise, set_motion_windows
 from motionkit.pipeline.image_input import ImageInput, prepare_image
+from motionkit.pipeline.inversion import NoisePredictor, check_image_inversion, invert_image, mix_inverted
 from motionkit.pipeline.ip_adapter import IPConditioning, prepare_ip_adapter
 from motionkit.pipeline.motion_strength import check_motion_strength
 from motionkit.pipeline.prompt_schedule import Interpolator, PromptKey, PromptSchedule, as_schedule, encode_schedule
@@ -383,6 +384,34 @@ class MotionPipeline(
         pixels = prepare_image(image, height, width, self.image_processor).to(device=device)
         return self._encode_pixels(pixels).to(dtype).expand(batch, -1, -1, -1)
 
+    def _image_model_noise(self, text: _TextConditioning, do_cfg: bool) -> NoisePredictor:
+        """The image model's noise prediction for one frame per video (motion modules off, no image branch),
+        on the positive prompt of frame 0: what ``invert_image`` walks the image back to noise with."""
+        embeds, added = text.embeds, dict(text.added_cond_kwargs)
+        if text.frames is not None:  # per-frame embeddings (prompt travel): frame 0's
+            embeds = embeds.reshape(-1, text.frames, *embeds.shape[1:])[:, 0]
+            added = {k: v.reshape(-1, text.frames, *v.shape[1:])[:, 0] for k, v in added.items()}
+        if do_cfg:  # the negative half comes first
+            embeds, added = embeds.chunk(2)[1], {k: v.chunk(2)[1] for k, v in added.items()}
+        v_prediction = self.scheduler.config.get("prediction_type") == "v_prediction"
+        alphas = self.scheduler.alphas_cumprod
+
+        def predict(x: torch.Tensor, t: int) -> torch.Tensor:
+            kept, self.motion_unet.motion_strength = self.motion_unet.motion_strength, 0.0
+            try:
+                timestep = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+                out = self.motion_unet(
+                    x.unsqueeze(2), timestep, encoder_hidden_states=embeds, added_cond_kwargs=added or None
+                ).sample[:, :, 0]
+            finally:
+                self.motion_unet.motion_strength = kept
+            if not v_prediction:
+                return out
+            alpha = alphas[t].to(x)  # v = sqrt(a) eps - sqrt(1 - a) x0, so eps = sqrt(a) v + sqrt(1 - a) x_t
+            return alpha.sqrt() * out + (1.0 - alpha).sqrt() * x
+
+        return predict
+
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[N, 3, H, W]`` pixels in [-1, 1] to latents x scaling_factor, in the VAE's dtype."""
         with self._vae_precision():
@@ -589,6 +618,7 @@ class MotionPipeline(
         motion_strength: float = 1.0,
         noise_correlation: float = 0.0,
         frame_noise_means: str | None = None,
+        image_inversion: float = 0.0,
         conditioning_frames: Any = None,
         video: VideoInput | None = None,
         ip_adapter_image: Any = None,
@@ -648,6 +678,10 @@ class MotionPipeline(
         with_frame_means``): ``"drawn"`` as drawn, ``"shared"`` frame 0's for every frame (frames keep one
         brightness), ``"zero"`` none (frames keep the image's mean colour); default ``"zero"`` from an image,
         ``"drawn"`` otherwise, as diffusers; the drawn noise only, never given ``latents``.
+        ``image_inversion``: image-to-video only, the share (0-1) of each frame's starting-noise variance taken
+        from the DDIM inversion of the image by the image model (``motionkit.pipeline.inversion``): the image's
+        layout in every frame's start (0, default: independent noise, as diffusers; 1: every frame the same);
+        the drawn noise only, never given ``latents``.
         Step caching (DeepCache, ``motionkit.pipeline.step_cache``): ``cache_interval`` N runs the whole UNet every
         Nth step and only its shallow blocks in between, on the deep features of the last full step (``None`` or 1:
         off, exact); ``cache_branch`` the skip level kept (0, default: the shallowest, fastest); ``cache_schedule``
@@ -674,6 +708,9 @@ class MotionPipeline(
             raise MotionkitError(
                 "strength, noise_aug_strength and motion_scale need a conditioning image (strength: or a video): pass image"
             )
+        image_inversion = check_image_inversion(image_inversion)
+        if image_inversion and image is None:
+            raise MotionkitError("image_inversion inverts the conditioning image: pass image, or leave it at 0")
         if not 0.0 < strength <= 1.0:
             raise MotionkitError(f"strength must lie in (0, 1], got {strength}")
         motion_strength = check_motion_strength(motion_strength)
@@ -727,6 +764,11 @@ class MotionPipeline(
         if latents is None:
             noise = correlate_frames(noise, noise_correlation, frame_dim=2)
             noise = with_frame_means(noise, frame_noise_means, frame_dim=2)
+            if image_inversion and cond is not None:
+                if ip is not None:
+                    raise MotionkitError("image_inversion does not run with an IP-Adapter image yet: leave one of them out")
+                inverted = invert_image(self._image_model_noise(text, do_cfg), cond.latent, self.scheduler.alphas_cumprod, timesteps)
+                noise = mix_inverted(noise, inverted, image_inversion)
         if source is not None:
             # Video-to-video: every frame starts from its own source latent noised to the first timestep.
             start = encode_video(source[:num_frames], height, width, self._encode_pixels, decode_chunk_size, device)

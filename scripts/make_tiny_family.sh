@@ -90,6 +90,9 @@ Path(sys.argv[1] + ".txt").write_text(caption(spec) + "\n", encoding="utf-8")
 styled = random_spec(np.random.default_rng(EXAMPLE_WORLD_SEED), style=PERSONALIZED_STYLE, frames=1, size=64)
 Image.fromarray(render_clip(styled)[0]).save(sys.argv[1] + "-personalized.png")
 PYEOF
+  # A photo from outside the world (CC0, motionkit/assets/examples/photos/SOURCES.md) for the app's examples,
+  # declared with the image inversion that keeps a photo's layout (MODEL_CARD.md, "Photos out of the world").
+  cp motionkit/assets/examples/photos/coffee.jpg "$FAMILY/examples/photo-coffee.jpg"
   du -sh "$FAMILY"
 fi
 if wants eval; then

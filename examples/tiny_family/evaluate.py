@@ -75,14 +75,15 @@ def main() -> None:
     parser.add_argument("--frame-noise-means", choices=FRAME_NOISE_MEANS, help="text-to-video's frame noise means "
                         "(default: the family's motionkit-app.json, else drawn)")
     args = parser.parse_args()
-    from motionkit.model_defaults import read_declaration
+    # The family's declared sampling values, read as the app and the demo read them (with their fallbacks).
+    from motionkit.app.defaults import page_defaults
+    from motionkit.models_folder import ModelsFolder
 
-    declared = read_declaration(args.family)
-    declared = declared.settings if declared else {}
+    declared = page_defaults(ModelsFolder(args.family))
     if args.noise_correlation is None:
-        args.noise_correlation = float(declared.get("noise_correlation", 0.0))
+        args.noise_correlation = float(declared.noise_correlation)
     if args.frame_noise_means is None:
-        args.frame_noise_means = declared.get("frame_noise_means", "drawn")
+        args.frame_noise_means = declared.frame_noise_means
 
     from motionkit.adapter import MotionAdapter
     from motionkit.formats import load_adapter

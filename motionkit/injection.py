@@ -57,6 +57,17 @@ class MotionUNetOutput:
     sample: torch.Tensor
 
 
+@contextlib.contextmanager
+def image_model_alone(motion_unet: Any):
+    """Inside the block ``motion_unet`` runs the image model alone: every motion module skipped
+    (``motion_strength`` 0), the strength it had restored after, even on error."""
+    kept, motion_unet.motion_strength = motion_unet.motion_strength, 0.0
+    try:
+        yield motion_unet
+    finally:
+        motion_unet.motion_strength = kept
+
+
 class MotionUNet(nn.Module):
     """A UNet with an adapter's motion modules running inside it; forward takes ``[B, C, F, H, W]``."""
 

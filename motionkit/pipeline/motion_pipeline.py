@@ -55,7 +55,7 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 
 from motionkit.adapter import MotionAdapter
 from motionkit.errors import MotionkitError
-from motionkit.injection import MotionUNet, inject
+from motionkit.injection import MotionUNet, image_model_alone, inject
 from motionkit.noise_prior import check_noise_correlation, correlate_frames, default_frame_noise_means, with_frame_means
 from motionkit.pipeline.conditioning import check_image_guidance
 from motionkit.pipeline.conditioning import image_cond as pia_image_cond
@@ -397,14 +397,9 @@ class MotionPipeline(
         alphas = self.scheduler.alphas_cumprod
 
         def predict(x: torch.Tensor, t: int) -> torch.Tensor:
-            kept, self.motion_unet.motion_strength = self.motion_unet.motion_strength, 0.0
-            try:
-                timestep = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-                out = self.motion_unet(
-                    x.unsqueeze(2), timestep, encoder_hidden_states=embeds, added_cond_kwargs=added or None
-                ).sample[:, :, 0]
-            finally:
-                self.motion_unet.motion_strength = kept
+            timestep = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+            with image_model_alone(self.motion_unet) as unet:
+                out = unet(x.unsqueeze(2), timestep, encoder_hidden_states=embeds, added_cond_kwargs=added or None).sample[:, :, 0]
             if not v_prediction:
                 return out
             alpha = alphas[t].to(x)  # v = sqrt(a) eps - sqrt(1 - a) x0, so eps = sqrt(a) v + sqrt(1 - a) x_t
@@ -711,6 +706,8 @@ class MotionPipeline(
         image_inversion = check_image_inversion(image_inversion)
         if image_inversion and image is None:
             raise MotionkitError("image_inversion inverts the conditioning image: pass image, or leave it at 0")
+        if image_inversion and (ip_adapter_image is not None or ip_adapter_image_embeds is not None):
+            raise MotionkitError("image_inversion does not run with an IP-Adapter image yet: leave one of them out")
         if not 0.0 < strength <= 1.0:
             raise MotionkitError(f"strength must lie in (0, 1], got {strength}")
         motion_strength = check_motion_strength(motion_strength)
@@ -765,8 +762,6 @@ class MotionPipeline(
             noise = correlate_frames(noise, noise_correlation, frame_dim=2)
             noise = with_frame_means(noise, frame_noise_means, frame_dim=2)
             if image_inversion and cond is not None:
-                if ip is not None:
-                    raise MotionkitError("image_inversion does not run with an IP-Adapter image yet: leave one of them out")
                 inverted = invert_image(self._image_model_noise(text, do_cfg), cond.latent, self.scheduler.alphas_cumprod, timesteps)
                 noise = mix_inverted(noise, inverted, image_inversion)
         if source is not None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from motionkit.errors import MotionkitError
+from motionkit.injection import image_model_alone
 
 PROBE_TIMESTEPS = (1, 100, 300, 500, 700, 900, 961)
 PROBE_SEED = 20_261_202  # the world seed of the held-out clips: the tiny family trains on seeds 1, 2 and 7
@@ -150,11 +151,8 @@ def image_model_predictor(motion_unet: torch.nn.Module) -> Predictor:
     dtype = next(motion_unet.unet.parameters()).dtype
 
     def predict(noisy: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor, _condition: str) -> torch.Tensor:
-        kept, motion_unet.motion_strength = motion_unet.motion_strength, 0.0
-        try:
+        with image_model_alone(motion_unet):
             return motion_unet(noisy.to(dtype), t, hidden.to(dtype), return_dict=False)[0]
-        finally:
-            motion_unet.motion_strength = kept
 
     return predict
 

@@ -10,6 +10,7 @@ flow-based metrics, so the numbers here are proxies: compare them with each othe
 | warping_error       | masked squared error after warping t+1 onto t by flow      | lower   |
 | motion_score        | mean flow magnitude, pixels per frame pair (SVD filtering) | context |
 | dynamic_degree      | VBench rule on the largest flows: does the clip move?      | context |
+| camera_zoom         | view magnification from frame 0 to the last (scale search) | context |
 | first_frame_fidelity| PSNR / SSIM of frame 0 against the conditioning image      | higher  |
 | frame_psnr/ssim     | per frame, against an image (each frame) or a clip (paired)| higher  |
 | colour_delta_e      | CIE76 delta E between mean CIE L*a*b* colours, per frame   | lower   |
@@ -172,6 +173,45 @@ def motion_score(frames: Any, *, fps: float | None = None, sample_fps: float = 2
     """
     video = _resample(_as_video(frames), fps, sample_fps)
     return _motion_from_flows(_pair_flows(video))
+
+
+# Per-pair magnifications camera_zoom tries: a world zoom is 1.5-2.5 % a rendered frame, 3-5 % a video frame.
+ZOOM_STEPS = np.linspace(0.94, 1.06, 49)
+
+
+def _pair_zoom(a: np.ndarray, b: np.ndarray) -> float:
+    # The magnification of a about its centre that, after the best shift (phase correlation), matches b best
+    # inside a margin of a fifth of the frame (where no border pixels reach).
+    height, width = a.shape[:2]
+    centre, margin = ((width - 1) / 2, (height - 1) / 2), min(height, width) // 5
+    gray_a, gray_b = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32) for f in (a, b))
+    inner = (slice(margin, height - margin), slice(margin, width - margin))
+    best_error, best_zoom = math.inf, 1.0
+    for zoom in ZOOM_STEPS:
+        warp = cv2.getRotationMatrix2D(centre, 0.0, float(zoom))
+        scaled = cv2.warpAffine(gray_a, warp, (width, height), borderMode=cv2.BORDER_REFLECT)
+        (shift_x, shift_y), _ = cv2.phaseCorrelate(scaled, gray_b)
+        warp[:, 2] += (shift_x, shift_y)
+        moved = cv2.warpAffine(gray_a, warp, (width, height), borderMode=cv2.BORDER_REFLECT)
+        error = float(((moved - gray_b)[inner] ** 2).mean())
+        if error < best_error:
+            best_error, best_zoom = error, float(zoom)
+    return best_zoom
+
+
+def camera_zoom(frames: Any) -> float:
+    """How much the view is magnified from frame 0 to the last frame: 1 for none, above 1 zooming in.
+
+    For each consecutive pair, the magnification of the first frame about its centre (in ``ZOOM_STEPS``),
+    plus the shift that suits it best, that matches the second best; the pairs' factors are multiplied. A
+    pan is a shift and does not count on a flat picture (a pan with parallax, near ground moving faster than
+    the sky, does). Things that move by themselves (waves, clouds) bias it by several per cent either way, so compare videos of the same scene with each other, not with 1.
+    """
+    video = _as_video(frames)
+    zoom = 1.0
+    for index in range(len(video) - 1):
+        zoom *= _pair_zoom(video[index], video[index + 1])
+    return zoom
 
 
 def _dynamic_from_flows(

@@ -332,10 +332,32 @@ def test_caption_filter_keeps_matching_clips_and_refuses_none(tmp_path):
     assert sorted(Path(s.path).name for s in kept.sources) == ["clip0.mp4", "clip3.mp4"]  # any case, not "zooming out"
     with pytest.raises(MotionkitError, match="no caption of the 5 clips contains 'dolly zoom'"):
         VideoClipDataset.from_folder(folder, caption_contains="dolly zoom")
-    with pytest.raises(MotionkitError, match="data.caption_contains is empty"):
-        DataConfig(caption_contains=" ")
-    with pytest.raises(MotionkitError, match="shards are filtered when written"):
-        DataConfig(shards="s", caption_contains="zoom")
+
+
+def test_caption_remove_takes_the_move_words_out(tmp_path):
+    from motionkit.data.datasets import VideoClipDataset, without_text
+
+    assert without_text("a ball, camera zooming in", "camera zooming in") == "a ball"
+    assert without_text("Camera Zooming In, a ball, clouds", "camera zooming in") == "a ball, clouds"
+    assert without_text("a ball rolling left", "camera zooming in") == "a ball rolling left"
+    folder = _captioned_videos(tmp_path / "videos")
+    kept = VideoClipDataset.from_folder(folder, n_frames=FRAMES, caption_contains="zooming in",
+                                        caption_remove="camera zooming in")
+    assert [s.caption for s in kept.sources] == ["a ball", "a ball"]
+    assert kept[0]["prompt"] == "a ball"
+    with pytest.raises(MotionkitError, match="caption_remove is empty"):
+        VideoClipDataset.from_folder(folder, caption_remove="  ")
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"caption_contains": " "}, "data.caption_contains is empty"),
+    ({"shards": "s", "caption_contains": "zoom"}, "shards are filtered when written"),
+    ({"caption_remove": ""}, "data.caption_remove is empty"),
+    ({"shards": "s", "caption_remove": "zoom"}, "shards keep the captions"),
+])
+def test_caption_keys_refuse_what_they_cannot_do(fields, message):
+    with pytest.raises(MotionkitError, match=message):
+        DataConfig(**fields)
 
 
 def test_motion_lora_trains_on_the_captioned_subset(tmp_path):
@@ -375,6 +397,11 @@ def test_tiny_family_controlnet_and_zoom_lora_configs():
     assert (zoom.max_steps, zoom.batch_size) == (300, 4)
     assert Path(zoom.output_dir).resolve() == work / "motion_lora_zoom"
     assert Path(zoom.lora.base_adapter).resolve() == work / "motion" / "adapter"
+    # The MotionLoRA that ships: against the adapter that ships, its move's words out of the captions.
+    words = TrainConfig.from_yaml(folder / "motion_lora_zoom_words.yaml")
+    assert words.lora.enabled and words.data.caption_contains == words.data.caption_remove == "camera zooming in"
+    assert Path(words.lora.base_adapter).resolve() == work / "motion_high_noise" / "adapter"
+    assert Path(words.output_dir).resolve() == work / "motion_lora_zoom_words"
     # The adapter that ships: stage "motion"'s, trained on with high noise given its share.
     high_noise = TrainConfig.from_yaml(folder / "motion_high_noise.yaml")
     assert Path(high_noise.adapter).resolve() == work / "motion" / "adapter"

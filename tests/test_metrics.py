@@ -9,6 +9,7 @@ from motionkit.cli import main
 from motionkit.metrics import (
     MetricInputError,
     adherence_report,
+    camera_zoom,
     colour_delta_e,
     colour_histogram_distance,
     dynamic_degree,
@@ -59,6 +60,36 @@ def test_known_shift_gives_flow_of_that_size(shift):
     assert motion_score(clip) == pytest.approx(shift, rel=0.1)
     # a rigid shift is perfectly explained by the flow
     assert warping_error(clip) < 1e-3
+
+
+def zoomed(rate: float, frames: int = 8) -> np.ndarray:
+    # Frame t is the texture magnified rate**t about its centre, cropped away from the borders.
+    base, centre = texture(128, seed=3), (63.5, 63.5)
+    views = [cv2.warpAffine(base, cv2.getRotationMatrix2D(centre, 0.0, rate**t), (128, 128)) for t in range(frames)]
+    return np.stack(views)[:, 32:96, 32:96]
+
+
+@pytest.mark.parametrize("rate", [1.03, 0.97])
+def test_camera_zoom_measures_magnification(rate):
+    assert camera_zoom(zoomed(rate)) == pytest.approx(rate**7, rel=0.03)
+
+
+def test_camera_zoom_ignores_pans_and_stillness():
+    assert camera_zoom(shifted(2)) == pytest.approx(1.0, abs=0.01)
+    assert camera_zoom(shifted(0)) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 6])
+def test_camera_zoom_orders_the_worlds_camera_moves(seed):
+    # The same landscape filmed four ways: its waves and clouds bias every reading alike, the camera orders them.
+    from motionkit.data.world.common import camera_for
+    from motionkit.data.world.landscape import _replace_camera, random_landscape_spec
+    from motionkit.data.world.scene import render_clip
+
+    spec = random_landscape_spec(np.random.default_rng(seed), frames=15)
+    zooms = {move: camera_zoom(render_clip(_replace_camera(spec, camera_for(move)))[::2])
+             for move in ("zoom in", "static", "zoom out")}
+    assert zooms["zoom in"] > zooms["static"] * 1.05 and zooms["zoom out"] < zooms["static"] / 1.05, zooms
 
 
 def test_dynamic_degree_threshold():

@@ -115,14 +115,50 @@ def test_missing_family_is_one_line(monkeypatch, tmp_path):
     assert "\n" not in str(info.value)
 
 
-def _evaluate_i2v():
+def _example_script(name: str):
     import importlib.util
 
-    path = Path(__file__).resolve().parent.parent / "examples" / "tiny_family" / "evaluate_i2v.py"
-    spec = importlib.util.spec_from_file_location("evaluate_i2v", path)
+    path = Path(__file__).resolve().parent.parent / "examples" / "tiny_family" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _evaluate_i2v():
+    return _example_script("evaluate_i2v")
+
+
+def test_motion_lora_evaluation_prompts_without_the_move_and_can_fail():
+    evaluate = _example_script("evaluate_motion_lora")
+    assert evaluate.prompt_without_camera("a red ball on a lawn, static camera", "static camera") == "a red ball on a lawn"
+    with pytest.raises(SystemExit, match="does not name its camera"):
+        evaluate.prompt_without_camera("a red ball on a lawn", "static camera")
+    # The effect is a mean log ratio: a LoRA that magnifies 1.1x where the world zooms 1.2x clears half of it.
+    world = evaluate.log_effect([(1.2, 1.0), (1.1, 0.9)])
+    assert evaluate.log_effect([(1.1, 1.0), (1.0, 0.9)]) >= evaluate.SHARE_OF_WORLD * world
+    assert evaluate.log_effect([(1.0, 1.0), (0.9, 0.9)]) < evaluate.SHARE_OF_WORLD * world
+
+
+def test_motion_lora_evaluation_runs_on_the_family(family, tmp_path):
+    import json
+
+    out = tmp_path / "eval"
+    code = _example_script("evaluate_motion_lora").main([
+        "--family", str(family), "--scenes", "1", "--clip-frames", "4", "--text-to-video", "--out", str(out),
+        "--frames", "4", "--steps", "3",
+    ])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["passed"]) == {"image-to-video", "text-to-video"}
+    (scene,) = report["scenes"]
+    assert "camera" not in scene["prompt"]
+    assert set(scene) == {"prompt", "real_still", "real_zooming", "image-to-video without", "image-to-video with",
+                          "text-to-video without", "text-to-video with"}
+    assert scene["real_zooming"] > scene["real_still"]  # the world's own zoom reads as one
+    assert all(0.5 < value < 2.0 for key, value in scene.items() if key != "prompt")
+    assert len(list((out / "videos" / "scene-000-image-to-video-with").glob("*.png"))) == 4
+    assert (out / "contact_sheet.png").stat().st_size > 0 and "| image-to-video, with the MotionLoRA |" in (out / "table.md").read_text()
 
 
 def test_i2v_targets_judge_against_the_real_clip_through_the_vae():

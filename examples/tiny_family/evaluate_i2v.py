@@ -29,7 +29,6 @@ generated rows for the first clips, then photo and generated rows).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from PIL import Image
 
-    from motionkit.contact_sheet import write_contact_sheet
+    from motionkit.evaluation_files import run_settings, write_evaluation
     from motionkit.data.world import render_clips
     from motionkit.metrics import fit_image, histogram_distance, psnr
     from motionkit.pipeline.image_input import load_image, vae_round_trip
@@ -197,13 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"VAE round trip of {vae_report['frames']} held-out world frames: {vae_report['psnr']:.2f} dB (>= {VAE_PSNR_DB:g}), "
               f"histogram distance {vae_report['hist']:.3f} (<= {VAE_HIST:g}): {'yes' if passed['vae'] else 'NO'}"]
     table = "\n".join(lines)
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    settings["animate_flags"] = extra
-    report = {"settings": settings, "mean": {"generated": generated, "real_through_vae": real}, "passed": passed,
+    report = {"settings": run_settings(args, extra), "mean": {"generated": generated, "real_through_vae": real}, "passed": passed,
               "clips": rows, "photos": photos, "vae": vae_report}
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "table.md").write_text(table + "\n", encoding="utf-8")
-    write_contact_sheet(args.out / "contact_sheet.png", sheet)
+    write_evaluation(args.out, report, table, sheet)
     print(f"\n{table}\n\nall targets met: {'yes' if all(passed.values()) else 'NO'}; wrote {args.out}")
     return 0
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +31,8 @@ from motionkit.errors import FormatError, MotionkitError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClipPlan", "ClipSource", "LatentCacheDataset", "VideoClipDataset", "cache_key", "captioned", "plan_clip"]
+__all__ = ["ClipPlan", "ClipSource", "LatentCacheDataset", "VideoClipDataset", "cache_key", "captioned", "captions_without", "plan_clip",
+           "without_text"]
 
 T = TypeVar("T")
 
@@ -111,6 +113,19 @@ def captioned(sources: Sequence[ClipSource], text: str) -> list[ClipSource]:
     return kept
 
 
+def without_text(caption: str, text: str) -> str:
+    """``caption`` with every occurrence of ``text`` (any case) taken out, and the commas and spaces it leaves
+    tidied: ``"a ball, camera zooming in"`` without ``"camera zooming in"`` is ``"a ball"``."""
+    pieces = re.split(re.escape(text.strip()), caption, flags=re.IGNORECASE)
+    joined = ", ".join(piece.strip(" ,") for piece in pieces if piece.strip(" ,"))
+    return re.sub(r"\s+", " ", joined)
+
+
+def captions_without(sources: Sequence[ClipSource], text: str) -> list[ClipSource]:
+    """The sources with ``text`` taken out of their captions (``without_text``)."""
+    return [replace(s, caption=without_text(s.caption, text)) for s in sources]
+
+
 class VideoClipDataset(Dataset):
     """Video clips for motion training; see the module docstring for the sampling rules.
 
@@ -119,7 +134,9 @@ class VideoClipDataset(Dataset):
 
     Unreadable videos are skipped with a logged warning and replaced by the next item; ``skipped``
     counts them (per process: each DataLoader worker keeps its own count). ``caption_contains`` keeps only
-    the clips whose caption holds that text (any case).
+    the clips whose caption holds that text (any case); ``caption_remove`` then takes a text out of every
+    caption (a MotionLoRA trained on "camera zooming in" clips without those words has to carry the move
+    itself, as its users prompt without them).
     """
 
     def __init__(
@@ -137,11 +154,16 @@ class VideoClipDataset(Dataset):
         seed: int | None = None,
         max_skips: int = 20,
         caption_contains: str | None = None,
+        caption_remove: str | None = None,
     ) -> None:
         if not sources:
             raise MotionkitError("the dataset has no clips; check the manifest, folder or CSV it was built from")
         if caption_contains is not None:
             sources = captioned(sources, caption_contains)
+        if caption_remove is not None:
+            if not caption_remove.strip():
+                raise MotionkitError("caption_remove is empty: give the text to take out of the captions, or leave it out")
+            sources = captions_without(sources, caption_remove)
         if n_frames < 1:
             raise MotionkitError(f"n_frames must be >= 1, got {n_frames}")
         if fps is None and (stride is None or stride < 1):

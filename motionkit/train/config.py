@@ -59,6 +59,7 @@ class DataConfig:
     num_workers: int = 0
     shuffle: bool = True
     caption_contains: str | None = None  # keep only clips whose caption holds this text (any case)
+    caption_remove: str | None = None  # take this text out of every caption (a MotionLoRA's move words)
 
     def __post_init__(self) -> None:
         sources = [s for s in (self.manifest, self.folder, self.csv, self.shards) if s]
@@ -73,6 +74,14 @@ class DataConfig:
         require(
             self.caption_contains is None or bool(self.caption_contains.strip()),
             "data.caption_contains is empty: give the text the kept clips' captions hold, or remove the key",
+        )
+        require(
+            self.caption_remove is None or bool(self.caption_remove.strip()),
+            "data.caption_remove is empty: give the text to take out of the captions, or remove the key",
+        )
+        require(
+            not (self.caption_remove and self.shards),
+            "data.caption_remove edits manifest, folder and csv captions; shards keep the captions they were written with",
         )
         require(
             not (self.caption_contains and self.shards),

@@ -363,6 +363,7 @@ class Trainer:
             caption_dropout=data.caption_dropout,
             seed=self.config.seed,
             caption_contains=data.caption_contains,
+            caption_remove=data.caption_remove,
         )
         if data.manifest:
             dataset = VideoClipDataset.from_manifest(data.manifest, **options)

@@ -205,7 +205,8 @@ def camera_zoom(frames: Any) -> float:
     For each consecutive pair, the magnification of the first frame about its centre (in ``ZOOM_STEPS``),
     plus the shift that suits it best, that matches the second best; the pairs' factors are multiplied. A
     pan is a shift and does not count on a flat picture (a pan with parallax, near ground moving faster than
-    the sky, does). Things that move by themselves (waves, clouds) bias it by several per cent either way, so compare videos of the same scene with each other, not with 1.
+    the sky, does). Things that move by themselves (waves, clouds) bias it by several per cent either way,
+    so compare videos of the same scene with each other, not with 1.
     """
     video = _as_video(frames)
     zoom = 1.0

@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from PIL import Image
 
-    from motionkit.evaluation_files import run_settings, write_evaluation
     from motionkit.data.world import render_clips
+    from motionkit.evaluation_files import run_settings, write_evaluation
     from motionkit.metrics import fit_image, histogram_distance, psnr
     from motionkit.pipeline.image_input import load_image, vae_round_trip
     from motionkit.pipeline.loading import load_base

@@ -9,6 +9,7 @@ back the UNet exactly as it was.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +59,7 @@ class MotionUNetOutput:
 
 
 @contextlib.contextmanager
-def image_model_alone(motion_unet: Any):
+def image_model_alone(motion_unet: Any) -> Iterator[Any]:
     """Inside the block ``motion_unet`` runs the image model alone: every motion module skipped
     (``motion_strength`` 0), the strength it had restored after, even on error."""
     kept, motion_unet.motion_strength = motion_unet.motion_strength, 0.0

@@ -11,6 +11,8 @@ flow-based metrics, so the numbers here are proxies: compare them with each othe
 | motion_score        | mean flow magnitude, pixels per frame pair (SVD filtering) | context |
 | dynamic_degree      | VBench rule on the largest flows: does the clip move?      | context |
 | camera_zoom         | view magnification from frame 0 to the last (scale search) | context |
+| camera_pan          | horizontal camera travel, px, frame 0 to the last (flow)    | context |
+| edge_alignment      | colour gradient on a scene's edge maps over its mean: 1 = none | higher |
 | first_frame_fidelity| PSNR / SSIM of frame 0 against the conditioning image      | higher  |
 | frame_psnr/ssim     | per frame, against an image (each frame) or a clip (paired)| higher  |
 | colour_delta_e      | CIE76 delta E between mean CIE L*a*b* colours, per frame   | lower   |
@@ -213,6 +215,49 @@ def camera_zoom(frames: Any) -> float:
     for index in range(len(video) - 1):
         zoom *= _pair_zoom(video[index], video[index + 1])
     return zoom
+
+
+def camera_pan(frames: Any) -> float:
+    """How far the camera travels sideways from frame 0 to the last frame, in pixels: positive panning right
+    (the picture moves left), negative panning left, 0 for a still camera.
+
+    For each consecutive pair, the median horizontal Farnebäck flow (the dominant layer's motion: objects and
+    a pan's near layers moving faster than the sky, parallax, do not sway the median as they sway a mean), negated
+    and summed. Waves, clouds and things that move by themselves bias it, so compare videos of one scene."""
+    return -float(sum(np.median(flow[..., 0]) for flow in _pair_flows(_as_video(frames))))
+
+
+def _as_edge_maps(edges: Any, video: np.ndarray) -> np.ndarray:
+    maps = np.asarray(edges)
+    if maps.ndim == 4 and maps.shape[-1] in (1, 3):
+        maps = maps[..., 0]
+    if maps.shape != video.shape[:3]:
+        raise MetricInputError(
+            f"edge maps of shape {tuple(maps.shape)} do not match the frames' {tuple(video.shape[:3])}: give one [H, W] map per frame"
+        )
+    return maps > 127
+
+
+def edge_alignment(frames: Any, edges: Any) -> float:
+    """How much stronger each frame's colour gradient is on ``edges`` (one map per frame, non-zero on a
+    scene's boundaries, as the world's ``render_clip(..., maps=True)["edges"]``) than on the frame as a
+    whole: the mean over frames of mean(|gradient| on the edges) / mean(|gradient|). 1 when the frame's
+    edges lie anywhere (or the frame is flat), higher the more of them sit on the map's: a layout check
+    that ignores colour, e.g. whether a ControlNet drew the scene its depth or edge video describes.
+    Frames whose map has no edge are left out."""
+    video = _as_video(frames, min_frames=1)
+    maps = _as_edge_maps(edges, video)
+    ratios = []
+    for frame, on_edge in zip(video, maps):
+        if not on_edge.any():
+            continue
+        rgb = frame.astype(np.float32)
+        gradient = np.sqrt(sum(cv2.Sobel(rgb, cv2.CV_32F, dx, dy, ksize=3) ** 2 for dx, dy in ((1, 0), (0, 1))).sum(axis=-1))
+        mean = float(gradient.mean())
+        ratios.append(float(gradient[on_edge].mean()) / mean if mean > 0 else 1.0)
+    if not ratios:
+        raise MetricInputError("no edge map has an edge: give maps that mark the scene's boundaries (non-zero)")
+    return float(np.mean(ratios))
 
 
 def _dynamic_from_flows(

@@ -5,7 +5,8 @@
 #
 #   scripts/make_tiny_family.sh            # everything: data, VAE, base, personalized (and on), motion adapter, encoder,
 #                                          # ControlNet, zoom-in MotionLoRA, high-noise adapter,
-#                                          # low-noise encoder, zoom-in MotionLoRA without its words, ship, eval
+#                                          # low-noise encoder, zoom-in MotionLoRA without its words,
+#                                          # ControlNet trained on twice, ship, eval
 #   STAGES="motion ship eval" scripts/make_tiny_family.sh   # only some stages (each reads the previous outputs)
 #
 # Work files go to motionkit-out/tiny-family/ (git-ignored). Torch uses at most 2 threads.
@@ -17,7 +18,7 @@ MK="$PY -m motionkit"
 WORK=motionkit-out/tiny-family
 FAMILY=motionkit/assets/tiny-family
 CONFIGS=examples/tiny_family
-STAGES=${STAGES:-"data vae base personalized personalized_neon motion encoder controlnet motion_lora_zoom motion_high_noise encoder_low_noise motion_lora_zoom_words ship eval"}
+STAGES=${STAGES:-"data vae base personalized personalized_neon motion encoder controlnet motion_lora_zoom motion_high_noise encoder_low_noise motion_lora_zoom_words controlnet_on controlnet_more ship eval"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 wants() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -56,6 +57,10 @@ wants encoder_low_noise && train_stage encoder_low_noise train summary.json
 # The zoom-in MotionLoRA that ships: against the adapter that ships, on the zoom-in clips with those words taken
 # out of their captions, so the LoRA carries the move.
 wants motion_lora_zoom_words && train_stage motion_lora_zoom_words train summary.json
+# The ControlNet of stage "controlnet" trained on against the adapter that ships, then on again at half the
+# learning rate: the ControlNet that ships.
+wants controlnet_on && train_stage controlnet_on train summary.json
+wants controlnet_more && train_stage controlnet_more train summary.json
 
 if wants ship; then
   rm -rf "$FAMILY/bases" "$FAMILY/adapters" "$FAMILY/encoders" "$FAMILY/controlnets" "$FAMILY/loras"
@@ -64,7 +69,7 @@ if wants ship; then
   cp -r "$WORK/personalized_neon/pipeline" "$FAMILY/bases/tiny-personalized"
   $MK convert "$WORK/motion_high_noise/adapter" "$FAMILY/adapters/tiny-motion" --to motionkit --dtype fp16
   # The condition encoders ship as diffusers folders in float16, as the bases do.
-  $PY - "$WORK/encoder_low_noise/encoder" "$FAMILY/encoders/tiny-sparsectrl-rgb" "$WORK/controlnet/controlnet" "$FAMILY/controlnets/tiny-controlnet-depth" <<'PYEOF'
+  $PY - "$WORK/encoder_low_noise/encoder" "$FAMILY/encoders/tiny-sparsectrl-rgb" "$WORK/controlnet_more/controlnet" "$FAMILY/controlnets/tiny-controlnet-depth" <<'PYEOF'
 import sys
 
 import torch
@@ -104,4 +109,6 @@ if wants eval; then
   timed eval-i2v $PY "$CONFIGS/evaluate_i2v.py" --family "$FAMILY" --photos motionkit/assets/examples/photos --out "$WORK/eval-i2v"
   # Does the MotionLoRA move the camera? Against the adapter alone, on held-out scenes (MODEL_CARD.md).
   timed eval-motion-lora $PY "$CONFIGS/evaluate_motion_lora.py" --family "$FAMILY" --text-to-video --out "$WORK/eval-motion-lora"
+  # Does the depth ControlNet draw the scene its depth video describes? Against text-to-video without it (MODEL_CARD.md).
+  timed eval-controlnet $PY "$CONFIGS/evaluate_controlnet.py" --family "$FAMILY" --out "$WORK/eval-controlnet"
 fi

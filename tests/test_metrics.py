@@ -9,10 +9,12 @@ from motionkit.cli import main
 from motionkit.metrics import (
     MetricInputError,
     adherence_report,
+    camera_pan,
     camera_zoom,
     colour_delta_e,
     colour_histogram_distance,
     dynamic_degree,
+    edge_alignment,
     evaluate_video,
     first_frame_fidelity,
     first_frame_jump,
@@ -90,6 +92,67 @@ def test_camera_zoom_orders_the_worlds_camera_moves(seed):
     zooms = {move: camera_zoom(render_clip(_replace_camera(spec, camera_for(move)))[::2])
              for move in ("zoom in", "static", "zoom out")}
     assert zooms["zoom in"] > zooms["static"] * 1.05 and zooms["zoom out"] < zooms["static"] / 1.05, zooms
+
+
+def _square_clip(corner: int, frames: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    # A red square on green at ``corner`` in every frame, and its boundary as the world draws edges (2 px each side).
+    video = np.zeros((frames, 32, 32, 3), np.uint8)
+    video[..., 1] = 160
+    video[:, corner:corner + 10, corner:corner + 10] = (200, 30, 30)
+    outline = np.zeros((32, 32), np.uint8)
+    cv2.rectangle(outline, (corner, corner), (corner + 9, corner + 9), 255, 2)
+    return video, np.repeat(outline[None], frames, axis=0)
+
+
+def test_edge_alignment_reads_where_the_edges_are():
+    video, edges = _square_clip(4)
+    _, elsewhere = _square_clip(18)
+    assert edge_alignment(video, edges) > 4.0  # the frame's gradient lies on the map's boundary
+    assert edge_alignment(video, elsewhere) < 0.5  # ... and not on another square's
+    assert edge_alignment(np.full_like(video, 90), edges) == 1.0  # a flat frame has no layout
+    assert edge_alignment(video, edges[..., None]) == edge_alignment(video, edges)  # [F, H, W, 1] maps are read too
+    # Colour alone makes an edge: the same square in a colour of the ground's brightness still reads.
+    same_luma = video.copy()
+    same_luma[:, 4:14, 4:14] = (255, 100, 160)
+    assert edge_alignment(same_luma, edges) > 4.0
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_edge_alignment_tells_a_world_clips_own_maps_from_anothers(seed):
+    from motionkit.data.world.scene import random_spec, render_clip
+
+    rng = np.random.default_rng(seed)
+    (frames, maps), (_, other) = (render_clip(random_spec(rng, frames=5), maps=True) for _ in range(2))
+    assert edge_alignment(frames, maps["edges"]) > 2.0 * edge_alignment(frames, other["edges"])
+
+
+def test_edge_alignment_refuses_bad_maps():
+    video, edges = _square_clip(4)
+    with pytest.raises(MetricInputError, match="do not match the frames") as info:
+        edge_alignment(video, edges[:2])
+    assert "\n" not in str(info.value)
+    with pytest.raises(MetricInputError, match="no edge map has an edge"):
+        edge_alignment(video, np.zeros_like(edges))
+
+
+@pytest.mark.parametrize("shift", [2, -3])
+def test_camera_pan_measures_the_travel(shift):
+    # The picture moving right by `shift` px a frame is the camera panning left as far: 9 pairs.
+    assert camera_pan(shifted(shift)) == pytest.approx(-9 * shift, abs=0.5)
+    assert camera_pan(shifted(0)) == pytest.approx(0.0, abs=1e-3)
+    assert abs(camera_pan(zoomed(1.03))) < 0.5  # a zoom about the centre is no pan
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_camera_pan_orders_the_worlds_pans(seed):
+    from motionkit.data.world.common import camera_for
+    from motionkit.data.world.landscape import _replace_camera, random_landscape_spec
+    from motionkit.data.world.scene import render_clip
+
+    spec = random_landscape_spec(np.random.default_rng(seed), frames=15)
+    pans = {move: camera_pan(render_clip(_replace_camera(spec, camera_for(move, 0.03)))[::2])
+            for move in ("pan left", "static", "pan right")}
+    assert pans["pan left"] < pans["static"] - 3.0 and pans["pan right"] > pans["static"] + 3.0, pans
 
 
 def test_dynamic_degree_threshold():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,10 @@ def test_missing_family_is_one_line(monkeypatch, tmp_path):
 def _example_script(name: str):
     import importlib.util
 
-    path = Path(__file__).resolve().parent.parent / "examples" / "tiny_family" / f"{name}.py"
+    folder = Path(__file__).resolve().parent.parent / "examples" / "tiny_family"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))  # as Python does for a script run from there: family_runs imports
+    path = folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -154,11 +158,42 @@ def test_motion_lora_evaluation_runs_on_the_family(family, tmp_path):
     (scene,) = report["scenes"]
     assert "camera" not in scene["prompt"]
     assert set(scene) == {"prompt", "real_still", "real_zooming", "image-to-video without", "image-to-video with",
-                          "text-to-video without", "text-to-video with"}
+                          "image-to-video words", "text-to-video without", "text-to-video with", "text-to-video words"}
+    assert set(report["words_effects"]) == {"image-to-video", "text-to-video"}
     assert scene["real_zooming"] > scene["real_still"]  # the world's own zoom reads as one
     assert all(0.5 < value < 2.0 for key, value in scene.items() if key != "prompt")
     assert len(list((out / "videos" / "scene-000-image-to-video-with").glob("*.png"))) == 4
     assert (out / "contact_sheet.png").stat().st_size > 0 and "| image-to-video, with the MotionLoRA |" in (out / "table.md").read_text()
+
+
+def test_controlnet_evaluation_judges_the_share_of_the_gap_closed():
+    evaluate = _example_script("evaluate_controlnet")
+    assert evaluate.gap_closed(3.0, 1.0, 5.0) == pytest.approx(0.5)
+    assert evaluate.gap_closed(3.0, 1.0, 5.0) >= evaluate.SHARE_OF_GAP > evaluate.gap_closed(2.0, 1.0, 5.0)
+    assert evaluate.gap_closed(1.0, 1.0, 5.0) == 0.0  # a ControlNet that changes nothing closes nothing
+    assert evaluate.gap_closed(2.0, 2.0, 2.0) == 0.0
+    with pytest.raises(SystemExit, match="--clips must be at least 1, got 0"):
+        evaluate.main(["--clips", "0", "--out", "unused"])
+
+
+def test_controlnet_evaluation_runs_on_the_family(family, tmp_path):
+    import json
+
+    out = tmp_path / "eval"
+    code = _example_script("evaluate_controlnet").main([
+        "--family", str(family), "--clips", "1", "--clip-frames", "4", "--out", str(out), "--frames", "4", "--steps", "3",
+    ])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    (clip,) = report["clips"]
+    assert set(clip) == {"caption", "edges real through the VAE", "psnr real through the VAE", "edges without",
+                         "psnr without", "edges with", "psnr with", "edges image-to-video", "psnr image-to-video"}
+    assert clip["edges real through the VAE"] > 1.5  # the real clip's own edges lie on its maps
+    assert clip["edges with"] != clip["edges without"]  # the ControlNet ran
+    assert report["passed"] == (report["gap_closed"] >= 0.5)
+    assert len(list((out / "videos" / "clip-000-depth").glob("*.png"))) == 4
+    assert len(list((out / "videos" / "clip-000-with").glob("*.png"))) == 4
+    assert (out / "contact_sheet.png").stat().st_size > 0 and "| text-to-video with the depth ControlNet |" in (out / "table.md").read_text()
 
 
 def test_i2v_targets_judge_against_the_real_clip_through_the_vae():
@@ -168,6 +203,14 @@ def test_i2v_targets_judge_against_the_real_clip_through_the_vae():
     assert all(evaluate.verdicts(held, real).values())
     frozen = {**held, "psnr_image": 15.4, "psnr_frame0": 25.5, "motion_score": 0.2, "jump_ratio": 1.6, "warping_error": 0.007}
     assert not any(evaluate.verdicts(frozen, real).values())
+
+
+def test_i2v_evaluation_reads_the_captioned_pan():
+    evaluate = _evaluate_i2v()
+    assert evaluate.captioned_pan("a red ball on a lawn, camera panning left") == -1.0
+    assert evaluate.captioned_pan("a red ball on a lawn, camera panning right") == 1.0
+    assert evaluate.captioned_pan("a red ball on a lawn, camera panning up") == 0.0
+    assert evaluate.captioned_pan("a red ball on a lawn, static camera") == 0.0
 
 
 def test_i2v_evaluation_runs_on_the_family(family, tmp_path):

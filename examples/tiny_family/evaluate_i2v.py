@@ -15,6 +15,9 @@ family's VAE, the ceiling of anything the family decodes:
 - no jump: frame-0-to-1 jump ratio <= 1.5;
 - steadiness: warping error <= 2x the real clip's.
 
+Context, not a target: clips whose caption pans the camera sideways are read with ``motionkit.metrics.camera_pan``,
+the real clip's travel in the captioned direction beside the generated one's: does the video pan as captioned?
+
 ``--photos DIR`` also animates every photo there with a prompt that names no scene (``--photo-prompt``) and holds frames
 1..N-1 to ``PHOTO_PSNR_DB`` against the photo at the family's size, beside the VAE's round trip of it. The VAE
 itself is held to ``VAE_PSNR_DB`` and ``VAE_HIST`` on a round trip of held-out world frames (``--vae-frames``).
@@ -28,11 +31,11 @@ generated rows for the first clips, then photo and generated rows).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
+from family_runs import animate, evaluation_parser, parse_evaluation_args
 
 from motionkit.metrics import adherence_report, evaluate_video
 
@@ -78,17 +81,20 @@ def mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
 
 
-def animate(base: Path, adapter: Path, image: Path, prompt: str, seed: int, out: Path, extra: list[str]) -> np.ndarray:
-    """One ``motionkit animate`` run, in this process, writing a PNG frame folder; its frames, uint8."""
-    from motionkit.cli import main as motionkit_main
-    from motionkit.video_io import read_video
+# Caption words of a sideways pan, and which way camera_pan reads it.
+PAN_DIRECTIONS = {"camera panning right": 1.0, "camera panning left": -1.0}
 
+
+def captioned_pan(caption: str) -> float:
+    """+1 or -1 for a caption that pans the camera right or left, else 0."""
+    return next((sign for words, sign in PAN_DIRECTIONS.items() if words in caption), 0.0)
+
+
+def image_flags(image: Path, extra: list[str]) -> list[str]:
+    """``--image IMAGE`` and the flags passed on; with a SparseCtrl encoder and no keyframe given, the image is
+    its keyframe 0 as well."""
     keyframe = ["--keyframe", f"0:{image}"] if "--sparsectrl" in extra and "--keyframe" not in extra else []
-    argv = ["animate", "--base", str(base), "--adapter", str(adapter), "--image", str(image), "--prompt", prompt,
-            "--seed", str(seed), "--out", f"{out}/", *extra, *keyframe]
-    if motionkit_main(argv) != 0:
-        raise SystemExit(f"motionkit {' '.join(argv)} failed")
-    return read_video(out)
+    return ["--image", str(image), *extra, *keyframe]
 
 
 def _photos(folder: Path | None) -> list[Path]:
@@ -101,60 +107,51 @@ def _photos(folder: Path | None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Other flags go to motionkit animate.")
-    parser.add_argument("--family", type=Path, default=Path("motionkit/assets/tiny-family"))
-    parser.add_argument("--base", type=Path, help="default: FAMILY/bases/tiny-base")
-    parser.add_argument("--adapter", type=Path, help="default: FAMILY/adapters/tiny-motion")
-    parser.add_argument("--clips", type=int, default=12)
-    parser.add_argument("--clip-frames", type=int, default=8, help="frames rendered per real clip (the family's frame count)")
-    parser.add_argument("--stride", type=int, default=2, help="rendered frames between video frames (training's)")
-    parser.add_argument("--size", type=int, default=64, help="the family's native size")
-    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="world seed of the held-out clips")
+    parser = evaluation_parser(__doc__, HELD_OUT_SEED, "clip", 12, 4)
     parser.add_argument("--kinds", default="landscape,pattern", help="world scene kinds, comma-separated (the family's training world)")
     parser.add_argument("--photos", type=Path, help="also animate the photos in this folder")
     parser.add_argument("--photo-prompt", default="static camera",
                         help="the photos' prompt (default: 'static camera', words of the world that name no scene)")
     parser.add_argument("--vae-frames", type=int, default=64, help="held-out world frames for the VAE's round trip")
-    parser.add_argument("--sample-seed", type=int, default=0, help="seed of the first video; one more per video")
-    parser.add_argument("--sheet-clips", type=int, default=4, help="clips shown in the contact sheet")
-    parser.add_argument("--out", type=Path, required=True)
-    args, extra = parser.parse_known_args(argv)
-    args.base = args.base or args.family / "bases" / "tiny-base"
-    args.adapter = args.adapter or args.family / "adapters" / "tiny-motion"
+    args, extra = parse_evaluation_args(parser, argv)
 
     from PIL import Image
 
     from motionkit.data.world import render_clips
     from motionkit.evaluation_files import run_settings, write_evaluation
-    from motionkit.metrics import fit_image, histogram_distance, psnr
+    from motionkit.metrics import camera_pan, fit_image, histogram_distance, psnr
     from motionkit.pipeline.image_input import load_image, vae_round_trip
     from motionkit.pipeline.loading import load_base
 
     torch.manual_seed(0)
     vae = load_base(args.base, dtype=torch.float32, device="cpu")["vae"]
     kinds = tuple(k for k in args.kinds.split(",") if k)
-    clips, captions = render_clips(args.clips, args.seed, frames=args.clip_frames, stride=args.stride, size=args.size, kinds=kinds)
+    clips, captions = render_clips(args.count, args.seed, frames=args.clip_frames, stride=args.stride, size=args.size, kinds=kinds)
     work = args.out / "videos"
     work.mkdir(parents=True, exist_ok=True)
     rows, sheet = [], []
     for index, (clip, prompt) in enumerate(zip(clips, captions)):
         image_path = work / f"clip-{index:03d}-frame0.png"
         Image.fromarray(clip[0]).save(image_path)
-        video = animate(args.base, args.adapter, image_path, prompt, args.sample_seed + index, work / f"clip-{index:03d}", extra)
+        video = animate(args.base, args.adapter, prompt, args.sample_seed + index, work / f"clip-{index:03d}", image_flags(image_path, extra))
         if video.shape != clip.shape:
             raise SystemExit(f"animate made {video.shape[0]} frames of {video.shape[2]}x{video.shape[1]}, the real clip has "
                              f"{clip.shape[0]} of {args.size}x{args.size}: pass --clip-frames/--size to match the family")
         through = vae_round_trip(vae, clip)
         generated, real = measure(video, clip[0]), measure(through, clip[0])
-        rows.append({"caption": prompt, "generated": generated, "real_through_vae": real, "passed": verdicts(generated, real)})
-        if index < args.sheet_clips:
+        row = {"caption": prompt, "generated": generated, "real_through_vae": real, "passed": verdicts(generated, real)}
+        if direction := captioned_pan(prompt):  # travel in the captioned direction, px
+            row["pan"] = {"real": direction * camera_pan(clip), "generated": direction * camera_pan(video)}
+        rows.append(row)
+        if index < args.shown:
             sheet += [(f"{index} real", clip), (f"{index} real/VAE", through), (f"{index} generated", video)]
         print(f"clip {index}: psnr_image {generated['psnr_image']:.2f} dB (real/VAE {real['psnr_image']:.2f}), "
               f"motion {generated['motion_score']:.2f} px (real {real['motion_score']:.2f})", flush=True)
 
     photos = []
     for index, path in enumerate(_photos(args.photos)):
-        video = animate(args.base, args.adapter, path, args.photo_prompt, args.sample_seed + 1000 + index, work / f"photo-{path.stem}", extra)
+        video = animate(args.base, args.adapter, args.photo_prompt, args.sample_seed + 1000 + index, work / f"photo-{path.stem}",
+                        image_flags(path, extra))
         image = fit_image(load_image(path), video.shape[2], video.shape[1])
         reconstruction = vae_round_trip(vae, image[None])[0]
         adherence = adherence_report(video, image)
@@ -187,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for key, target in TARGETS.items():
         lines.append(f"| {key} | {generated[key]:.3f} | {real[key]:.3f} | {target} | {'yes' if passed[key] else 'NO'} |")
+    pans = [r["pan"] for r in rows if "pan" in r]
+    if pans:
+        lines += ["", f"Captioned pans ({len(pans)} clips, context): the camera travels {np.mean([p['real'] for p in pans]):.2f} px in "
+                  f"the captioned direction in the real clips, {np.mean([p['generated'] for p in pans]):.2f} px in the generated ones"]
     if photos:
         lines += ["", f"| photo | frames 1..N-1 PSNR vs the photo (>= {PHOTO_PSNR_DB:g} dB) | its VAE round trip | histogram distance | motion | met |",
                   "| --- | --- | --- | --- | --- | --- |"]

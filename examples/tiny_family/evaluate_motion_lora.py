@@ -5,32 +5,40 @@ For held-out landscapes (world seed ``--seed``, never a training seed), the same
 world, with a still camera and zooming in (the reference), and its still frame 0 is animated by ``motionkit
 animate`` with the family's defaults, once with the adapter alone and once with ``--motion-lora LORA`` (same
 seed, same prompt). The prompt is the scene's caption with its camera words taken out, so only the LoRA can ask
-for the move. ``--text-to-video`` animates the same prompts without the image as well.
+for the move. For context, the adapter alone is also given the caption with ", camera zooming in": does the adapter
+itself zoom when asked? ``--text-to-video`` animates the same prompts without the image as well.
 
 ``motionkit.metrics.camera_zoom`` reads how much each video magnifies from frame 0 to the last. Waves and clouds
 bias it alike for every video of one scene, so videos are compared with the other videos of their scene: the
 LoRA's effect is the mean over scenes of log(zoom with) - log(zoom without), the world's is log(zoom in) -
-log(zoom still) of the real clips. Target: the LoRA's effect is at least half the world's.
+log(zoom still) of the real clips. Target: the LoRA's effect is at least half the world's. The words' effect is
+log(zoom with the words) - log(zoom without), reported beside it.
 
     python examples/tiny_family/evaluate_motion_lora.py --family motionkit/assets/tiny-family \\
         --out motionkit-out/tiny-family/eval-motion-lora [--text-to-video] [ANIMATE FLAGS]
 
-Writes ``report.json``, a markdown table (also printed) and ``contact_sheet.png`` (still, zooming and both
+Writes ``report.json``, a markdown table (also printed) and ``contact_sheet.png`` (still, zooming and the
 generated rows for the first scenes).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from family_runs import animate, evaluation_parser, parse_evaluation_args
 
 HELD_OUT_SEED = 424250
 ZOOM_SPEED = 0.04  # the middle of the world's landscape zoom speeds (0.03-0.05): 2 % a rendered frame
 SHARE_OF_WORLD = 0.5
+# The videos of each scene: name, contact-sheet label, which prompt, flags ("LORA" stands for --lora's value).
+RUNS = (
+    ("without", "adapter alone", "prompt", []),
+    ("with", "with the LoRA", "prompt", ["--motion-lora", "LORA"]),
+    ("words", "asked to zoom", "prompt_with_move", []),
+)
 
 
 def prompt_without_camera(caption: str, camera_phrase: str) -> str:
@@ -41,20 +49,9 @@ def prompt_without_camera(caption: str, camera_phrase: str) -> str:
     raise SystemExit(f"caption {caption!r} does not name its camera ({camera_phrase!r})")
 
 
-def animate(base: Path, adapter: Path, image: Path | None, prompt: str, seed: int, out: Path, extra: list[str]) -> np.ndarray:
-    """One ``motionkit animate`` run in this process, to a PNG frame folder; its frames, uint8."""
-    from motionkit.cli import main as motionkit_main
-    from motionkit.video_io import read_video
-
-    argv = ["animate", "--base", str(base), "--adapter", str(adapter), "--prompt", prompt, "--seed", str(seed),
-            "--out", f"{out}/", *(["--image", str(image)] if image else []), *extra]
-    if motionkit_main(argv) != 0:
-        raise SystemExit(f"motionkit {' '.join(argv)} failed")
-    return read_video(out)
-
-
 def scenes(count: int, seed: int, frames: int, stride: int, size: int) -> list[dict]:
-    """``count`` held-out landscapes, each as a still clip, a zooming clip and the prompt without camera words."""
+    """``count`` held-out landscapes, each as a still clip, a zooming clip, the prompt without camera words and
+    the prompt that asks for the zoom."""
     from motionkit.data.world.common import camera_for, camera_words
     from motionkit.data.world.landscape import random_landscape_spec
     from motionkit.data.world.scene import caption, render_clip
@@ -66,8 +63,10 @@ def scenes(count: int, seed: int, frames: int, stride: int, size: int) -> list[d
         spec = random_landscape_spec(rng, frames=rendered, size=size)
         still = replace(spec, camera=camera_for("static"))
         zooming = replace(spec, camera=camera_for("zoom in", ZOOM_SPEED))
+        prompt = prompt_without_camera(caption(still), camera_words(still.camera))
         out.append({
-            "prompt": prompt_without_camera(caption(still), camera_words(still.camera)),
+            "prompt": prompt,
+            "prompt_with_move": f"{prompt}, {camera_words(zooming.camera)}",
             "still": render_clip(still)[::stride],
             "zooming": render_clip(zooming)[::stride],
         })
@@ -80,25 +79,10 @@ def log_effect(pairs: list[tuple[float, float]]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Other flags go to motionkit animate.")
-    parser.add_argument("--family", type=Path, default=Path("motionkit/assets/tiny-family"))
-    parser.add_argument("--base", type=Path, help="default: FAMILY/bases/tiny-base")
-    parser.add_argument("--adapter", type=Path, help="default: FAMILY/adapters/tiny-motion")
+    parser = evaluation_parser(__doc__, HELD_OUT_SEED, "scene", 8, 3)
     parser.add_argument("--lora", help="PATH[:SCALE]; default: FAMILY/loras/tiny-zoom-in.safetensors")
-    parser.add_argument("--scenes", type=int, default=8)
-    parser.add_argument("--clip-frames", type=int, default=8, help="frames rendered per real clip (the family's frame count)")
-    parser.add_argument("--stride", type=int, default=2, help="rendered frames between video frames (training's)")
-    parser.add_argument("--size", type=int, default=64, help="the family's native size")
-    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="world seed of the held-out scenes")
-    parser.add_argument("--sample-seed", type=int, default=0, help="seed of the first scene's videos; one more per scene")
     parser.add_argument("--text-to-video", action="store_true", help="also animate the prompts without the image")
-    parser.add_argument("--sheet-scenes", type=int, default=3, help="scenes shown in the contact sheet")
-    parser.add_argument("--out", type=Path, required=True)
-    args, extra = parser.parse_known_args(argv)
-    if args.scenes < 1:
-        raise SystemExit(f"--scenes must be at least 1, got {args.scenes}")
-    args.base = args.base or args.family / "bases" / "tiny-base"
-    args.adapter = args.adapter or args.family / "adapters" / "tiny-motion"
+    args, extra = parse_evaluation_args(parser, argv)
     args.lora = args.lora or str(args.family / "loras" / "tiny-zoom-in.safetensors")
 
     from PIL import Image
@@ -110,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     modes = ["image-to-video"] + (["text-to-video"] if args.text_to_video else [])
     rows, sheet = [], []
-    for index, scene in enumerate(scenes(args.scenes, args.seed, args.clip_frames, args.stride, args.size)):
+    for index, scene in enumerate(scenes(args.count, args.seed, args.clip_frames, args.stride, args.size)):
         image_path = work / f"scene-{index:03d}-frame0.png"
         Image.fromarray(scene["still"][0]).save(image_path)
         row = {"prompt": scene["prompt"], "real_still": camera_zoom(scene["still"]),
@@ -118,19 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         videos = {}
         for mode in modes:
             image = image_path if mode == "image-to-video" else None
-            for name, flags in (("without", []), ("with", ["--motion-lora", args.lora])):
-                video = animate(args.base, args.adapter, image, scene["prompt"], args.sample_seed + index,
-                                work / f"scene-{index:03d}-{mode}-{name}", [*extra, *flags])
+            for name, _, prompt, flags in RUNS:
+                flags = [args.lora if flag == "LORA" else flag for flag in flags]
+                video = animate(args.base, args.adapter, scene[prompt], args.sample_seed + index,
+                                work / f"scene-{index:03d}-{mode}-{name}", [*(["--image", str(image)] if image else []), *extra, *flags])
                 videos[mode, name] = video
                 row[f"{mode} {name}"] = camera_zoom(video)
         rows.append(row)
-        if index < args.sheet_scenes:
+        if index < args.shown:
             sheet += [(f"{index} still", scene["still"]), (f"{index} zooming in", scene["zooming"])]
-            sheet += [(f"{index} {mode} {name} LoRA", videos[mode, name]) for mode in modes for name in ("without", "with")]
+            sheet += [(f"{index} {mode} {label}", videos[mode, name]) for mode in modes for name, label, _, _ in RUNS]
         print(f"scene {index}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "prompt"), flush=True)
 
     world = log_effect([(r["real_zooming"], r["real_still"]) for r in rows])
     effects = {mode: log_effect([(r[f"{mode} with"], r[f"{mode} without"]) for r in rows]) for mode in modes}
+    words = {mode: log_effect([(r[f"{mode} words"], r[f"{mode} without"]) for r in rows]) for mode in modes}
     passed = {mode: bool(effect >= SHARE_OF_WORLD * world) for mode, effect in effects.items()}
     lines = [
         "| videos | zoom, frame 0 to last (mean over scenes) | effect vs its pair, x | target | met |",
@@ -143,9 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {mode}, with the MotionLoRA | {np.mean([r[f'{mode} with'] for r in rows]):.3f} | "
                      f"{math.exp(effects[mode]):.3f} | >= {math.exp(SHARE_OF_WORLD * world):.3f} | "
                      f"{'yes' if passed[mode] else 'NO'} |")
+        lines.append(f"| {mode}, adapter alone asked to zoom in the prompt (context) | {np.mean([r[f'{mode} words'] for r in rows]):.3f} | "
+                     f"{math.exp(words[mode]):.3f} | - | - |")
     table = "\n".join(lines)
     report = {"settings": run_settings(args, extra), "world_effect": math.exp(world),
-              "effects": {mode: math.exp(effect) for mode, effect in effects.items()}, "passed": passed, "scenes": rows}
+              "effects": {mode: math.exp(effect) for mode, effect in effects.items()},
+              "words_effects": {mode: math.exp(effect) for mode, effect in words.items()}, "passed": passed, "scenes": rows}
     write_evaluation(args.out, report, table, sheet)
     print(f"\n{table}\n\nthe MotionLoRA's zoom is visible: {'yes' if all(passed.values()) else 'NO'}; wrote {args.out}")
     return 0

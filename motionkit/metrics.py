@@ -11,8 +11,8 @@ flow-based metrics, so the numbers here are proxies: compare them with each othe
 | motion_score        | mean flow magnitude, pixels per frame pair (SVD filtering) | context |
 | dynamic_degree      | VBench rule on the largest flows: does the clip move?      | context |
 | camera_zoom         | view magnification from frame 0 to the last (scale search) | context |
-| camera_pan          | horizontal camera travel, px, frame 0 to the last (flow)    | context |
-| edge_alignment      | colour gradient on a scene's edge maps over its mean: 1 = none | higher |
+| camera_pan          | horizontal camera travel, px, frame 0 to the last (flow)   | context |
+| edge_alignment      | gradient on a scene's edge maps over its mean (1 = none)   | higher  |
 | first_frame_fidelity| PSNR / SSIM of frame 0 against the conditioning image      | higher  |
 | frame_psnr/ssim     | per frame, against an image (each frame) or a clip (paired)| higher  |
 | colour_delta_e      | CIE76 delta E between mean CIE L*a*b* colours, per frame   | lower   |
@@ -221,9 +221,10 @@ def camera_pan(frames: Any) -> float:
     """How far the camera travels sideways from frame 0 to the last frame, in pixels: positive panning right
     (the picture moves left), negative panning left, 0 for a still camera.
 
-    For each consecutive pair, the median horizontal Farnebäck flow (the dominant layer's motion: objects and
-    a pan's near layers moving faster than the sky, parallax, do not sway the median as they sway a mean), negated
-    and summed. Waves, clouds and things that move by themselves bias it, so compare videos of one scene."""
+    For each consecutive pair, the median horizontal Farnebäck flow, negated and summed. The median follows
+    the layer that fills most of the frame, where a mean would be pulled by moving objects and by a pan's
+    near layers, which parallax moves faster. Waves, clouds and things that move by themselves bias it, so
+    compare videos of one scene."""
     return -float(sum(np.median(flow[..., 0]) for flow in _pair_flows(_as_video(frames))))
 
 
@@ -239,12 +240,12 @@ def _as_edge_maps(edges: Any, video: np.ndarray) -> np.ndarray:
 
 
 def edge_alignment(frames: Any, edges: Any) -> float:
-    """How much stronger each frame's colour gradient is on ``edges`` (one map per frame, non-zero on a
+    """How much stronger each frame's colour gradient is on ``edges`` (one uint8 map per frame, above 127 on a
     scene's boundaries, as the world's ``render_clip(..., maps=True)["edges"]``) than on the frame as a
-    whole: the mean over frames of mean(|gradient| on the edges) / mean(|gradient|). 1 when the frame's
-    edges lie anywhere (or the frame is flat), higher the more of them sit on the map's: a layout check
-    that ignores colour, e.g. whether a ControlNet drew the scene its depth or edge video describes.
-    Frames whose map has no edge are left out."""
+    whole: the mean over frames of mean(|gradient| on the edges) / mean(|gradient|). About 1 when the frame's
+    edges lie anywhere (exactly 1 for a flat frame), higher the more of them sit on the map's: a layout check
+    that does not care which colours were drawn, e.g. whether a ControlNet drew the scene its depth or edge
+    video describes. Frames whose map has no edge are left out."""
     video = _as_video(frames, min_frames=1)
     maps = _as_edge_maps(edges, video)
     ratios = []
@@ -256,7 +257,7 @@ def edge_alignment(frames: Any, edges: Any) -> float:
         mean = float(gradient.mean())
         ratios.append(float(gradient[on_edge].mean()) / mean if mean > 0 else 1.0)
     if not ratios:
-        raise MetricInputError("no edge map has an edge: give maps that mark the scene's boundaries (non-zero)")
+        raise MetricInputError("no edge map has an edge: give maps that mark the scene's boundaries above 127")
     return float(np.mean(ratios))
 
 

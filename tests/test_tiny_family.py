@@ -186,11 +186,12 @@ def test_controlnet_evaluation_runs_on_the_family(family, tmp_path):
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     (clip,) = report["clips"]
-    assert set(clip) == {"caption", "edges real through the VAE", "psnr real through the VAE", "edges without",
+    assert set(clip) == {"caption", "kind", "edges real through the VAE", "psnr real through the VAE", "edges without",
                          "psnr without", "edges with", "psnr with", "edges image-to-video", "psnr image-to-video"}
     assert clip["edges real through the VAE"] > 1.5  # the real clip's own edges lie on its maps
     assert clip["edges with"] != clip["edges without"]  # the ControlNet ran
     assert report["passed"] == (report["gap_closed"] >= 0.5)
+    assert set(report["gap_closed_by_kind"]) == {clip["kind"]} and clip["kind"] in ("landscape", "pattern")
     assert len(list((out / "videos" / "clip-000-depth").glob("*.png"))) == 4
     assert len(list((out / "videos" / "clip-000-with").glob("*.png"))) == 4
     assert (out / "contact_sheet.png").stat().st_size > 0 and "| text-to-video with the depth ControlNet |" in (out / "table.md").read_text()

@@ -176,6 +176,16 @@ def test_controlnet_evaluation_judges_the_share_of_the_gap_closed():
         evaluate.main(["--clips", "0", "--out", "unused"])
 
 
+def test_evaluations_refuse_unknown_scene_kinds(capsys):
+    with pytest.raises(SystemExit):
+        _example_script("evaluate_controlnet").main(["--kinds", "lanscape", "--out", "unused"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "'lanscape': give world scene kinds among landscape, pattern" in error
+    import family_runs  # on sys.path once an example script is loaded
+
+    assert family_runs.scene_kinds(" landscape ,pattern") == ("landscape", "pattern")
+
+
 def test_controlnet_evaluation_runs_on_the_family(family, tmp_path):
     import json
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from family_runs import animate, evaluation_parser, parse_evaluation_args
+from family_runs import add_kinds_flag, animate, evaluation_parser, parse_evaluation_args
 
 HELD_OUT_SEED = 424270
 SHARE_OF_GAP = 0.5
@@ -53,7 +53,7 @@ def gap_closed(with_control: float, without: float, real: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = evaluation_parser(__doc__, HELD_OUT_SEED, "clip", 8, 3)
     parser.add_argument("--controlnet", help="PATH[:SCALE]; default: FAMILY/controlnets/tiny-controlnet-depth")
-    parser.add_argument("--kinds", default="landscape,pattern", help="world scene kinds, comma-separated (the family's training world)")
+    add_kinds_flag(parser)
     args, extra = parse_evaluation_args(parser, argv)
     args.controlnet = args.controlnet or str(args.family / "controlnets" / "tiny-controlnet-depth")
 
@@ -65,11 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     from motionkit.pipeline.loading import load_base
 
     vae = load_base(args.base, dtype=torch.float32, device="cpu")["vae"]
-    kinds = tuple(k for k in args.kinds.split(",") if k)
     work = args.out / "videos"
     work.mkdir(parents=True, exist_ok=True)
     rows, sheet = [], []
-    for index, clip in enumerate(held_out_clips(args.count, args.seed, args.clip_frames, args.stride, args.size, kinds)):
+    for index, clip in enumerate(held_out_clips(args.count, args.seed, args.clip_frames, args.stride, args.size, args.kinds)):
         depth_dir = work / f"clip-{index:03d}-depth"
         depth_dir.mkdir(exist_ok=True)
         for number, depth in enumerate(clip["depth"]):

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from family_runs import animate, evaluation_parser, parse_evaluation_args
+from family_runs import add_kinds_flag, animate, evaluation_parser, parse_evaluation_args
 
 from motionkit.metrics import adherence_report, evaluate_video
 
@@ -108,7 +108,7 @@ def _photos(folder: Path | None) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = evaluation_parser(__doc__, HELD_OUT_SEED, "clip", 12, 4)
-    parser.add_argument("--kinds", default="landscape,pattern", help="world scene kinds, comma-separated (the family's training world)")
+    add_kinds_flag(parser)
     parser.add_argument("--photos", type=Path, help="also animate the photos in this folder")
     parser.add_argument("--photo-prompt", default="static camera",
                         help="the photos' prompt (default: 'static camera', words of the world that name no scene)")
@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     vae = load_base(args.base, dtype=torch.float32, device="cpu")["vae"]
-    kinds = tuple(k for k in args.kinds.split(",") if k)
-    clips, captions = render_clips(args.count, args.seed, frames=args.clip_frames, stride=args.stride, size=args.size, kinds=kinds)
+    clips, captions = render_clips(args.count, args.seed, frames=args.clip_frames, stride=args.stride, size=args.size, kinds=args.kinds)
     work = args.out / "videos"
     work.mkdir(parents=True, exist_ok=True)
     rows, sheet = [], []
@@ -167,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"photo {path.name}: psnr_image {adherence['psnr_image']:.2f} dB (its VAE round trip {photos[-1]['vae_psnr']:.2f})", flush=True)
 
     # The VAE's own targets: round trip of held-out world frames (one per clip of a fresh seed).
-    held_out, _ = render_clips(args.vae_frames, args.seed + 1, frames=1, size=args.size, kinds=kinds)
+    held_out, _ = render_clips(args.vae_frames, args.seed + 1, frames=1, size=args.size, kinds=args.kinds)
     frames = np.stack([clip[0] for clip in held_out])
     round_trip = vae_round_trip(vae, frames)
     vae_report = {

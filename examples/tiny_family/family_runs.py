@@ -31,6 +31,22 @@ def evaluation_parser(doc: str, held_out_seed: int, unit: str, count: int, shown
     return parser
 
 
+def scene_kinds(text: str) -> tuple[str, ...]:
+    """``--kinds``'s value: world scene kinds, comma-separated; an unknown or empty one is refused in one line."""
+    from motionkit.data.world import KINDS
+
+    kinds = tuple(kind.strip() for kind in text.split(",") if kind.strip())
+    if not kinds or any(kind not in KINDS for kind in kinds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give world scene kinds among {', '.join(KINDS)}, comma-separated")
+    return kinds
+
+
+def add_kinds_flag(parser: argparse.ArgumentParser) -> None:
+    """``--kinds``: which of the world's scene kinds the held-out clips are drawn from (default: both, as trained)."""
+    parser.add_argument("--kinds", type=scene_kinds, default=scene_kinds("landscape,pattern"),
+                        help="world scene kinds, comma-separated (default: the family's training world, both)")
+
+
 def parse_evaluation_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """The parsed flags, with ``--base`` and ``--adapter`` defaulting to the family's, and the flags left over,
     which go to ``motionkit animate``. Fewer than one clip or scene is refused in one line."""

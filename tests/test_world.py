@@ -331,3 +331,13 @@ def test_a_vertical_pan_tilts_the_whole_view():
     depth = render_maps(lawn_with_ball(hop=0.0, camera=camera_for("pan up", 0.03)))["depth"]
     horizon = [int(np.argmax(d[:, 2] > 0)) for d in depth]
     assert horizon[-1] - horizon[0] == pytest.approx(0.03 * 7 * 64, abs=1.5)
+
+
+def test_render_clips_renders_the_specs_random_specs_draws():
+    from motionkit.data.world import random_specs, render_clips, scene_kind
+
+    clips, captions = render_clips(3, 11, frames=4, stride=2, size=32)
+    specs = random_specs(3, 11, frames=4, stride=2, size=32)
+    assert [caption(spec) for spec in specs] == captions
+    assert all(np.array_equal(render_clip(spec)[::2], clip) for spec, clip in zip(specs, clips))
+    assert {scene_kind(spec) for spec in random_specs(3, 11, kinds=("pattern",))} == {"pattern"}

@@ -31,14 +31,12 @@ SHARE_OF_GAP = 0.5
 
 
 def held_out_clips(count: int, seed: int, frames: int, stride: int, size: int, kinds: tuple[str, ...]) -> list[dict]:
-    """``count`` world clips of ``frames`` frames (``stride`` rendered frames apart), each with its caption and its
-    depth and edge maps, uint8."""
-    from motionkit.data.world.scene import caption, random_spec, render_clip, scene_kind
+    """``count`` world clips of ``frames`` frames (``stride`` rendered frames apart), the draw ``render_clips``
+    makes, each with its caption, its kind and its depth and edge maps, uint8."""
+    from motionkit.data.world import caption, random_specs, render_clip, scene_kind
 
-    rng = np.random.default_rng(seed)
     out = []
-    for _ in range(count):
-        spec = random_spec(rng, frames=(frames - 1) * stride + 1, size=size, kinds=kinds)
+    for spec in random_specs(count, seed, frames=frames, stride=stride, size=size, kinds=kinds):
         clip, maps = render_clip(spec, maps=True)
         out.append({"caption": caption(spec), "kind": scene_kind(spec), "frames": clip[::stride], "depth": maps["depth"][::stride],
                     "edges": maps["edges"][::stride]})
@@ -63,16 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     from motionkit.metrics import edge_alignment, frame_psnr
     from motionkit.pipeline.image_input import vae_round_trip
     from motionkit.pipeline.loading import load_base
+    from motionkit.video_io import write_video
 
     vae = load_base(args.base, dtype=torch.float32, device="cpu")["vae"]
     work = args.out / "videos"
     work.mkdir(parents=True, exist_ok=True)
     rows, sheet = [], []
     for index, clip in enumerate(held_out_clips(args.count, args.seed, args.clip_frames, args.stride, args.size, args.kinds)):
-        depth_dir = work / f"clip-{index:03d}-depth"
-        depth_dir.mkdir(exist_ok=True)
-        for number, depth in enumerate(clip["depth"]):
-            Image.fromarray(depth).convert("RGB").save(depth_dir / f"{number:05d}.png")
+        depth = np.repeat(clip["depth"][..., None], 3, axis=-1)
+        depth_dir = write_video(depth, f"{work / f'clip-{index:03d}-depth'}/")  # a lossless PNG frame folder
         image_path = work / f"clip-{index:03d}-frame0.png"
         Image.fromarray(clip["frames"][0]).save(image_path)
         videos = {"real through the VAE": vae_round_trip(vae, clip["frames"])}
@@ -90,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             row[f"psnr {name}"] = float(np.mean(frame_psnr(video[1:], clip["frames"][1:])))
         rows.append(row)
         if index < args.shown:
-            sheet += [(f"{index} depth", np.repeat(clip["depth"][..., None], 3, axis=-1)), (f"{index} real", clip["frames"]),
+            sheet += [(f"{index} depth", depth), (f"{index} real", clip["frames"]),
                       (f"{index} without", videos["without"]), (f"{index} with ControlNet", videos["with"]),
                       (f"{index} image-to-video", videos["image-to-video"])]
         print(f"clip {index} ({clip['kind']}): " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("caption", "kind")), flush=True)

@@ -11,7 +11,7 @@ also gives exact depth and edge maps of the same geometry, for a ControlNet.
 """
 
 from motionkit.data.world.common import CAMERA_MOVES, COLOURS, MAPS, STYLES, Camera, camera_for
-from motionkit.data.world.dataset import main, render_clips, write_world_dataset
+from motionkit.data.world.dataset import main, random_specs, render_clips, write_world_dataset
 from motionkit.data.world.landscape import (
     FLIERS,
     GROUNDS,
@@ -43,5 +43,5 @@ __all__ = [
     "Background", "Ball", "Boat", "Camera", "Cloud", "Flier", "LandscapeSpec", "Light", "Spec", "Thing", "Tree",
     "WorldSpec",
     "camera_for", "caption", "describe_thing", "main", "object_track", "random_spec", "render_clip", "render_maps",
-    "render_clips", "scene_kind", "write_world_dataset",
+    "random_specs", "render_clips", "scene_kind", "write_world_dataset",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from motionkit.data.world.common import MAPS, STYLES
-from motionkit.data.world.scene import KINDS, caption, random_spec, render_clip
+from motionkit.data.world.scene import KINDS, Spec, caption, random_spec, render_clip
 
 
 def _check_maps(maps: Sequence[str]) -> tuple[str, ...]:
@@ -17,6 +17,22 @@ def _check_maps(maps: Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"maps {', '.join(unknown)} are not among {', '.join(MAPS)}")
     return tuple(dict.fromkeys(maps))
+
+
+def random_specs(
+    count: int,
+    seed: int,
+    *,
+    frames: int = 8,
+    stride: int = 1,
+    size: int = 64,
+    style: str = "natural",
+    kinds: tuple[str, ...] = KINDS,
+) -> list[Spec]:
+    """The ``count`` clip specs ``render_clips`` renders for these arguments (deterministic in ``seed``), each long
+    enough for ``frames`` frames ``stride`` rendered frames apart: for callers that also want a clip's maps or kind."""
+    rng = np.random.default_rng(seed)
+    return [random_spec(rng, style=style, frames=(frames - 1) * stride + 1, size=size, kinds=kinds) for _ in range(count)]
 
 
 def render_clips(
@@ -31,13 +47,8 @@ def render_clips(
 ) -> tuple[list[np.ndarray], list[str]]:
     """``count`` clips drawn from ``seed`` (deterministic): uint8 ``[frames, size, size, 3]`` each, every
     ``stride``-th rendered frame from frame 0, and their captions. Held-out evaluation clips come from here."""
-    rng = np.random.default_rng(seed)
-    clips, captions = [], []
-    for _ in range(count):
-        spec = random_spec(rng, style=style, frames=(frames - 1) * stride + 1, size=size, kinds=kinds)
-        clips.append(render_clip(spec)[::stride])
-        captions.append(caption(spec))
-    return clips, captions
+    specs = random_specs(count, seed, frames=frames, stride=stride, size=size, style=style, kinds=kinds)
+    return [render_clip(spec)[::stride] for spec in specs], [caption(spec) for spec in specs]
 
 
 def write_world_dataset(

@@ -261,6 +261,31 @@ def edge_alignment(frames: Any, edges: Any) -> float:
     return float(np.mean(ratios))
 
 
+def image_edges(image: Any, low: float = 60.0, high: float = 150.0) -> np.ndarray:
+    """uint8 ``[H, W]`` edge map of an RGB image (255 on its edges, lines about 2 px wide, as the world's maps):
+    Canny with thresholds ``low`` / ``high`` on each colour channel (a boundary between two colours of one
+    brightness is an edge too), joined and dilated by one pixel."""
+    rgb = _as_image(image)
+    edges = np.max([cv2.Canny(np.ascontiguousarray(rgb[..., c]), low, high) for c in range(3)], axis=0)
+    return cv2.dilate(edges, np.ones((2, 2), np.uint8))
+
+
+def layout_kept(frames: Any, image: Any) -> float:
+    """How much of the image's layout frames 1..N-1 keep, against frame 0: ``edge_alignment`` of frames 1..N-1
+    on the image's own edges (``image_edges``) above 1, as a share of frame 0's above 1. 1 when every frame
+    draws its edges where frame 0 does, 0 when they lie anywhere, below 0 when they avoid them. Frame 0 is the
+    reference (in image-to-video the image through the VAE), so the VAE's blur does not count against the rest."""
+    video = _as_video(frames)
+    edges = image_edges(fit_image(image, video.shape[1], video.shape[2]))
+    if not (edges > 127).any():
+        raise MetricInputError("the image has no edges to hold a layout by: give an image with some structure")
+    first = edge_alignment(video[:1], edges[None])
+    rest = edge_alignment(video[1:], np.repeat(edges[None], len(video) - 1, axis=0))
+    if first <= 1.0:
+        raise MetricInputError("frame 0 does not draw the image's edges: it is no reference for the later frames")
+    return float((rest - 1.0) / (first - 1.0))
+
+
 def _dynamic_from_flows(
     flows: list[np.ndarray], num_frames: int, size: tuple[int, int], threshold: float | None
 ) -> bool:

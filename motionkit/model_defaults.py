@@ -9,11 +9,13 @@ config, within its position table). What a models folder may declare beside its 
       "frames": 8, "steps": 25, "guidance": 4.0, "scheduler": "ddim", "strength": 0.5,
       "anchor_first_frame": true, "image_guidance": "svd", "image_inversion": 0.3, "noise_correlation": 0.5,
       "frame_noise_means": "shared", "fps": 8, "negative_prompt": "",
+      "unfamiliar_images": {"denoising_error_above": 0.067, "image_inversion": 0.5, "guidance": 2.0},
       "about": "Markdown shown at the top of the page: what these models can and cannot draw.",
       "examples": [{"image": "examples/conditioning.png", "prompt": "...", "frames": 8, "seed": 1}]
     }
 
-Every key is optional. A broken declaration is refused in one line, so a typo does not silently fall back
+``unfamiliar_images`` (``motionkit.pipeline.image_familiarity``): the settings for an image the image model
+denoises worse than the limit, one unlike the models' own world. Every key is optional. A broken declaration is refused in one line, so a typo does not silently fall back
 to unsuited defaults. The app (``motionkit.app.defaults``) opens its page with these, ``motionkit animate``
 fills the settings a user did not give from them.
 """
@@ -41,6 +43,7 @@ DECLARED: dict[str, tuple[type, ...]] = {
     "image_inversion": (int, float), "noise_correlation": (int, float),
     "frame_noise_means": (str,), "fps": (int, float),
     "negative_prompt": (str,), "seed": (int,), "about": (str,),
+    "unfamiliar_images": (dict,),
 }
 
 
@@ -87,6 +90,7 @@ def read_declaration(root: Path) -> Declaration | None:
     settings = checked(data, str(path), DECLARED)
     from motionkit.noise_prior import check_frame_noise_means, check_noise_correlation
     from motionkit.pipeline.conditioning import check_image_guidance
+    from motionkit.pipeline.image_familiarity import DECLARED_KEY, unfamiliar_images_rule
     from motionkit.pipeline.inversion import check_image_inversion
 
     try:
@@ -100,6 +104,8 @@ def read_declaration(root: Path) -> Declaration | None:
             check_image_inversion(settings["image_inversion"])
     except MotionkitError as err:
         raise MotionkitError(f"{path}: {err}") from None
+    if DECLARED_KEY in settings:
+        unfamiliar_images_rule(settings[DECLARED_KEY], str(path))
     return Declaration(path, settings, tuple(examples))
 
 

@@ -105,6 +105,9 @@ PYEOF
 fi
 if wants eval; then
   timed eval $PY "$CONFIGS/evaluate.py" --family "$FAMILY" --out "$WORK/eval"
+  # Where the world ends for the image model: the limit motionkit-app.json declares for unfamiliar images
+  # (unfamiliar_images) is the "suggested limit" this prints; after retraining the base, update it there.
+  timed familiarity $PY "$CONFIGS/calibrate_familiarity.py" --family "$FAMILY" --photos motionkit/assets/examples/photos --out "$WORK/familiarity"
   # The image-to-video targets, through motionkit animate with the family's defaults (MODEL_CARD.md).
   timed eval-i2v $PY "$CONFIGS/evaluate_i2v.py" --family "$FAMILY" --photos motionkit/assets/examples/photos --out "$WORK/eval-i2v"
   # Does the MotionLoRA move the camera? Against the adapter alone, on held-out scenes (MODEL_CARD.md).

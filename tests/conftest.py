@@ -25,3 +25,27 @@ def family_dir(tmp_path_factory):
         return family.shipped_family_dir()
     except MotionkitError:
         return family.write_stand_in_family(tmp_path_factory.mktemp("family")).root
+
+
+@pytest.fixture(scope="session")
+def write_models_folder():
+    """A function writing a models folder of tiny random models into a directory: ``bases/base`` (a diffusers
+    folder), ``adapters/adapter`` (trained on 2 frames) and ``first.png``, a grey 64 px first frame."""
+
+    def write(root):
+        import numpy as np
+        from diffusers import StableDiffusionPipeline
+        from PIL import Image
+
+        from motionkit.adapter import MotionAdapter
+        from motionkit.tiny import tiny_pipeline_components
+
+        components = tiny_pipeline_components(seed=0)
+        StableDiffusionPipeline(
+            **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        ).save_pretrained(root / "bases" / "base")
+        MotionAdapter.from_unet(components["unet"], training_frames=2).save_pretrained(root / "adapters" / "adapter")
+        Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(root / "first.png")
+        return root
+
+    return write

@@ -9,16 +9,13 @@ import re
 import shutil
 import warnings
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from motionkit.adapter import MotionAdapter
 from motionkit.cli import main
 from motionkit.formats import load_adapter, save_adapter
 from motionkit.model_defaults import DECLARATION, adapter_config, recorded_training_frames, training_frames
-from motionkit.tiny import tiny_pipeline_components
 from motionkit.video_io import read_video, sidecar_path
 
 SIZE = ["--width", "64", "--height", "64"]
@@ -28,18 +25,10 @@ DECLARED = {"frames": 3, "steps": 2, "guidance": 4.0, "fps": 6, "strength": 0.5,
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, write_models_folder):
     """A models folder (bases/base, adapters/adapter trained on 2 frames, a declaration) and a first frame."""
-    from diffusers import StableDiffusionPipeline
-
-    root = tmp_path_factory.mktemp("models")
-    components = tiny_pipeline_components(seed=0)
-    StableDiffusionPipeline(
-        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    ).save_pretrained(root / "bases" / "base")
-    MotionAdapter.from_unet(components["unet"], training_frames=2).save_pretrained(root / "adapters" / "adapter")
+    root = write_models_folder(tmp_path_factory.mktemp("models"))
     (root / DECLARATION).write_text(json.dumps(DECLARED))
-    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(root / "first.png")
     return root
 
 

@@ -808,20 +808,37 @@ def test_image_inversion_reaches_image_to_video_alone(service):
 def test_the_family_s_photo_example_keeps_the_photo(service):
     """The app's photo example (a CC0 photo, no scene of the world) declares the image inversion that keeps a
     photo's layout: its later frames stay at 15 dB or more against the photo (the family's photo target),
-    above what the defaults give, which repaint it into a world scene."""
+    above what the world's settings give, which repaint it into a world scene. The page's defaults reach the
+    same: the family's rule for unfamiliar images reads the photo as one and picks the same settings."""
     from motionkit.metrics import fit_image, psnr
     from motionkit.pipeline.image_input import load_image
 
     (example,) = [e for e in page_defaults(service.models).examples if e.image is not None and e.image.suffix == ".jpg"]
     assert example.settings["image_inversion"] == 0.5 and example.settings["guidance"] == 2.0
 
+    records = []
+
     def later_frames_psnr(**settings) -> float:
-        frames = read_video(service.generate(dict(zip(FORM, request(example.image, prompt=example.prompt, **settings)))).gif)
+        result = service.generate(dict(zip(FORM, request(example.image, prompt=example.prompt, **settings))))
+        records.append(json.loads(result.record.read_text()))
+        frames = read_video(result.gif)
         photo = fit_image(load_image(example.image), *frames.shape[1:3])
         return float(np.mean([psnr(frame, photo) for frame in frames[1:]]))
 
     held = later_frames_psnr(**example.settings)
-    assert held >= 15.0 and held > later_frames_psnr(seed=example.settings["seed"]) + 1.0
+    world = later_frames_psnr(seed=example.settings["seed"], unfamiliar_images=False)
+    assert held >= 15.0 and held > world + 1.0
+    assert records[-1]["image_familiarity"] is None and records[-1]["settings"]["image_inversion"] == 0.0
+    # The page's defaults, rule on: the photo reads as unfamiliar and gets the example's settings.
+    assert later_frames_psnr(seed=example.settings["seed"]) == held
+    familiarity = records[-1]["image_familiarity"]
+    assert familiarity["applied"] and familiarity["denoising_error"] > familiarity["limit"]
+    assert (records[-1]["settings"]["image_inversion"], records[-1]["settings"]["guidance"]) == (0.5, 2.0)
+    # A world frame keeps the world's settings.
+    result = service.generate(dict(zip(FORM, request(FAMILY.conditioning, seed=1, steps=4))))
+    record = json.loads(result.record.read_text())
+    assert not record["image_familiarity"]["applied"] and record["settings"]["image_inversion"] == 0.0
+    assert "unlike the models' world" not in result.summary
 
 
 def test_motion_strength_acts_on_an_adapter_without_a_pia_branch(service):

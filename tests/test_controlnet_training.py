@@ -402,6 +402,11 @@ def test_tiny_family_controlnet_and_zoom_lora_configs():
     assert words.lora.enabled and words.data.caption_contains == words.data.caption_remove == "camera zooming in"
     assert Path(words.lora.base_adapter).resolve() == work / "motion_high_noise" / "adapter"
     assert Path(words.output_dir).resolve() == work / "motion_lora_zoom_words"
+    # Measured, not shipped: the whole shipped adapter on the zoom-in clips alone, its words out, 4b's recipe.
+    zoom_only = TrainConfig.from_yaml(folder / "motion_zoom_only.yaml")
+    assert not zoom_only.lora.enabled and Path(zoom_only.adapter).resolve() == work / "motion_high_noise" / "adapter"
+    assert zoom_only.data.caption_contains == zoom_only.data.caption_remove == "camera zooming in"
+    assert Path(zoom_only.output_dir).resolve() == work / "motion_zoom_only"
     # The adapter that ships: stage "motion"'s, trained on with high noise given its share.
     high_noise = TrainConfig.from_yaml(folder / "motion_high_noise.yaml")
     assert Path(high_noise.adapter).resolve() == work / "motion" / "adapter"

@@ -15,6 +15,8 @@ from motionkit.metrics import (
     colour_histogram_distance,
     dynamic_degree,
     edge_alignment,
+    image_edges,
+    layout_kept,
     evaluate_video,
     first_frame_fidelity,
     first_frame_jump,
@@ -133,6 +135,39 @@ def test_edge_alignment_refuses_bad_maps():
     assert "\n" not in str(info.value)
     with pytest.raises(MetricInputError, match="no edge map has an edge"):
         edge_alignment(video, np.zeros_like(edges))
+
+
+def test_image_edges_mark_a_square_s_outline():
+    video, outline = _square_clip(4, frames=1)
+    edges = image_edges(video[0])
+    assert edges.shape == (32, 32) and edges.dtype == np.uint8 and set(np.unique(edges)) == {0, 255}
+    on = edges > 127
+    assert on[outline[0] > 127].mean() > 0.5 and not on[20:, 20:].any()  # on the square's outline, not far from it
+    assert not image_edges(np.full((16, 16, 3), 90, np.uint8)).any()
+
+
+def test_layout_kept_reads_how_much_of_frame_0_s_layout_the_later_frames_keep():
+    video, _ = _square_clip(4, frames=4)
+    image = video[0]
+    assert layout_kept(video, image) == pytest.approx(1.0)  # every frame as frame 0
+    moved = video.copy()
+    moved[1:] = _square_clip(18, frames=3)[0]  # the square went elsewhere after frame 0
+    assert layout_kept(moved, image) < 0.1
+    flat = video.copy()
+    flat[1:] = 90  # a flat picture after frame 0: edges nowhere, a share of 0
+    assert layout_kept(flat, image) == pytest.approx(0.0)
+    # A larger image of the same picture is fitted to the frames first.
+    assert layout_kept(video, cv2.resize(image, (64, 64), interpolation=cv2.INTER_NEAREST)) > 0.9
+
+
+def test_layout_kept_refuses_an_image_without_edges_and_a_frame_0_without_them():
+    video, _ = _square_clip(4, frames=3)
+    with pytest.raises(MetricInputError, match="no edges to hold a layout by"):
+        layout_kept(video, np.full((32, 32, 3), 90, np.uint8))
+    flat_first = video.copy()
+    flat_first[0] = 90
+    with pytest.raises(MetricInputError, match="frame 0 does not draw the image's edges"):
+        layout_kept(flat_first, video[0])
 
 
 @pytest.mark.parametrize("shift", [2, -3])

@@ -231,6 +231,7 @@ def test_i2v_evaluation_runs_on_the_family(family, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(PHOTOS / "cat.jpg", photos / "cat.jpg")
+    shutil.copy(PHOTOS / "coffee.jpg", photos / "coffee.jpg")
     # --frames and --steps are motionkit animate's flags, passed on to it.
     code = _evaluate_i2v().main([
         "--family", str(family), "--clips", "1", "--clip-frames", "4", "--sheet-clips", "1", "--photos", str(photos), "--vae-frames", "2",
@@ -242,7 +243,13 @@ def test_i2v_evaluation_runs_on_the_family(family, tmp_path):
     assert report["settings"]["animate_flags"] == ["--frames", "4", "--steps", "5"]
     generated, real = report["mean"]["generated"], report["mean"]["real_through_vae"]
     assert 5.0 < generated["psnr_image"] < 60.0 and 5.0 < real["psnr_image"] < 60.0
-    (photo,) = report["photos"]
-    assert photo["photo"] == "cat.jpg" and 3.0 < photo["psnr_image"] < 60.0 and photo["passed"] == (photo["psnr_image"] >= 15.0)
+    cat, coffee = report["photos"]
+    for photo in (cat, coffee):
+        assert 3.0 < photo["psnr_image"] < 60.0 and -2.0 < photo["layout_kept"] < 2.0
+        assert photo["passed"] == (photo["psnr_image"] >= 15.0 and photo["layout_kept"] >= 0.5)
+    # The family's rule for unfamiliar images: the cat reads as familiar, the coffee cup gets the photo settings.
+    assert cat["photo"] == "cat.jpg" and cat["familiarity"]["applied"] is False
+    assert coffee["familiarity"]["applied"] is True and coffee["familiarity"]["denoising_error"] > coffee["familiarity"]["limit"]
+    assert "(unfamiliar-image settings)" in (out / "table.md").read_text()
     assert len(list((out / "videos" / "photo-cat").glob("*.png"))) == 4  # lossless frames straight from animate
     assert (out / "contact_sheet.png").stat().st_size > 0 and "| psnr_image |" in (out / "table.md").read_text()

@@ -17,6 +17,7 @@ from typing import Any
 
 from motionkit.app.models import ModelsFolder
 from motionkit.errors import MotionkitError
+from motionkit.pipeline.image_familiarity import DECLARED_KEY
 from motionkit.model_defaults import (  # noqa: F401  (re-exported: the app's names for them)
     DECLARATION,
     DECLARED,
@@ -65,11 +66,15 @@ class PageDefaults:
     seed: int = 0
     about: str = ""
     examples: tuple[Example, ...] = ()
+    # The declaration's settings for images unlike the models' world (motionkit.pipeline.image_familiarity).
+    unfamiliar_rule: dict[str, Any] | None = None
 
     def settings(self) -> dict[str, Any]:
-        """The per-request settings (no text about the models, no examples)."""
-        skip = {"about", "examples", "negative_prompt"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        """The per-request settings (no text about the models, no examples); ``unfamiliar_images``, whether the
+        declared rule for unfamiliar images applies, is on when the folder declares one."""
+        skip = {"about", "examples", "negative_prompt", "unfamiliar_rule"}
+        found = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        return {**found, "unfamiliar_images": self.unfamiliar_rule is not None}
 
 
 def motion_scale_support(config: dict[str, Any]) -> str | None:
@@ -99,6 +104,8 @@ def page_defaults(models: ModelsFolder) -> PageDefaults:
     examples: tuple[Example, ...] = ()
     if declaration is not None:
         found.update(declaration.settings)
+        if DECLARED_KEY in found:
+            found["unfamiliar_rule"] = found.pop(DECLARED_KEY)
         examples = tuple(
             _example(models.root, entry, f"{declaration.path} example {i + 1}") for i, entry in enumerate(declaration.examples)
         )
@@ -116,5 +123,5 @@ def _example(root: Path, entry: Any, where: str) -> Example:
         path = (root / str(image)).resolve()
         if not path.is_file() or root.resolve() not in path.parents:
             raise MotionkitError(f"{where}: image {image!r} is not a file inside the models folder")
-    settings = checked(entry, where, {k: v for k, v in DECLARED.items() if k != "about"})
+    settings = checked(entry, where, {k: v for k, v in DECLARED.items() if k not in ("about", "unfamiliar_images")})
     return Example(path, prompt, settings)

@@ -97,6 +97,8 @@ class Settings:
     # Motion strength (any adapter), FreeNoise for long videos, and the memory options.
     motion_strength: float = 1.0
     image_inversion: float = 0.0
+    # Image-to-video: the models folder's settings for an image unlike its world, when it declares them.
+    unfamiliar_images: bool = False
     noise_correlation: float = 0.0
     frame_noise_means: str = "drawn"
     free_noise: bool = False
@@ -230,7 +232,8 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
         frames=frames, width=width, height=height, steps=steps, guidance=guidance, seed=seed, strength=strength,
         anchor_first_frame=_flag(raw["anchor_first_frame"], "anchor first frame"), motion_scale=motion_scale,
         image_guidance=image_guidance, context_length=context or None, context_loop=_flag(raw["context_loop"], "loop"), fps=fps,
-        motion_strength=motion_strength, image_inversion=image_inversion, noise_correlation=noise_correlation,
+        motion_strength=motion_strength, image_inversion=image_inversion,
+        unfamiliar_images=_flag(raw["unfamiliar_images"], "photo settings for unfamiliar images"), noise_correlation=noise_correlation,
         frame_noise_means=frame_noise_means, free_noise=free_noise, free_noise_length=window or None,
         free_noise_stride=stride, offload=check_offload_choice(raw["offload"], limits),
         vae_slicing=_flag(raw["vae_slicing"], "VAE slicing"), vae_tiling=_flag(raw["vae_tiling"], "VAE tiling"),

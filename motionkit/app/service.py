@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,7 +44,7 @@ FORM: tuple[str, ...] = (
     *(f"motion_lora_{i}{part}" for i in range(1, MOTION_LORA_SLOTS + 1) for part in ("", "_scale")),
     "image_lora", "image_lora_scale", "scheduler",
     "frames", "width", "height", "steps", "guidance", "seed", "random_seed",
-    "strength", "anchor_first_frame", "image_guidance", "image_inversion", "motion_scale", "context_length", "context_loop", "fps",
+    "strength", "anchor_first_frame", "image_guidance", "image_inversion", "unfamiliar_images", "motion_scale", "context_length", "context_loop", "fps",
     "encoder", "encoder_scale", "first_keyframe", "last_keyframe", "controlnet", "controlnet_scale", "control_video",
     "prompt_schedule", "prompt_interpolation", "motion_strength", "noise_correlation", "frame_noise_means", "free_noise", "free_noise_length", "free_noise_stride",
     "video", "video_frames", "ip_adapter", "ip_image", "ip_scale", "preset",
@@ -140,6 +140,7 @@ class Job:
     video: Any = None  # a motionkit.pipeline.video_input.SourceVideo for video-to-video
     ip_adapter: ImagePrompt | None = None
     preset: Any = None  # a motionkit.pipeline.few_step.FewStepPreset
+    familiarity: dict[str, Any] | None = None  # what the rule for unfamiliar images measured and chose, once sampled
 
 
 @dataclass(frozen=True)
@@ -405,7 +406,7 @@ class Service:
         progress = progress or (lambda done, total, what: None)
         stop = stop or Stop()
         job = self.check(form)
-        frames, seconds = self._sample(job, progress, stop)
+        frames, seconds, job = self._sample(job, progress, stop)
         progress(job.settings.steps, job.settings.steps, "Writing video")
         return self._write(frames, job, seconds)
 
@@ -420,7 +421,9 @@ class Service:
                 raise Stopped("stopped before sampling began (another video was being made)")
         return time.perf_counter() - start
 
-    def _sample(self, job: Job, progress: Progress, stop: Stop) -> tuple[Any, float]:
+    def _sample(self, job: Job, progress: Progress, stop: Stop) -> tuple[Any, float, Job]:
+        """The frames of ``job``, the seconds sampling took, and the job as sampled (the settings for an
+        unfamiliar image in place when the folder's rule chose them)."""
         import torch
 
         from motionkit.noise_prior import text_to_video_noise
@@ -450,6 +453,9 @@ class Service:
             else:
                 pipe.disable_free_noise()  # the cached pipeline keeps no earlier request's windows
             with_image = job.image is not None
+            if with_image and s.unfamiliar_images:
+                job = self._familiar(pipe, job)
+                s = job.settings
             # strength < 1 runs only the tail of the schedule: that many steps are reported.
             total = max(1, int(s.steps * s.strength)) if with_image or job.video is not None else s.steps
             log.total = total
@@ -494,12 +500,34 @@ class Service:
                 output_type="np",
                 **(job.control.call_kwargs() if job.control else {}),
             )
-            return output.frames[0], time.perf_counter() - start
+            return output.frames[0], time.perf_counter() - start, job
         except Stopped:
             log.stopped, log.stop_requested_at = True, stop.requested_at
             raise
         finally:
             self.cache.lock.release()
+
+    def _familiar(self, pipe: Any, job: Job) -> Job:
+        """``job`` with the models folder's settings for unfamiliar images when its image is one (none declared:
+        ``job`` itself); what was measured goes to the record and the summary."""
+        from motionkit.app.defaults import page_defaults
+        from motionkit.pipeline.image_familiarity import unfamiliar_images_rule
+
+        declared = page_defaults(self.models).unfamiliar_rule
+        if declared is None:
+            return job
+        rule = unfamiliar_images_rule(declared, str(self.models.root))
+        if job.preset is not None:
+            rule = rule.without({"guidance"})  # a few-step preset's guidance is part of the preset
+        if not rule.settings:
+            return job
+        s = job.settings
+        error = pipe.image_denoising_error(job.image, s.height, s.width, rule.timestep, rule.draws)
+        applied = rule.applies(error)
+        familiarity = {"denoising_error": error, "limit": rule.above, "applied": applied,
+                       "settings": rule.described() if applied else None}
+        settings = replace(s, **rule.settings) if applied else s
+        return replace(job, settings=settings, familiarity=familiarity)
 
     def _record(self, job: Job) -> dict[str, Any]:
         from motionkit import __version__
@@ -521,6 +549,7 @@ class Service:
             "encoder": job.control.record() if job.control and job.control.kind == "encoder" else None,
             "controlnet": job.control.record() if job.control and job.control.kind == "controlnet" else None,
             "ip_adapter": job.ip_adapter.record() if job.ip_adapter else None,
+            "image_familiarity": job.familiarity,
             "settings": {
                 **{k: v for k, v in asdict(job.settings).items() if k != "seed"},
                 "prompt_interpolation": job.prompt_interpolation,
@@ -546,6 +575,9 @@ class Service:
             f"{s.frames} frames at {s.width}x{s.height}, {self.last_run.total} steps, seed {s.seed}, "
             f"sampled in {seconds:.1f} s"
         )
+        if job.familiarity and job.familiarity["applied"]:
+            summary += (f". The image reads as unlike the models' world (denoising error {job.familiarity['denoising_error']:.3f} "
+                        f"> {job.familiarity['limit']:g}), so it was animated with {job.familiarity['settings']}")
         return Result(mp4=mp4, gif=gif, record=sidecar_path(mp4), summary=summary, seed=s.seed,
                       steps_done=self.last_run.steps_done)
 

@@ -31,6 +31,7 @@ from motionkit.pipeline.motion_strength import MAX_MOTION_STRENGTH
 from motionkit.noise_prior import FRAME_NOISE_MEANS
 from motionkit.pipeline.conditioning import IMAGE_GUIDANCE
 from motionkit.app.service import FORM, MOTION_LORA_SLOTS, NO_LORA, Service, Stop, Stopped
+from motionkit.pipeline.image_familiarity import unfamiliar_images_rule
 from motionkit.errors import MotionkitError
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,15 @@ def _motion_scale_note(models: ModelsFolder, adapter: str | None) -> str | None:
 
 def _motion_note(why: str | None) -> str:
     return f"Motion scale (PIA presets) is not available: {why}. Motion strength above works for any adapter."
+
+
+def _unfamiliar_note(rule: dict[str, Any] | None) -> str:
+    """What the models folder's rule for unfamiliar images does, in the checkbox's words."""
+    if rule is None:
+        return ""
+    checked = unfamiliar_images_rule(rule, "the models folder's declaration")
+    return (f"image-to-video: an image the image model denoises worse than its own world (error above "
+            f"{checked.above:g}) is animated with {checked.described()}, over the sliders")
 
 
 def _examples(models: ModelsFolder, defaults: PageDefaults) -> list[tuple[str, list[Any]]]:
@@ -244,6 +254,10 @@ def build_app(
                         0, 1, value=start["image_inversion"], step=0.05, label="Image inversion",
                         info="image-to-video: share of each frame's starting noise from the image's inversion; higher keeps its layout, moves less",
                     )
+                    unfamiliar = gr.Checkbox(
+                        start["unfamiliar_images"], label="Photo settings for unfamiliar images",
+                        visible=defaults.unfamiliar_rule is not None, info=_unfamiliar_note(defaults.unfamiliar_rule),
+                    )
                     motion_strength = gr.Slider(
                         0, MAX_MOTION_STRENGTH, value=start["motion_strength"], step=0.05, label="Motion strength",
                         info="any adapter: 1 as trained, 0 no motion, lower calmer, higher livelier",
@@ -343,7 +357,7 @@ def build_app(
             "image_lora": image_lora, "image_lora_scale": image_lora_scale, "scheduler": scheduler,
             "frames": frames, "width": width, "height": height, "steps": steps, "guidance": guidance, "seed": seed,
             "random_seed": random_seed, "strength": strength, "anchor_first_frame": anchor, "image_guidance": image_guidance,
-            "image_inversion": image_inversion, "motion_scale": motion_scale, "context_length": context_length, "context_loop": loop, "fps": fps,
+            "image_inversion": image_inversion, "unfamiliar_images": unfamiliar, "motion_scale": motion_scale, "context_length": context_length, "context_loop": loop, "fps": fps,
             "encoder": encoder, "encoder_scale": encoder_scale, "first_keyframe": first_keyframe,
             "last_keyframe": last_keyframe, "controlnet": controlnet, "controlnet_scale": controlnet_scale,
             "control_video": control_video, "prompt_schedule": prompt_schedule, "prompt_interpolation": prompt_interpolation,

@@ -228,6 +228,9 @@ class Job:
     image: Path | None = None
     video: Any = None  # a motionkit.pipeline.video_input.SourceVideo for video-to-video
     negative: Any = None  # a negative PromptSchedule, when given by frame
+    # The models folder's settings for an image unlike its world, less what the user set (image jobs only).
+    unfamiliar: Any = None  # a motionkit.pipeline.image_familiarity.UnfamiliarImages, or None
+    familiarity: dict[str, Any] | None = None  # what the check measured and did, once rendered
 
 
 @dataclass
@@ -404,12 +407,15 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
     base = _existing(given.get("base"), "base model", "--base")
     adapter = _existing(given.get("adapter"), "motion adapter", "--adapter")
     sources = _model_defaults(base, adapter, given)
+    unfamiliar = _unfamiliar_rule(base)
     filled = {k: v for _, values in sources for k, v in values.items()}
     kind_only = {kind: {k: filled.pop(k) for k in keys if k in filled} for kind, keys in ONLY_FOR_KIND.items()}
     settings = {**DEFAULTS, **filled, **{k: v for k, v in given.items() if k in DEFAULTS}}
     if settings["preset"] is not None:
         chosen = preset_settings(settings["preset"], given)
         settings.update(chosen)
+        if unfamiliar is not None:
+            unfamiliar = unfamiliar.without(set(chosen))  # a few-step preset's guidance is part of the preset
         sources = [(where, {k: v for k, v in values.items() if k not in chosen}) for where, values in sources]
     _check_scheduler(settings["scheduler"])
     check_offload(settings["offload"], check_device(settings["device"]))
@@ -471,7 +477,9 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
             job_settings["seed"] = random.SystemRandom().randrange(2**31)
         if image is not None and video is not None:
             raise MotionkitError(f"{where + ': ' if where else ''}--image and --video do not mix: give one (image- or video-to-video)")
-        plan.jobs.append(Job(prompt=prompt, out=target, settings=job_settings, image=image, video=video, negative=negative))
+        rule = unfamiliar.without(set(given) | set(entry)) if unfamiliar is not None and image is not None else None
+        plan.jobs.append(Job(prompt=prompt, out=target, settings=job_settings, image=image, video=video, negative=negative,
+                             unfamiliar=rule if rule is not None and rule.settings else None))
     unused = {k for kind, keys in ONLY_FOR_KIND.items() if kind not in kinds_used for k in keys}
     sources = [(where, {k: v for k, v in values.items() if k not in unused}) for where, values in sources]
     plan.defaults_note = _defaults_note(sources)
@@ -499,6 +507,37 @@ def _model_defaults(base: Path, adapter: Path, given: dict[str, Any]) -> list[tu
         if frames is not None:
             sources.append(("defaults from the adapter's training length", {"frames": frames}))
     return sources
+
+
+def _unfamiliar_rule(base: Path) -> Any:
+    """The ``unfamiliar_images`` rule of the declaration beside the base (None when it declares none)."""
+    from motionkit.model_defaults import models_folder_of, read_declaration
+    from motionkit.pipeline.image_familiarity import DECLARED_KEY, unfamiliar_images_rule
+
+    root = models_folder_of(base)
+    declaration = read_declaration(root) if root is not None else None
+    if declaration is None or DECLARED_KEY not in declaration.settings:
+        return None
+    return unfamiliar_images_rule(declaration.settings[DECLARED_KEY], str(declaration.path))
+
+
+def _check_familiarity(pipe: Any, job: Job) -> None:
+    """Measure how unfamiliar the job's image is to the image model and, past the declared limit, take the
+    declaration's settings for unfamiliar images (those the user did not set); one line says which."""
+    from motionkit.model_defaults import DECLARATION
+    from motionkit.pipeline.image_familiarity import DECLARED_KEY
+
+    rule, s = job.unfamiliar, job.settings
+    error = pipe.image_denoising_error(str(job.image), s["height"], s["width"], rule.timestep, rule.draws)
+    applied = rule.applies(error)
+    job.familiarity = {"denoising_error": error, "limit": rule.above, "applied": applied}
+    if not applied:
+        print(f"the image is like the models' world (denoising error {error:.3f} <= {rule.above:g}): their defaults")
+        return
+    s.update(rule.settings)
+    flags = " or ".join(f"--{k.replace('_', '-')}" for k in rule.settings)
+    print(f"the image is unlike the models' world (denoising error {error:.3f} > {rule.above:g}): {rule.described()}, "
+          f"from {DECLARED_KEY} in {DECLARATION}; give {flags} to choose yourself")
 
 
 def _defaults_note(sources: list[tuple[str, dict[str, Any]]]) -> str | None:
@@ -712,6 +751,7 @@ def _metadata(plan: Plan, job: Job) -> dict[str, Any]:
         "control": plan.control.to_dict() if plan.control is not None else None,
         "ip_adapter": plan.ip_adapter.to_dict() if plan.ip_adapter is not None else None,
         "settings": {k: s[k] for k in DEFAULTS if k not in ("negative_prompt", "seed")},
+        "image_familiarity": job.familiarity,
     }
 
 
@@ -725,6 +765,8 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
     s["width"], s["height"] = s["width"] or size, s["height"] or size
     s["device"], s["dtype"] = str(pipe._execution_device), str(pipe.unet.dtype).replace("torch.", "")
     s["frame_noise_means"] = default_frame_noise_means(s["frame_noise_means"], conditioned=job.image is not None)
+    if job.unfamiliar is not None:
+        _check_familiarity(pipe, job)
     if s["free_noise"]:
         pipe.enable_free_noise(s["free_noise_length"], s["free_noise_stride"], s["free_noise_weighting"], s["free_noise_noise"])
     else:

@@ -64,6 +64,7 @@ from motionkit.pipeline.context import ContextWindows, check_frames_fit, fuse_wi
 from motionkit.pipeline.control import Control, ControlModel, as_control_model, check_control_fits, prepare_control
 from motionkit.pipeline.free_init import FreeInit
 from motionkit.pipeline.free_noise import FreeNoise, set_motion_windows
+from motionkit.pipeline.image_familiarity import DEFAULT_DRAWS, DEFAULT_TIMESTEP, denoising_error
 from motionkit.pipeline.image_input import ImageInput, prepare_image
 from motionkit.pipeline.inversion import NoisePredictor, check_image_inversion, invert_image, mix_inverted
 from motionkit.pipeline.ip_adapter import IPConditioning, prepare_ip_adapter
@@ -406,6 +407,28 @@ class MotionPipeline(
             return alpha.sqrt() * out + (1.0 - alpha).sqrt() * x
 
         return predict
+
+    @torch.no_grad()
+    def image_denoising_error(
+        self,
+        image: ImageInput,
+        height: int | None = None,
+        width: int | None = None,
+        timestep: int = DEFAULT_TIMESTEP,
+        draws: int = DEFAULT_DRAWS,
+        seed: int = 0,
+    ) -> float:
+        """How unfamiliar ``image`` is to the image model (``motionkit.pipeline.image_familiarity``): the mean
+        squared error of the image model's noise prediction (motion modules off, empty prompt) for the image's
+        latent at the pipeline's size (default: the native one) noised to ``timestep``, over ``draws`` seeded draws."""
+        native = self.unet.config.sample_size * self.vae_scale_factor
+        height, width = height or native, width or native
+        self._check_size(height, width)
+        device = self._execution_device
+        request = _PromptRequest("", None, None, None, 1, False, None, None, height, width, device)
+        text = self._encode_text(request)
+        latent = self._encode_image(image, 1, height, width, device, text.embeds.dtype)
+        return denoising_error(self._image_model_noise(text, False), latent, self.scheduler.alphas_cumprod, timestep, draws, seed)
 
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[N, 3, H, W]`` pixels in [-1, 1] to latents x scaling_factor, in the VAE's dtype."""

@@ -13,7 +13,13 @@ import torch
 from motionkit.cli import main
 from motionkit.errors import MotionkitError
 from motionkit.model_defaults import DECLARATION, read_declaration
-from motionkit.pipeline.image_familiarity import DECLARED_KEY, UnfamiliarImages, denoising_error, unfamiliar_images_rule
+from motionkit.pipeline.image_familiarity import (
+    DECLARED_KEY,
+    UnfamiliarImages,
+    denoising_error,
+    rule_limits,
+    unfamiliar_images_rule,
+)
 from motionkit.video_io import sidecar_path
 
 FAMILY = Path(__file__).resolve().parents[1] / "motionkit" / "assets" / "tiny-family"
@@ -65,7 +71,7 @@ def test_the_family_s_limit_keeps_its_world_and_flags_photos_that_it_repaints(fa
     from motionkit.data.world import random_specs
     from motionkit.data.world.scene import render_clip
 
-    limit = unfamiliar_images_rule(read_declaration(FAMILY).settings[DECLARED_KEY], "family").above
+    limit = unfamiliar_images_rule(read_declaration(FAMILY).settings[DECLARED_KEY], "family", "tiny-base").above
     world = [family_pipe.image_denoising_error(render_clip(spec)[0]) for spec in random_specs(8, 31337, frames=1)]
     assert max(world) < limit, world
     for name in ("coffee.jpg", "astronaut.jpg"):
@@ -79,6 +85,18 @@ def test_a_rule_reads_and_keeps_what_the_user_set():
     assert rule == UnfamiliarImages(0.07, {"image_inversion": 0.5, "guidance": 2})
     assert rule.applies(0.0701) and not rule.applies(0.07)
     assert rule.without({"guidance", "prompt"}).settings == {"image_inversion": 0.5}
+    assert rule.described() == "image inversion 0.5, guidance 2"
+    assert unfamiliar_images_rule({"denoising_error_above": 0.07, "guidance": 2}, "here", "any-base").above == 0.07
+
+
+def test_a_rule_may_give_each_base_its_own_limit():
+    raw = {"denoising_error_above": {"tiny-base": 0.067, "tiny-personalized": 0.085}, "image_inversion": 0.5}
+    assert rule_limits(raw, "here") == {"tiny-base": 0.067, "tiny-personalized": 0.085}
+    assert unfamiliar_images_rule(raw, "here", "tiny-personalized").above == 0.085
+    assert unfamiliar_images_rule(raw, "here", "other-base") is None  # a base the mapping does not name: no rule
+    # The family's own declaration: each base calibrated on the world it draws.
+    declared = read_declaration(FAMILY).settings[DECLARED_KEY]
+    assert set(rule_limits(declared, "family")) == {"tiny-base", "tiny-personalized"}
 
 
 @pytest.mark.parametrize("raw, needle", [
@@ -87,6 +105,8 @@ def test_a_rule_reads_and_keeps_what_the_user_set():
     ({"denoising_error_above": -1, "guidance": 2}, "needs denoising_error_above, a positive number"),
     ({"denoising_error_above": math.inf, "guidance": 2}, "needs denoising_error_above, a positive number"),
     ({"denoising_error_above": True, "guidance": 2}, "needs denoising_error_above, a positive number"),
+    ({"denoising_error_above": {}, "guidance": 2}, "or an object of one per base name"),
+    ({"denoising_error_above": {"tiny-base": 0}, "guidance": 2}, "or an object of one per base name"),
     ({"denoising_error_above": 0.07}, "names no setting to change"),
     ({"denoising_error_above": 0.07, "frames": 4}, "unknown setting 'frames'"),
     ({"denoising_error_above": 0.07, "guidance": "high"}, "guidance must be int or float"),
@@ -144,6 +164,15 @@ def test_animate_takes_the_declared_settings_for_an_unfamiliar_image_only(models
     assert (meta["settings"]["image_inversion"], meta["settings"]["guidance"]) == (0.0, 4.0)
     assert meta["image_familiarity"]["applied"] is False
 
+    # A rule whose limits name other bases only is not this base's.
+    rule = {"denoising_error_above": {"another-base": 1e-9}, "image_inversion": 0.5}
+    (models / DECLARATION).write_text(json.dumps({"frames": 2, "steps": 2, DECLARED_KEY: rule}))
+    meta = _animate(models, tmp_path / "other.gif", *image)
+    assert meta["image_familiarity"] is None and meta["settings"]["image_inversion"] == 0.0
+    (models / DECLARATION).write_text(json.dumps({"frames": 2, "steps": 2, DECLARED_KEY: {**rule, "denoising_error_above": {"base": 1e-9}}}))
+    assert _animate(models, tmp_path / "named.gif", *image)["image_familiarity"]["applied"] is True
+    capsys.readouterr()
+
     # Text-to-video has no image to measure; a rule whose every setting the user gave is not measured either.
     _declare(models, 1e-9)
     assert _animate(models, tmp_path / "t2v.gif")["image_familiarity"] is None
@@ -177,5 +206,5 @@ def test_the_app_s_page_defaults_read_a_declaration_with_a_rule():
     from motionkit.models_folder import ModelsFolder
 
     defaults = page_defaults(ModelsFolder(FAMILY))
-    assert defaults.unfamiliar_rule["denoising_error_above"] > 0
+    assert defaults.unfamiliar_rule["denoising_error_above"]["tiny-base"] > 0
     assert defaults.settings()["unfamiliar_images"] is True and "unfamiliar_rule" not in defaults.settings()

@@ -516,7 +516,9 @@ class Service:
         declared = page_defaults(self.models).unfamiliar_rule
         if declared is None:
             return job
-        rule = unfamiliar_images_rule(declared, str(self.models.root))
+        rule = unfamiliar_images_rule(declared, str(self.models.root), job.base[0])
+        if rule is None:
+            return job
         if job.preset is not None:
             rule = rule.without({"guidance"})  # a few-step preset's guidance is part of the preset
         if not rule.settings:

@@ -31,7 +31,7 @@ from motionkit.pipeline.motion_strength import MAX_MOTION_STRENGTH
 from motionkit.noise_prior import FRAME_NOISE_MEANS
 from motionkit.pipeline.conditioning import IMAGE_GUIDANCE
 from motionkit.app.service import FORM, MOTION_LORA_SLOTS, NO_LORA, Service, Stop, Stopped
-from motionkit.pipeline.image_familiarity import unfamiliar_images_rule
+from motionkit.pipeline.image_familiarity import rule_limits, unfamiliar_images_rule
 from motionkit.errors import MotionkitError
 
 logger = logging.getLogger(__name__)
@@ -96,9 +96,11 @@ def _unfamiliar_note(rule: dict[str, Any] | None) -> str:
     """What the models folder's rule for unfamiliar images does, in the checkbox's words."""
     if rule is None:
         return ""
-    checked = unfamiliar_images_rule(rule, "the models folder's declaration")
-    return (f"image-to-video: an image the image model denoises worse than its own world (error above "
-            f"{checked.above:g}) is animated with {checked.described()}, over the sliders")
+    where = "the models folder's declaration"
+    limits = rule_limits(rule, where)
+    above = f"{limits[None]:g}" if None in limits else ", ".join(f"{v:g} for {k}" for k, v in limits.items())
+    return (f"image-to-video: an image the image model denoises worse than its own world (error above {above}) "
+            f"is animated with {unfamiliar_images_rule(rule, where).described()}, over the sliders")
 
 
 def _examples(models: ModelsFolder, defaults: PageDefaults) -> list[tuple[str, list[Any]]]:

@@ -510,7 +510,7 @@ def _model_defaults(base: Path, adapter: Path, given: dict[str, Any]) -> list[tu
 
 
 def _unfamiliar_rule(base: Path) -> Any:
-    """The ``unfamiliar_images`` rule of the declaration beside the base (None when it declares none)."""
+    """The ``unfamiliar_images`` rule of the declaration beside the base, for that base (None when there is none)."""
     from motionkit.model_defaults import models_folder_of, read_declaration
     from motionkit.pipeline.image_familiarity import DECLARED_KEY, unfamiliar_images_rule
 
@@ -518,7 +518,8 @@ def _unfamiliar_rule(base: Path) -> Any:
     declaration = read_declaration(root) if root is not None else None
     if declaration is None or DECLARED_KEY not in declaration.settings:
         return None
-    return unfamiliar_images_rule(declaration.settings[DECLARED_KEY], str(declaration.path))
+    name = base.stem if base.is_file() else base.name  # as the models folder lists it
+    return unfamiliar_images_rule(declaration.settings[DECLARED_KEY], str(declaration.path), name)
 
 
 def _check_familiarity(pipe: Any, job: Job) -> None:

@@ -14,7 +14,9 @@ every frame). A models folder's ``motionkit-app.json`` may declare both::
     "unfamiliar_images": {"denoising_error_above": 0.07, "image_inversion": 0.5, "guidance": 2.0}
 
 An image whose denoising error exceeds the limit is animated with those settings, except the ones the user
-set; the limit comes from the folder's own world (``examples/tiny_family/calibrate_familiarity.py``).
+set; the limit comes from the folder's own world (``examples/tiny_family/calibrate_familiarity.py``). Each base
+model denoises its own world best, so the limit may be given per base, by its name in the folder's ``bases/``
+(``{"tiny-base": 0.067, "tiny-personalized": 0.085}``); a base the mapping does not name gets no rule.
 """
 
 from __future__ import annotations
@@ -86,14 +88,32 @@ class UnfamiliarImages:
         return UnfamiliarImages(self.above, {k: v for k, v in self.settings.items() if k not in given}, self.timestep, self.draws)
 
 
-def unfamiliar_images_rule(raw: Any, where: str) -> UnfamiliarImages:
-    """The checked rule of a declaration's ``unfamiliar_images`` entry, or one line naming the fault."""
+def _positive(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def rule_limits(raw: Any, where: str) -> dict[str | None, float]:
+    """The limits of a declaration's ``unfamiliar_images`` entry: ``{None: limit}`` for every base, or one per base
+    name; one line naming the fault otherwise."""
     at = f"{where}: {DECLARED_KEY}"
     if not isinstance(raw, dict):
         raise MotionkitError(f"{at} must be an object like {{\"{LIMIT_KEY}\": 0.07, \"image_inversion\": 0.5}}")
     limit = raw.get(LIMIT_KEY)
-    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) or limit <= 0:
-        raise MotionkitError(f"{at} needs {LIMIT_KEY}, a positive number (the denoising error above which an image is unfamiliar)")
+    if _positive(limit):
+        return {None: float(limit)}
+    if isinstance(limit, dict) and limit and all(isinstance(k, str) and _positive(v) for k, v in limit.items()):
+        return {name: float(value) for name, value in limit.items()}
+    raise MotionkitError(
+        f"{at} needs {LIMIT_KEY}, a positive number (the denoising error above which an image is unfamiliar) "
+        "or an object of one per base name"
+    )
+
+
+def unfamiliar_images_rule(raw: Any, where: str, base: str | None = None) -> UnfamiliarImages | None:
+    """The checked rule of a declaration's ``unfamiliar_images`` entry for the base named ``base`` (None when its
+    limits name other bases only; ``base`` None: any base's, for checking), or one line naming the fault."""
+    at = f"{where}: {DECLARED_KEY}"
+    limits = rule_limits(raw, where)
     settings = {k: v for k, v in raw.items() if k != LIMIT_KEY}
     for key, value in settings.items():
         kinds = RULE_SETTINGS.get(key)
@@ -117,4 +137,5 @@ def unfamiliar_images_rule(raw: Any, where: str) -> UnfamiliarImages:
             raise MotionkitError(f"guidance must be at least 0, got {settings['guidance']!r}")
     except MotionkitError as err:
         raise MotionkitError(f"{at}: {err}") from None
-    return UnfamiliarImages(float(limit), settings)
+    limit = limits.get(None, limits.get(base) if base is not None else next(iter(limits.values())))
+    return UnfamiliarImages(limit, settings) if limit is not None else None

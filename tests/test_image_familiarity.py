@@ -208,3 +208,46 @@ def test_the_app_s_page_defaults_read_a_declaration_with_a_rule():
     defaults = page_defaults(ModelsFolder(FAMILY))
     assert defaults.unfamiliar_rule["denoising_error_above"]["tiny-base"] > 0
     assert defaults.settings()["unfamiliar_images"] is True and "unfamiliar_rule" not in defaults.settings()
+
+
+class _Pipe:
+    """Stands in for a pipeline in the app service's check: a fixed denoising error, the calls it got."""
+
+    def __init__(self, error: float):
+        self.error, self.calls = error, []
+
+    def image_denoising_error(self, image, height, width, timestep, draws) -> float:
+        self.calls.append((height, width, timestep, draws))
+        return self.error
+
+
+def test_the_app_service_takes_the_base_s_limit_and_keeps_a_preset_s_guidance(tmp_path):
+    from dataclasses import replace
+
+    from motionkit.app import Limits, ModelsFolder
+    from motionkit.app.cache import ModelCache
+    from motionkit.app.service import FORM, Service
+    from motionkit.app.ui import _form_defaults
+    from motionkit.app.defaults import page_defaults
+
+    service = Service(ModelsFolder(FAMILY), Limits.for_device("cpu"), ModelCache(device="cpu"), out_dir=tmp_path)
+    try:
+        defaults = page_defaults(service.models)
+        form = {**_form_defaults(defaults, "tiny-base", "tiny-motion"), "image": FAMILY / "examples" / "conditioning.png",
+                "prompt": "a boat", "random_seed": False}
+        job = service.check({name: form[name] for name in FORM})
+        assert job.settings.unfamiliar_images is True
+        # tiny-base's limit is 0.067: 0.07 is unfamiliar there, with the rule's settings over the sliders.
+        chosen = service._familiar(_Pipe(0.07), job)
+        assert (chosen.settings.image_inversion, chosen.settings.guidance) == (0.5, 2.0)
+        assert chosen.familiarity == {"denoising_error": 0.07, "limit": 0.067, "applied": True,
+                                      "settings": "image inversion 0.5, guidance 2"}
+        # tiny-personalized's is 0.085: the same error is familiar there.
+        personal = replace(job, base=("tiny-personalized", FAMILY / "bases" / "tiny-personalized"))
+        kept = service._familiar(_Pipe(0.07), personal)
+        assert kept.settings == personal.settings and kept.familiarity["applied"] is False
+        # A few-step preset keeps its guidance; the image inversion still comes from the rule.
+        preset = service._familiar(_Pipe(1.0), replace(job, preset=object()))
+        assert (preset.settings.image_inversion, preset.settings.guidance) == (0.5, job.settings.guidance)
+    finally:
+        service.close()

@@ -13,6 +13,7 @@ flow-based metrics, so the numbers here are proxies: compare them with each othe
 | camera_zoom         | view magnification from frame 0 to the last (scale search) | context |
 | camera_pan          | horizontal camera travel, px, frame 0 to the last (flow)   | context |
 | edge_alignment      | gradient on a scene's edge maps over its mean (1 = none)   | higher  |
+| layout_kept         | edge alignment of frames 1..N-1 on an image's edges / f0's | higher  |
 | first_frame_fidelity| PSNR / SSIM of frame 0 against the conditioning image      | higher  |
 | frame_psnr/ssim     | per frame, against an image (each frame) or a clip (paired)| higher  |
 | colour_delta_e      | CIE76 delta E between mean CIE L*a*b* colours, per frame   | lower   |

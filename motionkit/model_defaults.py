@@ -15,8 +15,9 @@ config, within its position table). What a models folder may declare beside its 
     }
 
 ``unfamiliar_images`` (``motionkit.pipeline.image_familiarity``): the settings for an image the image model
-denoises worse than the limit, one unlike the models' own world. Every key is optional. A broken declaration is refused in one line, so a typo does not silently fall back
-to unsuited defaults. The app (``motionkit.app.defaults``) opens its page with these, ``motionkit animate``
+denoises worse than the limit (one number, or one per base name), one unlike the models' own world. Every key
+is optional. A broken declaration is refused in one line, so a typo does not silently fall back to unsuited
+defaults. The app (``motionkit.app.defaults``) opens its page with these, ``motionkit animate``
 fills the settings a user did not give from them.
 """
 

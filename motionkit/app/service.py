@@ -11,6 +11,7 @@ after the current denoising step, the run raises ``Stopped``, and the sampler's 
 
 from __future__ import annotations
 
+import functools
 import html
 import shutil
 import tempfile
@@ -507,13 +508,21 @@ class Service:
         finally:
             self.cache.lock.release()
 
+    @functools.cached_property
+    def _unfamiliar_declared(self) -> dict[str, Any] | None:
+        """The folder's ``unfamiliar_images`` declaration, read once (the page is built from it once too)."""
+        from motionkit.model_defaults import read_declaration
+        from motionkit.pipeline.image_familiarity import DECLARED_KEY
+
+        declaration = read_declaration(self.models.root)
+        return declaration.settings.get(DECLARED_KEY) if declaration is not None else None
+
     def _familiar(self, pipe: Any, job: Job) -> Job:
         """``job`` with the models folder's settings for unfamiliar images when its image is one (none declared:
         ``job`` itself); what was measured goes to the record and the summary."""
-        from motionkit.app.defaults import page_defaults
         from motionkit.pipeline.image_familiarity import unfamiliar_images_rule
 
-        declared = page_defaults(self.models).unfamiliar_rule
+        declared = self._unfamiliar_declared
         if declared is None:
             return job
         rule = unfamiliar_images_rule(declared, str(self.models.root), job.base[0])

@@ -406,8 +406,12 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
 
     base = _existing(given.get("base"), "base model", "--base")
     adapter = _existing(given.get("adapter"), "motion adapter", "--adapter")
-    sources = _model_defaults(base, adapter, given)
-    unfamiliar = _unfamiliar_rule(base)
+    from motionkit.model_defaults import models_folder_of, read_declaration
+
+    root = models_folder_of(base)
+    declaration = read_declaration(root) if root is not None else None
+    sources = _model_defaults(declaration, adapter, given)
+    unfamiliar = _unfamiliar_rule(declaration, base)
     filled = {k: v for _, values in sources for k, v in values.items()}
     kind_only = {kind: {k: filled.pop(k) for k in keys if k in filled} for kind, keys in ONLY_FOR_KIND.items()}
     settings = {**DEFAULTS, **filled, **{k: v for k, v in given.items() if k in DEFAULTS}}
@@ -486,16 +490,15 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
     return plan
 
 
-def _model_defaults(base: Path, adapter: Path, given: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The settings the models give that the user did not, by source, first source first (each key once)."""
-    from motionkit.model_defaults import DECLARATION, adapter_config, models_folder_of, read_declaration, recorded_training_frames
+def _model_defaults(declaration: Any, adapter: Path, given: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The settings the models give that the user did not, by source, first source first (each key once):
+    ``declaration`` (the base's models folder's, or None), then the adapter's training length."""
+    from motionkit.model_defaults import DECLARATION, adapter_config, recorded_training_frames
 
     taken = set(given)
     if "negative_at" in given or "negative_schedule" in given:
         taken.add("negative_prompt")  # a negative prompt by frame is a negative prompt given
     sources = []
-    root = models_folder_of(base)
-    declaration = read_declaration(root) if root is not None else None
     if declaration is not None:
         declared = {k: declaration.settings[k] for k in DECLARED_KEYS if k in declaration.settings and k not in taken}
         if declared.get("negative_prompt") == "":
@@ -509,13 +512,11 @@ def _model_defaults(base: Path, adapter: Path, given: dict[str, Any]) -> list[tu
     return sources
 
 
-def _unfamiliar_rule(base: Path) -> Any:
-    """The ``unfamiliar_images`` rule of the declaration beside the base, for that base (None when there is none)."""
-    from motionkit.model_defaults import models_folder_of, read_declaration
+def _unfamiliar_rule(declaration: Any, base: Path) -> Any:
+    """The ``unfamiliar_images`` rule of ``declaration`` (the base's models folder's, or None) for that base (None
+    when there is none)."""
     from motionkit.pipeline.image_familiarity import DECLARED_KEY, unfamiliar_images_rule
 
-    root = models_folder_of(base)
-    declaration = read_declaration(root) if root is not None else None
     if declaration is None or DECLARED_KEY not in declaration.settings:
         return None
     name = base.stem if base.is_file() else base.name  # as the models folder lists it

@@ -10,6 +10,11 @@ further random numbers and ``rho = 0`` returns the draw unchanged: seeds give th
 
 Each frame's spatial noise mean sets that frame's brightness and hue (``with_frame_means``): shared between
 frames, text-to-video keeps one; taken out, image-to-video keeps the image's.
+
+A model trained on plain noise all but keeps its input's mean, so whatever mean the noise has sets the
+picture's colour, not the caption. Training with offset noise (``with_noise_offset``, the ``noise_offset`` of
+diffusers' training scripts) adds one random value per channel to the whole training noise, which teaches the
+model to move the mean itself.
 """
 
 from __future__ import annotations
@@ -28,6 +33,24 @@ def check_noise_correlation(correlation: float, name: str = "noise_correlation")
     if not 0.0 <= value < 1.0:
         raise MotionkitError(f"{name} must lie in [0, 1) (0: independent frames, as trained by default), got {correlation}")
     return value
+
+
+def check_noise_offset(offset: float, name: str = "noise_offset") -> float:
+    """``offset`` as a float in [0, 1), or one line saying what is wrong."""
+    value = float(offset)
+    if not 0.0 <= value < 1.0:
+        raise MotionkitError(f"{name} must lie in [0, 1) (0: plain noise; 0.05 to 0.1 is usual), got {offset}")
+    return value
+
+
+def with_noise_offset(noise: torch.Tensor, offset: float, generator: torch.Generator, channel_dim: int = 1) -> torch.Tensor:
+    """``noise`` plus ``offset`` times one standard normal per leading index up to ``channel_dim`` (per sample
+    and channel of a batch; per channel of one clip with ``channel_dim=0``), the same at every frame and pixel.
+    ``offset == 0`` returns ``noise`` itself and draws nothing, so the generator's stream is as before."""
+    if offset == 0:
+        return noise
+    shape = tuple(noise.shape[: channel_dim + 1]) + (1,) * (noise.ndim - channel_dim - 1)
+    return noise + offset * torch.randn(shape, generator=generator).to(noise)
 
 
 def for_text_to_video(correlation: float, *, conditioned: bool) -> float:

@@ -1,5 +1,5 @@
-"""Frame-correlated starting noise (motionkit.noise_prior): its statistics, the pipeline's and the
-trainer's use of it, and refusal of correlations outside [0, 1)."""
+"""Frame-correlated starting noise and offset noise (motionkit.noise_prior): their statistics, the pipeline's
+and the trainers' use of them, and refusal of correlations and offsets outside [0, 1)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from motionkit import MotionAdapter, MotionkitError
 from motionkit.noise_prior import (
     check_frame_noise_means,
     check_noise_correlation,
+    check_noise_offset,
     correlate_frames,
     default_frame_noise_means,
     for_text_to_video,
     with_frame_means,
+    with_noise_offset,
 )
 from motionkit.pipeline.motion_pipeline import MotionPipeline
 from motionkit.tiny import randomize_, tiny_pipeline_components
@@ -184,3 +186,44 @@ def test_training_noise_is_correlated_per_clip(tmp_path):
     correlated, t_shared = shared._noise_and_timesteps(latents, gens())
     torch.testing.assert_close(t_plain, t_shared, atol=0, rtol=0)  # the same random stream otherwise
     torch.testing.assert_close(correlated, correlate_frames(independent, 0.5), atol=1e-6, rtol=0)
+
+
+def test_noise_offset_is_one_value_per_sample_and_channel_and_zero_draws_nothing():
+    noise = torch.randn(64, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    assert with_noise_offset(noise, 0.0, g) is noise
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(1).get_state())  # nothing drawn
+    offset = with_noise_offset(noise, 0.1, torch.Generator().manual_seed(1)) - noise
+    assert offset.shape == noise.shape
+    per_channel = offset[:, :, :1, :1]
+    torch.testing.assert_close(offset, per_channel.expand_as(offset))  # the same at every pixel
+    assert 0.07 < per_channel.std().item() < 0.13  # 0.1 times a standard normal, over 256 values
+    # One clip [C, F, H, W]: one value per channel, the same in every frame.
+    clip = torch.zeros(4, 6, 8, 8)
+    moved = with_noise_offset(clip, 0.5, torch.Generator().manual_seed(2), channel_dim=0)
+    assert torch.equal(moved, moved[:, :1, :1, :1].expand_as(moved)) and moved[:, 0, 0, 0].abs().min() > 0
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 2.0])
+def test_noise_offsets_outside_zero_to_one_are_refused(bad):
+    with pytest.raises(MotionkitError, match="noise_offset must lie in") as info:
+        check_noise_offset(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_training_noise_gets_its_clip_s_offset(tmp_path):
+    reset_accelerate()
+    with pytest.raises(MotionkitError, match="noise_offset"):
+        tiny_config(tmp_path, noise_offset=1.5)
+    plain = Trainer(tiny_config(tmp_path / "plain"), base=tiny_base(), dataset=PatternClips()).setup()
+    reset_accelerate()
+    offset = Trainer(tiny_config(tmp_path / "offset", noise_offset=0.1), base=tiny_base(), dataset=PatternClips()).setup()
+    latents = torch.zeros(2, 4, 4, 8, 8)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (3, 4)]  # noqa: E731
+    drawn, t_plain = plain._noise_and_timesteps(latents, gens())
+    shifted, t_offset = offset._noise_and_timesteps(latents, gens())
+    torch.testing.assert_close(t_plain, t_offset, atol=0, rtol=0)  # the same random stream otherwise
+    difference = shifted - drawn
+    assert difference.abs().max() > 0
+    # One value per clip and channel, the same at every frame and pixel.
+    torch.testing.assert_close(difference, difference[:, :, :1, :1, :1].expand_as(difference), atol=1e-6, rtol=0)

@@ -138,6 +138,7 @@ def test_word_tokenizer_keeps_caption_words_whole():
         ({"stage": "vae", "data": "x", "size": 30}, "multiple of 8"),
         ({"stage": "vae", "data": "x", "bogus": 1}, "unknown training option 'bogus'"),
         ({"stage": "vae", "data": "x", "lr": "fast"}, "lr must be a number"),
+        ({"stage": "vae", "data": "x", "noise_offset": 1.0}, "noise_offset must lie in"),
     ],
 )
 def test_bad_configs_fail_in_one_line(values, message):
@@ -154,3 +155,23 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     assert main(["train-image", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("motionkit: error: batch_size must be >= 1") and "\n" not in err
+
+
+def test_noise_offset_moves_each_sample_s_noise_by_one_value_per_channel(images, family, tmp_path):
+    """The image trainer's loss with offset noise: the same batch and timesteps, noise shifted per sample and
+    channel (captured where the noise is added), and nothing else changed."""
+    inputs = {}
+    for name, offset in (("plain", 0.0), ("offset", 0.2)):
+        cfg = config("finetune", tmp_path / name, data=str(images / "neon/images"), base=str(family["base"][2]),
+                     noise_offset=offset)
+        trainer = ImageTrainer(cfg).setup()
+        seen = []
+        trainer.noise_scheduler.add_noise = lambda latents, noise, t, seen=seen: seen.append((latents, noise, t)) or latents
+        with torch.no_grad():
+            trainer.compute_loss(3)
+        inputs[name] = seen[0]
+    (latents_a, noise_a, t_a), (latents_b, noise_b, t_b) = inputs["plain"], inputs["offset"]
+    assert torch.equal(latents_a, latents_b) and torch.equal(t_a, t_b)
+    shift = noise_b - noise_a
+    assert shift.abs().max() > 0
+    torch.testing.assert_close(shift, shift[:, :, :1, :1].expand_as(shift), atol=1e-6, rtol=0)

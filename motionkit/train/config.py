@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, get_type_hints
 
 from motionkit.errors import MotionkitError
-from motionkit.noise_prior import check_noise_correlation
+from motionkit.noise_prior import check_noise_correlation, check_noise_offset
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 PREDICTION_TYPES = ("auto", "epsilon", "v_prediction")
@@ -323,6 +323,8 @@ class TrainConfig:
     max_loss_weight: float = 20.0  # cap of the ``v`` weighting (1 + 1/SNR grows to ~600 at t = 999)
     # correlation of the training noise between a clip's frames (motionkit.noise_prior; sample with the same)
     noise_correlation: float = 0.0
+    # offset noise: one random value per clip and channel added to all of its training noise (0: off)
+    noise_offset: float = 0.0
     # memory and speed
     mixed_precision: str = "no"
     cpu: bool = False  # run on CPU even beside a GPU; with several processes that is DDP over gloo
@@ -383,6 +385,7 @@ class TrainConfig:
         require(self.min_snr_gamma > 0, f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
         require(self.max_loss_weight >= 1, f"max_loss_weight must be >= 1, got {self.max_loss_weight}")
         check_noise_correlation(self.noise_correlation)
+        check_noise_offset(self.noise_offset)
         bad = [f for f in self.export_formats if f not in EXPORT_FORMATS]
         require(not bad, f"export format {bad[0]!r} is not one of {', '.join(EXPORT_FORMATS)}" if bad else "")
         bad = [t for t in self.log_with if t not in TRACKERS]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from motionkit.errors import MotionkitError
+from motionkit.noise_prior import check_noise_offset
 from motionkit.train.config import build_section, plain_value, require, apply_override
 
 STAGES = ("vae", "text_unet", "finetune")
@@ -46,6 +47,7 @@ class ImageTrainConfig:
     kl_weight: float = 1e-4
     vae_crop: int = 0  # vae: train on random square crops of this size (0: whole images); it is convolutional
     caption_dropout: float = 0.1
+    noise_offset: float = 0.0  # text_unet / finetune: offset noise (motionkit.noise_prior.with_noise_offset); 0: off
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012
@@ -85,6 +87,7 @@ class ImageTrainConfig:
         )
         require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
         require(0.0 <= self.caption_dropout <= 1.0, f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
+        check_noise_offset(self.noise_offset)
         require(0 < self.beta_start < self.beta_end < 1, "betas must satisfy 0 < beta_start < beta_end < 1")
         require(self.max_text_length >= 8, f"max_text_length must be >= 8, got {self.max_text_length}")
         require(self.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: only at the end)")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from motionkit.errors import MotionkitError
+from motionkit.noise_prior import with_noise_offset
 from motionkit.train.checkpoint import Position, load_checkpoint, resolve_resume, save_checkpoint, serialized_rng
 from motionkit.train.image_config import ImageTrainConfig
 from motionkit.train.losses import diffusion_loss, prediction_target
@@ -287,9 +288,11 @@ class ImageTrainer:
         eps = torch.randn(self.latent_mean[index].shape, generator=g)
         scale = self.modules["vae"].config.scaling_factor
         latents = ((self.latent_mean[index] + self.latent_std[index] * eps) * scale).to(device)
-        noise = torch.randn(latents.shape, generator=g).to(device)
+        noise = torch.randn(latents.shape, generator=g)
         timesteps = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=g).to(device)
         dropped = torch.rand(cfg.batch_size, generator=g) < cfg.caption_dropout
+        # Drawn last, so an offset leaves every other draw of the step as it was.
+        noise = with_noise_offset(noise, cfg.noise_offset, g).to(device)
         ids = torch.where(dropped[:, None], self.empty_ids[None], self.token_ids[index]).to(device)
         text_encoder = self.trained.get("text_encoder", self.modules["text_encoder"])
         hidden = text_encoder(ids)[0]

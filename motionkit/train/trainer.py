@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from motionkit.errors import MotionkitError
-from motionkit.noise_prior import correlate_frames
+from motionkit.noise_prior import correlate_frames, with_noise_offset
 from motionkit.train import zero
 from motionkit.train.base import BaseModels, load_base, weight_hashes
 from motionkit.train.checkpoint import (
@@ -519,6 +519,9 @@ class Trainer:
         noise = correlate_frames(noise, self.config.noise_correlation, frame_dim=2)
         total = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.stack([sample_timestep(self.config, g, total) for g in generators]).to(latents.device)
+        # Drawn last, so an offset leaves the timesteps as they were; one value per clip and channel.
+        offset = self.config.noise_offset
+        noise = torch.stack([with_noise_offset(n, offset, g, channel_dim=0) for n, g in zip(noise, generators)])
         return noise, timesteps
 
     def _encode_prompts(self, prompts: list[str], latents: torch.Tensor) -> tuple[torch.Tensor, Any]:

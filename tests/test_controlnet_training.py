@@ -407,6 +407,13 @@ def test_tiny_family_controlnet_and_zoom_lora_configs():
     assert not zoom_only.lora.enabled and Path(zoom_only.adapter).resolve() == work / "motion_high_noise" / "adapter"
     assert zoom_only.data.caption_contains == zoom_only.data.caption_remove == "camera zooming in"
     assert Path(zoom_only.output_dir).resolve() == work / "motion_zoom_only"
+    # Measured, not shipped: the shipped base fine-tuned with offset noise.
+    from motionkit.train.image_config import ImageTrainConfig
+
+    offset = ImageTrainConfig.from_yaml(folder / "base_offset.yaml")
+    assert offset.stage == "finetune" and offset.noise_offset == 0.1
+    assert Path(offset.base).resolve() == work / "base" / "pipeline"
+    assert Path(offset.output_dir).resolve() == work / "base_offset"
     # The adapter that ships: stage "motion"'s, trained on with high noise given its share.
     high_noise = TrainConfig.from_yaml(folder / "motion_high_noise.yaml")
     assert Path(high_noise.adapter).resolve() == work / "motion" / "adapter"

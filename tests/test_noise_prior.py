@@ -173,18 +173,25 @@ def test_text_to_video_draws_diffusers_noise_unless_means_are_shared():
     assert (shared - run(noise_correlation=0.5)).abs().max() > 1e-4
 
 
-def test_training_noise_is_correlated_per_clip(tmp_path):
+def trainer_noise_beside_plain(tmp_path, key: str, value: float, bad: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training noise of two clips (fixed generators) with ``key=value`` and without; the timesteps of both
+    must be equal (the option draws after them or not at all); ``bad`` must be refused in one line."""
     reset_accelerate()
-    with pytest.raises(MotionkitError, match="noise_correlation"):
-        tiny_config(tmp_path, noise_correlation=1.0)
+    with pytest.raises(MotionkitError, match=key):
+        tiny_config(tmp_path, **{key: bad})
     plain = Trainer(tiny_config(tmp_path / "plain"), base=tiny_base(), dataset=PatternClips()).setup()
     reset_accelerate()
-    shared = Trainer(tiny_config(tmp_path / "shared", noise_correlation=0.5), base=tiny_base(), dataset=PatternClips()).setup()
+    other = Trainer(tiny_config(tmp_path / key, **{key: value}), base=tiny_base(), dataset=PatternClips()).setup()
     latents = torch.zeros(2, 4, 4, 8, 8)
     gens = lambda: [torch.Generator().manual_seed(s) for s in (3, 4)]  # noqa: E731
-    independent, t_plain = plain._noise_and_timesteps(latents, gens())
-    correlated, t_shared = shared._noise_and_timesteps(latents, gens())
-    torch.testing.assert_close(t_plain, t_shared, atol=0, rtol=0)  # the same random stream otherwise
+    drawn, t_plain = plain._noise_and_timesteps(latents, gens())
+    changed, t_other = other._noise_and_timesteps(latents, gens())
+    torch.testing.assert_close(t_plain, t_other, atol=0, rtol=0)  # the same random stream otherwise
+    return drawn, changed
+
+
+def test_training_noise_is_correlated_per_clip(tmp_path):
+    independent, correlated = trainer_noise_beside_plain(tmp_path, "noise_correlation", 0.5, bad=1.0)
     torch.testing.assert_close(correlated, correlate_frames(independent, 0.5), atol=1e-6, rtol=0)
 
 
@@ -212,17 +219,7 @@ def test_noise_offsets_outside_zero_to_one_are_refused(bad):
 
 
 def test_training_noise_gets_its_clip_s_offset(tmp_path):
-    reset_accelerate()
-    with pytest.raises(MotionkitError, match="noise_offset"):
-        tiny_config(tmp_path, noise_offset=1.5)
-    plain = Trainer(tiny_config(tmp_path / "plain"), base=tiny_base(), dataset=PatternClips()).setup()
-    reset_accelerate()
-    offset = Trainer(tiny_config(tmp_path / "offset", noise_offset=0.1), base=tiny_base(), dataset=PatternClips()).setup()
-    latents = torch.zeros(2, 4, 4, 8, 8)
-    gens = lambda: [torch.Generator().manual_seed(s) for s in (3, 4)]  # noqa: E731
-    drawn, t_plain = plain._noise_and_timesteps(latents, gens())
-    shifted, t_offset = offset._noise_and_timesteps(latents, gens())
-    torch.testing.assert_close(t_plain, t_offset, atol=0, rtol=0)  # the same random stream otherwise
+    drawn, shifted = trainer_noise_beside_plain(tmp_path, "noise_offset", 0.1, bad=1.5)
     difference = shifted - drawn
     assert difference.abs().max() > 0
     # One value per clip and channel, the same at every frame and pixel.

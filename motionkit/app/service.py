@@ -533,10 +533,9 @@ class Service:
         if not rule.settings:
             return job
         s = job.settings
-        error = pipe.image_denoising_error(job.image, s.height, s.width, rule.timestep, rule.draws)
-        applied = rule.applies(error)
-        familiarity = {"denoising_error": error, "limit": rule.above, "applied": applied,
-                       "settings": rule.described() if applied else None}
+        measured = rule.measure(pipe, job.image, s.height, s.width)
+        applied = measured["applied"]
+        familiarity = {**measured, "settings": rule.described() if applied else None}
         settings = replace(s, **rule.settings) if applied else s
         return replace(job, settings=settings, familiarity=familiarity)
 

@@ -316,8 +316,9 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
             raise MotionkitError(f"{at}--{side} must be a multiple of 8, got {value}: use {max(MIN_SIDE, int(value) // 8 * 8)}")
         if value < MIN_SIDE:
             raise MotionkitError(f"{at}--{side} {value} is too small: use at least {MIN_SIDE} pixels")
-    if not 0.0 < float(s["strength"]) <= 1.0:
-        raise MotionkitError(f"{at}--strength must lie in (0, 1], got {s['strength']}")
+    from motionkit.pipeline.conditioning import check_strength
+
+    check_strength(s["strength"], name=f"{at}--strength")
     if s["motion_scale"] is not None and not 0 <= int(s["motion_scale"]) <= 8:
         raise MotionkitError(f"{at}--motion-scale must be a preset from 0 to 8, got {s['motion_scale']}")
     if float(s["noise_aug"]) < 0:
@@ -530,10 +531,9 @@ def _check_familiarity(pipe: Any, job: Job) -> None:
     from motionkit.pipeline.image_familiarity import DECLARED_KEY
 
     rule, s = job.unfamiliar, job.settings
-    error = pipe.image_denoising_error(str(job.image), s["height"], s["width"], rule.timestep, rule.draws)
-    applied = rule.applies(error)
-    job.familiarity = {"denoising_error": error, "limit": rule.above, "applied": applied}
-    if not applied:
+    job.familiarity = rule.measure(pipe, str(job.image), s["height"], s["width"])
+    error = job.familiarity["denoising_error"]
+    if not job.familiarity["applied"]:
         print(f"the image is like the models' world (denoising error {error:.3f} <= {rule.above:g}): their defaults")
         return
     s.update(rule.settings)

@@ -23,6 +23,15 @@ def check_image_guidance(mode: str, name: str = "image_guidance") -> str:
         raise MotionkitError(f"{name} {mode!r} is not one of {', '.join(IMAGE_GUIDANCE)}")
     return mode
 
+
+def check_strength(strength: float, name: str = "strength") -> float:
+    """``strength`` (the share of the schedule image-to-video runs from the image) if it lies in (0, 1], or one
+    line saying what is wrong."""
+    if not 0.0 < float(strength) <= 1.0:
+        raise MotionkitError(f"{name} must lie in (0, 1], got {strength}")
+    return strength
+
+
 # PIA's per-distance coefficients by motion_scale: 0-2 more motion, 3-5 looping, 6-8 style transfer.
 MOTION_SCALES: tuple[tuple[float, ...], ...] = (
     (1.0, 0.9, 0.85, 0.85, 0.85, 0.8),

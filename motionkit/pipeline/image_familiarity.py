@@ -78,6 +78,12 @@ class UnfamiliarImages:
     def applies(self, error: float) -> bool:
         return error > self.above
 
+    def measure(self, pipe: Any, image: Any, height: int, width: int) -> dict[str, Any]:
+        """What the rule finds for ``image`` through ``pipe`` (a ``MotionPipeline``) at that size, as the video's
+        record keeps it: the denoising error, the limit, and whether the rule applies."""
+        error = pipe.image_denoising_error(image, height, width, self.timestep, self.draws)
+        return {"denoising_error": error, "limit": self.above, "applied": self.applies(error)}
+
     def described(self) -> str:
         """Its settings in words: ``"image inversion 0.5, guidance 2"``."""
         return ", ".join(f"{k.replace('_', ' ')} {v:g}" if isinstance(v, (int, float)) else f"{k.replace('_', ' ')} {v}"
@@ -123,7 +129,7 @@ def unfamiliar_images_rule(raw: Any, where: str, base: str | None = None) -> Unf
             raise MotionkitError(f"{at}: {key} must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}")
     if not settings:
         raise MotionkitError(f"{at} names no setting to change: add image_inversion, guidance, strength or image_guidance")
-    from motionkit.pipeline.conditioning import check_image_guidance
+    from motionkit.pipeline.conditioning import check_image_guidance, check_strength
     from motionkit.pipeline.inversion import check_image_inversion
 
     try:
@@ -131,8 +137,8 @@ def unfamiliar_images_rule(raw: Any, where: str, base: str | None = None) -> Unf
             check_image_inversion(settings["image_inversion"])
         if "image_guidance" in settings:
             check_image_guidance(settings["image_guidance"])
-        if "strength" in settings and not 0.0 < settings["strength"] <= 1.0:
-            raise MotionkitError(f"strength must lie in (0, 1], got {settings['strength']!r}")
+        if "strength" in settings:
+            check_strength(settings["strength"])
         if "guidance" in settings and settings["guidance"] < 0:
             raise MotionkitError(f"guidance must be at least 0, got {settings['guidance']!r}")
     except MotionkitError as err:

@@ -57,7 +57,7 @@ from motionkit.adapter import MotionAdapter
 from motionkit.errors import MotionkitError
 from motionkit.injection import MotionUNet, image_model_alone, inject
 from motionkit.noise_prior import check_noise_correlation, correlate_frames, default_frame_noise_means, with_frame_means
-from motionkit.pipeline.conditioning import check_image_guidance
+from motionkit.pipeline.conditioning import check_image_guidance, check_strength
 from motionkit.pipeline.conditioning import image_cond as pia_image_cond
 from motionkit.pipeline.families import folder_family, pipeline_class, pipeline_family, register_pipeline
 from motionkit.pipeline.context import ContextWindows, check_frames_fit, fuse_windows
@@ -731,8 +731,7 @@ class MotionPipeline(
             raise MotionkitError("image_inversion inverts the conditioning image: pass image, or leave it at 0")
         if image_inversion and (ip_adapter_image is not None or ip_adapter_image_embeds is not None):
             raise MotionkitError("image_inversion does not run with an IP-Adapter image yet: leave one of them out")
-        if not 0.0 < strength <= 1.0:
-            raise MotionkitError(f"strength must lie in (0, 1], got {strength}")
+        check_strength(strength)
         motion_strength = check_motion_strength(motion_strength)
         noise_correlation = check_noise_correlation(noise_correlation)
         frame_noise_means = default_frame_noise_means(frame_noise_means, conditioned=image is not None)

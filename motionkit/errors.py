@@ -1,6 +1,8 @@
 """User-facing errors: each carries one line that names the problem and the fix."""
 
 import os
+from collections.abc import Callable, Mapping
+from typing import Any
 
 
 class MotionkitError(ValueError):
@@ -17,6 +19,17 @@ class FormatError(MotionkitError, ValueError):
 
 class BackendUnavailableError(MotionkitError, RuntimeError):
     """An attention backend was asked for explicitly but cannot run here."""
+
+
+def check_each(values: Mapping[str, Any], checks: Mapping[str, Callable[[Any], Any]], where: str) -> None:
+    """Run ``checks[key]`` on ``values[key]`` for each key present, in ``checks``' order; the first fault is
+    raised as one line that starts with ``where``."""
+    try:
+        for key, check in checks.items():
+            if key in values:
+                check(values[key])
+    except MotionkitError as err:
+        raise MotionkitError(f"{where}: {err}") from None
 
 
 def is_disk_full(err: BaseException) -> bool:

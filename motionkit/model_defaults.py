@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from motionkit.errors import MotionkitError
+from motionkit.errors import MotionkitError, check_each
 from motionkit.models_folder import KINDS
 
 DECLARATION = "motionkit-app.json"
@@ -94,17 +94,8 @@ def read_declaration(root: Path) -> Declaration | None:
     from motionkit.pipeline.image_familiarity import DECLARED_KEY, unfamiliar_images_rule
     from motionkit.pipeline.inversion import check_image_inversion
 
-    try:
-        if "noise_correlation" in settings:
-            check_noise_correlation(settings["noise_correlation"])
-        if "frame_noise_means" in settings:
-            check_frame_noise_means(settings["frame_noise_means"])
-        if "image_guidance" in settings:
-            check_image_guidance(settings["image_guidance"])
-        if "image_inversion" in settings:
-            check_image_inversion(settings["image_inversion"])
-    except MotionkitError as err:
-        raise MotionkitError(f"{path}: {err}") from None
+    check_each(settings, {"noise_correlation": check_noise_correlation, "frame_noise_means": check_frame_noise_means,
+                          "image_guidance": check_image_guidance, "image_inversion": check_image_inversion}, str(path))
     if DECLARED_KEY in settings:
         unfamiliar_images_rule(settings[DECLARED_KEY], str(path))
     return Declaration(path, settings, tuple(examples))

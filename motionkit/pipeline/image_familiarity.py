@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from motionkit.errors import MotionkitError
+from motionkit.errors import MotionkitError, check_each
 from motionkit.pipeline.inversion import NoisePredictor
 
 DEFAULT_TIMESTEP = 500  # mid-schedule: low noise reads texture the VAE already lost, high noise reads little
@@ -98,6 +98,11 @@ def _positive(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+def _check_guidance(guidance: float) -> None:
+    if guidance < 0:
+        raise MotionkitError(f"guidance must be at least 0, got {guidance!r}")
+
+
 def rule_limits(raw: Any, where: str) -> dict[str | None, float]:
     """The limits of a declaration's ``unfamiliar_images`` entry: ``{None: limit}`` for every base, or one per base
     name; one line naming the fault otherwise."""
@@ -132,16 +137,7 @@ def unfamiliar_images_rule(raw: Any, where: str, base: str | None = None) -> Unf
     from motionkit.pipeline.conditioning import check_image_guidance, check_strength
     from motionkit.pipeline.inversion import check_image_inversion
 
-    try:
-        if "image_inversion" in settings:
-            check_image_inversion(settings["image_inversion"])
-        if "image_guidance" in settings:
-            check_image_guidance(settings["image_guidance"])
-        if "strength" in settings:
-            check_strength(settings["strength"])
-        if "guidance" in settings and settings["guidance"] < 0:
-            raise MotionkitError(f"guidance must be at least 0, got {settings['guidance']!r}")
-    except MotionkitError as err:
-        raise MotionkitError(f"{at}: {err}") from None
+    check_each(settings, {"image_inversion": check_image_inversion, "image_guidance": check_image_guidance,
+                          "strength": check_strength, "guidance": _check_guidance}, at)
     limit = limits.get(None, limits.get(base) if base is not None else next(iter(limits.values())))
     return UnfamiliarImages(limit, settings) if limit is not None else None

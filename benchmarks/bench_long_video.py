@@ -32,7 +32,7 @@ def run(pipe, family, mode: str, frames: int, steps: int, seed: int, window: int
     else:
         pipe.enable_free_noise(context_length=window, context_stride=window // 4)
         if mode.endswith("freeinit"):
-            pipe.enable_free_init(iterations=2)
+            pipe.enable_free_init(num_iters=2)
     out = {}
 
     def sample():

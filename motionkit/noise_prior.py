@@ -126,3 +126,10 @@ def with_frame_means(noise: torch.Tensor, mode: str, frame_dim: int = 2) -> torc
     if mode == "shared":
         return noise - means + means.narrow(frame_dim, 0, 1)
     return (noise - means) * math.sqrt(positions / (positions - 1))
+
+
+def noise_prior(noise: torch.Tensor, correlation: float, frame_means: str, frame_dim: int = 2) -> torch.Tensor:
+    """An independent standard-normal draw shaped by the whole prior: frames correlated by ``correlation``
+    (``correlate_frames``), then each frame's mean set by ``frame_means`` (``with_frame_means``). ``0`` and
+    ``"drawn"`` return the draw itself."""
+    return with_frame_means(correlate_frames(noise, correlation, frame_dim=frame_dim), frame_means, frame_dim=frame_dim)

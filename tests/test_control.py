@@ -209,7 +209,7 @@ def test_control_video_longer_than_the_window(control_pipe):
 def test_free_init_with_control(control_pipe):
     video = _frames(FRAMES, seed=8)
     control = dict(conditioning_frames=video, control_guidance_end=0.5, num_inference_steps=2)
-    control_pipe.enable_free_init(iterations=2, fast_sampling=True)
+    control_pipe.enable_free_init(num_iters=2, use_fast_sampling=True)
     try:
         refined = _latents(control_pipe, **control)
         uncontrolled = _latents(control_pipe, num_inference_steps=2)

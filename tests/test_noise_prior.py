@@ -14,6 +14,7 @@ from motionkit.noise_prior import (
     correlate_frames,
     default_frame_noise_means,
     for_text_to_video,
+    noise_prior,
     with_frame_means,
     with_noise_offset,
 )
@@ -171,6 +172,29 @@ def test_text_to_video_draws_diffusers_noise_unless_means_are_shared():
     by_hand = with_frame_means(correlate_frames(drawn, 0.5), "shared")
     torch.testing.assert_close(run(latents=by_hand), shared, atol=1e-6, rtol=0)
     assert (shared - run(noise_correlation=0.5)).abs().max() > 1e-4
+
+
+def test_free_init_draws_its_fresh_noise_from_the_prior():
+    # Stop frequency 0 keeps no low frequency: the second pass starts from the fresh draw alone, which must be
+    # the generator's next draw shaped by the same prior as the first pass's noise.
+    pipe = _pipe()
+    args = dict(prompt="a cat", num_frames=4, height=64, width=64, num_inference_steps=2, output_type="latent")
+    prior = dict(noise_correlation=0.6, frame_noise_means="shared")
+    pipe.enable_free_init(num_iters=2, spatial_stop_frequency=0.0)
+    try:
+        refined = pipe(**args, **prior, generator=torch.Generator().manual_seed(0)).frames
+    finally:
+        pipe.disable_free_init()
+    generator = torch.Generator().manual_seed(0)
+    torch.randn((1, 4, 4, 8, 8), generator=generator)  # the first pass's draw
+    fresh = noise_prior(torch.randn((1, 4, 4, 8, 8), generator=generator), 0.6, "shared")
+    torch.testing.assert_close(refined, pipe(**args, latents=fresh).frames, atol=1e-4, rtol=0)  # FFT round trip
+    # Statistically: frames correlate by the prior's correlation and share frame 0's means.
+    big = noise_prior(torch.randn(64, 4, 8, 8, 8, generator=generator), 0.6, "shared")
+    flat = big.permute(2, 0, 1, 3, 4).reshape(8, -1)
+    assert abs(torch.corrcoef(flat)[0, 1:].mean().item() - 0.6) < 0.05
+    means = big.mean(dim=(-2, -1))
+    torch.testing.assert_close(means, means[:, :, :1].expand_as(means), atol=1e-5, rtol=0)
 
 
 def trainer_noise_beside_plain(tmp_path, key: str, value: float, bad: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,7 +42,8 @@ def _run(pipe, seed: int = 0, **kwargs):
     return pipe(**{**args, **kwargs}).frames
 
 
-def test_text_to_video_equals_animatediff_pipeline(pipe):
+def _animatediff_reference(pipe, scheduler) -> AnimateDiffPipeline:
+    """diffusers' AnimateDiffPipeline with the same weights as ``pipe``."""
     cfg = pipe.adapter.config
     reference_adapter = DiffusersMotionAdapter(
         block_out_channels=cfg.block_out_channels,
@@ -59,9 +60,14 @@ def test_text_to_video_equals_animatediff_pipeline(pipe):
     fresh = tiny_pipeline_components()  # the same seed builds the same base weights
     reference = AnimateDiffPipeline(
         vae=fresh["vae"], text_encoder=fresh["text_encoder"], tokenizer=fresh["tokenizer"], unet=fresh["unet"],
-        motion_adapter=reference_adapter, scheduler=make_scheduler("ddim", pipe.scheduler.config),
+        motion_adapter=reference_adapter, scheduler=scheduler,
     )
     reference.set_progress_bar_config(disable=True)
+    return reference
+
+
+def test_text_to_video_equals_animatediff_pipeline(pipe):
+    reference = _animatediff_reference(pipe, make_scheduler("ddim", pipe.scheduler.config))
     pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
     args = dict(prompt="a cat walking", negative_prompt="blurry", num_frames=FRAMES, height=SIZE, width=SIZE,
                 num_inference_steps=2, guidance_scale=7.5)
@@ -71,6 +77,33 @@ def test_text_to_video_equals_animatediff_pipeline(pipe):
         assert actual.shape == expected.shape
         torch.testing.assert_close(torch.as_tensor(actual), torch.as_tensor(expected), atol=1e-4, rtol=0)
     assert actual.shape == (1, FRAMES, SIZE, SIZE, 3)
+
+
+@pytest.mark.parametrize("method, fast", [("butterworth", False), ("gaussian", True)])
+def test_free_init_equals_animatediff_free_init(pipe, method, fast):
+    # diffusers diffuses each pass to the last training step, motionkit to where the next pass starts: the
+    # same timestep under trailing spacing.
+    trailing = dict(timestep_spacing="trailing")
+    reference = _animatediff_reference(pipe, make_scheduler("ddim", pipe.scheduler.config, **trailing))
+    args = dict(prompt="a cat walking", negative_prompt="blurry", num_frames=FRAMES, height=SIZE, width=SIZE,
+                num_inference_steps=3, guidance_scale=7.5, output_type="pt")
+    settings = dict(num_iters=3, use_fast_sampling=fast, method=method, spatial_stop_frequency=0.3, temporal_stop_frequency=0.4)
+    reference.enable_free_init(**settings)
+    expected = reference(**args, generator=torch.Generator().manual_seed(0)).frames
+    plain = make_scheduler("ddim", pipe.scheduler.config)
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config, **trailing)
+    pipe.enable_free_init(**settings)
+    try:
+        assert pipe.free_init_enabled
+        actual = pipe(**args, generator=torch.Generator().manual_seed(0)).frames
+        pipe.disable_free_init()
+        one_pass = pipe(**args, generator=torch.Generator().manual_seed(0)).frames
+    finally:
+        pipe.disable_free_init()
+        pipe.scheduler = plain
+    assert not pipe.free_init_enabled
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
+    assert (actual - one_pass).abs().max() > 1e-3  # the later passes changed the video
 
 
 def test_same_seed_same_video_and_output_types(pipe):
@@ -199,7 +232,7 @@ def test_context_windows_work_with_prompt_embeds(pipe):
 
 def test_free_init_changes_output_and_disabling_restores_it(pipe):
     plain = _run(pipe, num_frames=4)
-    pipe.enable_free_init(iterations=2, filter="gaussian", fast_sampling=True)
+    pipe.enable_free_init(num_iters=2, method="gaussian", use_fast_sampling=True)
     try:
         refined = _run(pipe, num_frames=4)
     finally:

@@ -201,7 +201,7 @@ def test_free_noise_composes_with_loops_windows_free_init_and_long_videos(pipe):
         assert (looped - straight).abs().max() > 1e-4  # the motion windows wrapped around
         windowed = pipe(prompt="a cat", num_frames=12, context_length=TABLE, context_overlap=4, generator=torch.Generator().manual_seed(0), **ARGS).frames
         assert torch.isfinite(windowed).all()
-        pipe.enable_free_init(iterations=2)
+        pipe.enable_free_init(num_iters=2)
         twice = pipe(prompt="a cat", num_frames=12, generator=torch.Generator().manual_seed(0), **ARGS).frames
         assert (twice - straight).abs().max() > 1e-4
     finally:

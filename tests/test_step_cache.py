@@ -208,7 +208,7 @@ def test_context_windows_keep_one_feature_per_window(pipe, monkeypatch):
 def test_without_guidance_and_with_free_init(pipe):
     exact = _latents(pipe, guidance_scale=1.0)
     _assert_close_not_equal(_latents(pipe, guidance_scale=1.0, cache_interval=2), exact)
-    pipe.enable_free_init(iterations=2)
+    pipe.enable_free_init(num_iters=2)
     try:
         with _Calls(pipe.unet) as calls:
             _run(pipe, cache_interval=2)

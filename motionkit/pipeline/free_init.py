@@ -5,11 +5,25 @@ training timestep with the *same* initial noise; its low spatio-temporal frequen
 frames, height, width) are kept and the high ones are replaced with fresh noise. The next pass starts
 from that, which gives temporally more consistent videos at ``iterations`` times the cost.
 ``fast_sampling`` runs the early passes with fewer steps (coarse to fine).
+
+The numerics are diffusers' ``FreeInitMixin`` (``MotionPipeline.enable_free_init`` takes its arguments), with
+three differences, each where diffusers departs from the paper or from the pipeline's own noise:
+
+- a pass is diffused to the timestep the next pass starts at, which is the last training step only with
+  ``"trailing"`` spacing (diffusers always diffuses to the last training step, so a ``"leading"`` schedule
+  starts its passes from noisier latents than it expects);
+- the ``"ideal"`` filter keeps squared distances up to ``spatial_stop_frequency**2`` (diffusers and the
+  original code compare the squared distance with twice the stop frequency);
+- the fresh high frequencies go through the pipeline's noise prior (``motionkit.noise_prior``) as the first
+  pass's noise did: correlated, mean-shared starting noise mixed with independent high frequencies would
+  give every frame its own details and colour again. At correlation 0 with drawn means they are plain
+  independent noise, as in diffusers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.fft as fft
@@ -18,6 +32,16 @@ from diffusers.utils.torch_utils import randn_tensor
 from motionkit.errors import MotionkitError
 
 FILTERS = ("butterworth", "gaussian", "ideal")
+
+
+def check_free_init(passes: int, name: str = "free_init") -> int:
+    """``passes`` (FreeInit's sampling passes; 0 or 1: one pass, FreeInit off) as an int, or one line saying what is wrong."""
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 0:
+        raise MotionkitError(
+            f"{name} must be a whole number of sampling passes, 0 or 1 for off (2 or 3 steady text-to-video at that "
+            f"many times the cost), got {passes!r}"
+        )
+    return passes
 
 
 @dataclass(frozen=True)
@@ -68,15 +92,19 @@ class FreeInit:
         scheduler,
         timestep: torch.Tensor,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        noise_prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Starting latents for the next pass, from a pass's clean ``denoised`` latents ``[B, C, F, H, W]``.
 
         ``initial_noise`` is the first pass's unit noise; ``timestep`` the one the next pass starts at
-        (the paper diffuses to the last training step, which is where text-to-video sampling starts).
+        (the paper diffuses to the last training step, which is where text-to-video sampling starts);
+        ``noise_prior`` shapes the fresh draw as the first pass's noise was shaped (None: left independent).
         """
         start = timestep.reshape(1).expand(denoised.shape[0]).to(denoised.device)
         diffused = scheduler.add_noise(denoised, initial_noise, start).float()
         fresh = randn_tensor(denoised.shape, generator=generator, device=denoised.device, dtype=torch.float32)
+        if noise_prior is not None:
+            fresh = noise_prior(fresh)
         # Sigma-parameterised schedulers (Euler, ...) start from noise scaled by init_noise_sigma.
         fresh = fresh * float(scheduler.init_noise_sigma)
         low = self.low_pass(*denoised.shape[-3:], device=denoised.device)

@@ -56,7 +56,7 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 from motionkit.adapter import MotionAdapter
 from motionkit.errors import MotionkitError
 from motionkit.injection import MotionUNet, image_model_alone, inject
-from motionkit.noise_prior import check_noise_correlation, correlate_frames, default_frame_noise_means, with_frame_means
+from motionkit.noise_prior import check_noise_correlation, default_frame_noise_means, noise_prior
 from motionkit.pipeline.conditioning import check_image_guidance, check_strength
 from motionkit.pipeline.conditioning import image_cond as pia_image_cond
 from motionkit.pipeline.families import folder_family, pipeline_class, pipeline_family, register_pipeline
@@ -291,17 +291,23 @@ class MotionPipeline(
 
     def enable_free_init(
         self,
-        iterations: int = 3,
-        filter: str = "butterworth",
+        num_iters: int = 3,
+        use_fast_sampling: bool = False,
+        method: str = "butterworth",
         order: int = 4,
         spatial_stop_frequency: float = 0.25,
         temporal_stop_frequency: float = 0.25,
-        fast_sampling: bool = False,
     ) -> None:
-        """Sample ``iterations`` times, each pass starting from the last one's low frequencies (see ``free_init``)."""
+        """Sample ``num_iters`` times, each pass starting from the last one's low frequencies (see ``free_init``);
+        diffusers' ``FreeInitMixin.enable_free_init`` arguments."""
         self.free_init = FreeInit(
-            iterations, filter, order, spatial_stop_frequency, temporal_stop_frequency, fast_sampling
+            iterations=num_iters, filter=method, order=order, spatial_stop_frequency=spatial_stop_frequency,
+            temporal_stop_frequency=temporal_stop_frequency, fast_sampling=use_fast_sampling,
         )
+
+    @property
+    def free_init_enabled(self) -> bool:
+        return self.free_init is not None
 
     def disable_free_init(self) -> None:
         self.free_init = None
@@ -780,9 +786,11 @@ class MotionPipeline(
             noise = self.free_noise.noise(shape, generator, device, dtype, latents)
         else:
             noise = latents.to(device, dtype) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        # FreeInit's fresh high frequencies follow the same prior as the first pass's noise: independent ones
+        # would undo what correlated, mean-shared noise holds together.
+        fresh_prior = None if latents is not None else (lambda draw: noise_prior(draw, noise_correlation, frame_noise_means))
         if latents is None:
-            noise = correlate_frames(noise, noise_correlation, frame_dim=2)
-            noise = with_frame_means(noise, frame_noise_means, frame_dim=2)
+            noise = noise_prior(noise, noise_correlation, frame_noise_means)
             if image_inversion and cond is not None:
                 inverted = invert_image(self._image_model_noise(text, do_cfg), cond.latent, self.scheduler.alphas_cumprod, timesteps)
                 noise = mix_inverted(noise, inverted, image_inversion)
@@ -806,7 +814,7 @@ class MotionPipeline(
             if iteration > 0:
                 steps = free_init.steps(iteration, num_inference_steps)
                 timesteps = self._set_timesteps(steps, strength, device)
-                latents = free_init.reinitialise(latents, noise, self.scheduler, timesteps[0], generator)
+                latents = free_init.reinitialise(latents, noise, self.scheduler, timesteps[0], generator, fresh_prior)
             elif free_init is not None and free_init.fast_sampling:
                 timesteps = self._set_timesteps(free_init.steps(0, num_inference_steps), strength, device)
             with ip.processor_scales(self.unet) if ip is not None else contextlib.nullcontext():

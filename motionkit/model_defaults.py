@@ -8,7 +8,7 @@ config, within its position table). What a models folder may declare beside its 
     {
       "frames": 8, "steps": 25, "guidance": 4.0, "scheduler": "ddim", "strength": 0.5,
       "anchor_first_frame": true, "image_guidance": "svd", "image_inversion": 0.3, "noise_correlation": 0.5,
-      "frame_noise_means": "shared", "fps": 8, "negative_prompt": "",
+      "frame_noise_means": "shared", "free_init": 2, "fps": 8, "negative_prompt": "",
       "unfamiliar_images": {"denoising_error_above": 0.067, "image_inversion": 0.5, "guidance": 2.0},
       "about": "Markdown shown at the top of the page: what these models can and cannot draw.",
       "examples": [{"image": "examples/conditioning.png", "prompt": "...", "frames": 8, "seed": 1}]
@@ -42,7 +42,7 @@ DECLARED: dict[str, tuple[type, ...]] = {
     "frames": (int,), "width": (int,), "height": (int,), "steps": (int,), "guidance": (int, float),
     "scheduler": (str,), "strength": (int, float), "anchor_first_frame": (bool,), "image_guidance": (str,),
     "image_inversion": (int, float), "noise_correlation": (int, float),
-    "frame_noise_means": (str,), "fps": (int, float),
+    "frame_noise_means": (str,), "free_init": (int,), "fps": (int, float),
     "negative_prompt": (str,), "seed": (int,), "about": (str,),
     "unfamiliar_images": (dict,),
 }
@@ -91,11 +91,13 @@ def read_declaration(root: Path) -> Declaration | None:
     settings = checked(data, str(path), DECLARED)
     from motionkit.noise_prior import check_frame_noise_means, check_noise_correlation
     from motionkit.pipeline.conditioning import check_image_guidance
+    from motionkit.pipeline.free_init import check_free_init
     from motionkit.pipeline.image_familiarity import DECLARED_KEY, unfamiliar_images_rule
     from motionkit.pipeline.inversion import check_image_inversion
 
     check_each(settings, {"noise_correlation": check_noise_correlation, "frame_noise_means": check_frame_noise_means,
-                          "image_guidance": check_image_guidance, "image_inversion": check_image_inversion}, str(path))
+                          "image_guidance": check_image_guidance, "image_inversion": check_image_inversion,
+                          "free_init": check_free_init}, str(path))
     if DECLARED_KEY in settings:
         unfamiliar_images_rule(settings[DECLARED_KEY], str(path))
     return Declaration(path, settings, tuple(examples))

@@ -9,6 +9,7 @@ import re
 import shutil
 import warnings
 
+import numpy as np
 import pytest
 import yaml
 
@@ -21,7 +22,7 @@ from motionkit.video_io import read_video, sidecar_path
 SIZE = ["--width", "64", "--height", "64"]
 DECLARED = {"frames": 3, "steps": 2, "guidance": 4.0, "fps": 6, "strength": 0.5, "negative_prompt": "blurry",
             "anchor_first_frame": True, "image_guidance": "svd", "noise_correlation": 0.5, "frame_noise_means": "shared",
-            "image_inversion": 0.4, "about": "the page's text, not animate's"}
+            "image_inversion": 0.4, "free_init": 2, "about": "the page's text, not animate's"}
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +46,19 @@ def test_the_declaration_beside_the_base_fills_what_is_not_given(models, tmp_pat
     assert animate(models, "--prompt", "a ball", "--seed", "1", *SIZE, "--out", str(out)) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     # Text-to-video keeps strength 1 (it refuses any other), so the declared strength is neither used nor named.
-    assert "defaults from motionkit-app.json beside the base: 3 frames, 2 steps, guidance 4, noise correlation 0.5, frame noise means shared, 6 fps, negative prompt 'blurry'\n" in printed
+    assert "defaults from motionkit-app.json beside the base: 3 frames, 2 steps, guidance 4, noise correlation 0.5, frame noise means shared, FreeInit 2 passes, 6 fps, negative prompt 'blurry'\n" in printed
     meta = settings_of(out)
     s = meta["settings"]
     assert (s["frames"], s["steps"], s["guidance"], s["fps"], s["strength"]) == (3, 2, 4.0, 6, 1.0)
     assert meta["negative_prompt"] == "blurry" and len(read_video(out)) == 3
     assert s["noise_correlation"] == 0.5 and s["frame_noise_means"] == "shared" and s["image_guidance"] == "pia"
     assert s["image_inversion"] == 0.0  # the image's inversion is image-to-video's: there is no image here
+    assert s["free_init"] == 2
+    # The declared FreeInit passes sample the video: one pass with the same seed gives another.
+    one_pass = tmp_path / "one-pass.gif"
+    assert animate(models, "--prompt", "a ball", "--seed", "1", "--free-init", "0", *SIZE, "--out", str(one_pass)) == 0
+    assert "FreeInit" not in capsys.readouterr().out and settings_of(one_pass)["settings"]["free_init"] == 0
+    assert np.abs(read_video(out).astype(float) - read_video(one_pass).astype(float)).max() > 1
 
     i2v = tmp_path / "i2v.gif"
     assert animate(models, "--prompt", "a ball", "--image", str(models / "first.png"), *SIZE, "--out", str(i2v)) == 0
@@ -62,6 +69,7 @@ def test_the_declaration_beside_the_base_fills_what_is_not_given(models, tmp_pat
     # So are its frame noise means: from an image every frame's noise mean is taken out (recorded as such).
     assert settings_of(i2v)["settings"]["frame_noise_means"] == "zero" and settings_of(i2v)["settings"]["image_guidance"] == "svd"
     assert settings_of(i2v)["settings"]["image_inversion"] == 0.4
+    assert settings_of(i2v)["settings"]["free_init"] == 0  # FreeInit is text-to-video's too
 
 
 def test_flags_and_batch_values_win_over_the_declaration(models, tmp_path, capsys):
@@ -118,7 +126,9 @@ def test_a_broken_declaration_is_refused_in_one_line(models, tmp_path, capsys):
                                ({"noise_correlation": 1.5}, "noise_correlation must lie in [0, 1)"),
                                ({"frame_noise_means": "mean"}, "frame_noise_means 'mean' is not one of drawn, shared, zero"),
                                ({"image_guidance": "both"}, "image_guidance 'both' is not one of pia, svd"),
-                               ({"image_inversion": 1.5}, "image_inversion must lie in [0, 1]")):
+                               ({"image_inversion": 1.5}, "image_inversion must lie in [0, 1]"),
+                               ({"free_init": 2.5}, "free_init must be int"),
+                               ({"free_init": -1}, "free_init must be a whole number of sampling passes")):
             declaration.write_text(json.dumps(broken))
             assert animate(models, "--prompt", "a", "--out", str(tmp_path / "x.gif")) == 2
             err = capsys.readouterr().err.strip()
@@ -130,6 +140,9 @@ def test_a_broken_declaration_is_refused_in_one_line(models, tmp_path, capsys):
         assert animate(models, "--prompt", "a", "--image-inversion", "-0.1", "--out", str(tmp_path / "x.gif")) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "--image-inversion must lie in [0, 1]" in err, err
+        assert animate(models, "--prompt", "a", "--free-init", "-2", "--out", str(tmp_path / "x.gif")) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--free-init must be a whole number of sampling passes" in err, err
         declaration.write_text("{not json")
         assert animate(models, "--prompt", "a", "--out", str(tmp_path / "x.gif")) == 2
         assert "not readable JSON" in capsys.readouterr().err

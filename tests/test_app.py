@@ -330,6 +330,9 @@ def test_messages_escape_and_shorten_what_the_user_sent(client, caplog, capfd):
         ({"noise_correlation": 1.0}, "noise correlation must lie in 0..1, below 1"),
         ({"noise_correlation": "some"}, "noise correlation must be a number"),
         ({"frame_noise_means": "mean"}, "frame noise means must be one of drawn, shared, zero"),
+        ({"free_init": 5}, "FreeInit passes 5 is over this server's limit of 4"),
+        ({"free_init": 1.5}, "FreeInit passes must be a whole number"),
+        ({"free_init": -1}, "FreeInit passes must be at least 0"),
         ({"image_guidance": "both"}, "image guidance must be one of pia, svd"),
         ({"image_inversion": 1.5}, "image inversion must lie in 0..1"),
         ({"image_inversion": "half"}, "image inversion must be a number"),
@@ -729,6 +732,7 @@ def test_prompt_travel_uses_the_command_lines_parser_and_is_recorded(service):
     assert [key["frame"] for key in made["prompt_schedule"]] == [0, 4, 7]
     # The page's video is the pipeline's own with that schedule (same models, seed and settings).
     pipe = service.cache.pipeline(FAMILY.base, FAMILY.adapter)
+    pipe.enable_free_init(num_iters=page_defaults(service.models).free_init)  # the family's, text-to-video's
     direct = pipe(
         prompt=schedule, negative_prompt="", num_frames=8, height=64, width=64, num_inference_steps=6, guidance_scale=4.0,
         noise_correlation=page_defaults(service.models).noise_correlation,  # the family's, text-to-video's
@@ -788,6 +792,46 @@ def test_frame_noise_means_steady_text_to_video_and_image_guidance_reaches_image
     # The family's image guidance (svd) is what image-to-video runs with; pia gives another video.
     assert page_defaults(service.models).image_guidance == "svd"
     assert not np.array_equal(video(FAMILY.conditioning), video(FAMILY.conditioning, image_guidance="pia"))
+
+
+def test_free_init_samples_text_to_video_in_passes_and_leaves_image_to_video_alone(service):
+    from motionkit.metrics import warping_error
+
+    def made(image=None, **changes):
+        result = service.generate(dict(zip(FORM, request(image, seed=2, steps=8, **changes))))
+        return read_video(result.gif), json.loads(result.record.read_text()), service.last_run
+
+    assert page_defaults(service.models).free_init == 2  # the family's declaration
+    passes, record, run = made(free_init=2)
+    assert record["settings"]["free_init"] == 2 and run.total == run.steps_done == 16  # progress counts both passes
+    # The page's video is the pipeline's own with FreeInit's two passes (the family's other text-to-video settings).
+    defaults = page_defaults(service.models)
+    pipe = service.cache.pipeline(FAMILY.base, FAMILY.adapter)
+    pipe.enable_free_init(num_iters=2)
+    direct = pipe(
+        prompt=FAMILY.prompt, negative_prompt="", num_frames=8, height=64, width=64, num_inference_steps=8,
+        guidance_scale=defaults.guidance, noise_correlation=defaults.noise_correlation, frame_noise_means=defaults.frame_noise_means,
+        generator=torch.Generator("cpu").manual_seed(2), output_type="np",
+    ).frames[0]
+    pipe.disable_free_init()
+    np.testing.assert_array_equal(passes, read_video(write_video(direct, service.out_dir / "direct-free-init.gif", fps=8)))
+    one, record, run = made(free_init=0)
+    assert record["settings"]["free_init"] == 0 and run.total == 8
+    assert warping_error(passes) < warping_error(one)  # the second pass starts from the first one's steady layout
+    # An image job samples one pass whatever the slider says, and records that.
+    still, record, run = made(FAMILY.conditioning, free_init=3)
+    assert record["settings"]["free_init"] == 0
+    np.testing.assert_array_equal(still, made(FAMILY.conditioning, free_init=0)[0])
+
+
+def test_free_init_passes_count_towards_the_cost(service):
+    tight = Service(service.models, Limits.for_device("cpu", max_cost=3.0), service.cache)
+    asked = dict(frames=8, width=128, height=128, steps=20)  # 2.6 frame-megapixel-steps a pass
+    assert tight.check(dict(zip(FORM, request(**asked, free_init=0)))).settings.free_init == 0
+    with pytest.raises(MotionkitError, match="x 3 FreeInit passes.*lower the frames, the size, the steps or the FreeInit passes"):
+        tight.check(dict(zip(FORM, request(**asked, free_init=3))))
+    # Image-to-video samples one pass: within the budget, and its settings say so.
+    assert tight.check(dict(zip(FORM, request(FAMILY.conditioning, **asked, free_init=3)))).settings.free_init == 0
 
 
 def test_image_inversion_reaches_image_to_video_alone(service):

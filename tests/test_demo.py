@@ -382,13 +382,32 @@ def test_settings_come_from_the_family_declaration(family_dir, stand_in):
     declared = json.loads((family_dir / "motionkit-app.json").read_text()) if (family_dir / "motionkit-app.json").is_file() else {}
     family = TinyFamily.at(family_dir)
     settings = demo.family_settings(family)
-    for key in ("frames", "steps", "guidance", "strength", "scheduler", "anchor_first_frame", "noise_correlation"):
+    for key in ("frames", "steps", "guidance", "strength", "scheduler", "anchor_first_frame", "noise_correlation",
+                "frame_noise_means", "free_init"):
         if key in declared:
             assert getattr(settings, key) == declared[key]
     given = demo.family_settings(family, steps=7, frames=3, guidance=2.5)
     assert (given.steps, given.frames, given.guidance, given.strength) == (7, 3, 2.5, settings.strength)
     assert demo.family_settings(stand_in).strength == 0.5
     assert demo.family_settings(stand_in).noise_correlation == 0.0  # independent frames unless declared
+    assert demo.family_settings(stand_in).free_init == 0  # one pass unless declared
+
+
+def test_declared_free_init_samples_text_to_video_alone(stand_in, stand_in_run, tmp_path, capsys):
+    """FreeInit passes a family declares change its text-to-video videos, (t) and (a-t), and no image-to-video one."""
+    root = tmp_path / "models"
+    shutil.copytree(stand_in.root, root)
+    (root / "motionkit-app.json").write_text(json.dumps({"free_init": 2}))
+    out = tmp_path / "out"
+    assert main(["demo", "--models-dir", str(root), "--out", str(out), *FAST, "--device", "cpu"]) == 0
+    assert "and 2 FreeInit passes" in capsys.readouterr().out
+    refined = json.loads((out / "metrics.json").read_text())["videos"]
+    plain = json.loads((stand_in_run[2] / "metrics.json").read_text())["videos"]
+    for key in ("t", "at"):
+        assert refined[key]["warping_error"] != plain[key]["warping_error"], key
+    for key in ("a", "b", "e", "ac", "c"):
+        assert {k: v for k, v in refined[key].items() if k not in ("files", "image")} == {
+            k: v for k, v in plain[key].items() if k not in ("files", "image")}, key
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,11 @@ KEYS = ("warping_error", "temporal_flicker", "mean_abs_frame_diff", "motion_scor
 
 
 def sample(pipe, prompt: str, seed: int, args: argparse.Namespace, image=None, anchor: bool | None = None) -> np.ndarray:
+    # FreeInit is text-to-video's, as the noise prior is (motionkit animate applies a declared value likewise).
+    if args.free_init > 1 and image is None:
+        pipe.enable_free_init(num_iters=args.free_init)
+    else:
+        pipe.disable_free_init()
     frames = pipe(
         prompt,
         image=image,
@@ -74,6 +79,8 @@ def main() -> None:
                         "(default: the family's motionkit-app.json, else 0)")
     parser.add_argument("--frame-noise-means", choices=FRAME_NOISE_MEANS, help="text-to-video's frame noise means "
                         "(default: the family's motionkit-app.json, else drawn)")
+    parser.add_argument("--free-init", type=int, help="text-to-video's FreeInit passes, 0 or 1 for one pass "
+                        "(default: the family's motionkit-app.json, else 0)")
     args = parser.parse_args()
     # The family's declared sampling values, read as the app and the demo read them (with their fallbacks).
     from motionkit.app.defaults import page_defaults
@@ -84,6 +91,8 @@ def main() -> None:
         args.noise_correlation = float(declared.noise_correlation)
     if args.frame_noise_means is None:
         args.frame_noise_means = declared.frame_noise_means
+    if args.free_init is None:
+        args.free_init = declared.free_init
 
     from motionkit.adapter import MotionAdapter
     from motionkit.formats import load_adapter

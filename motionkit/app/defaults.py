@@ -61,6 +61,8 @@ class PageDefaults:
     noise_correlation: float = 0.0
     # Text-to-video's frame noise means (motionkit.noise_prior.with_frame_means): as drawn unless declared.
     frame_noise_means: str = "drawn"
+    # Text-to-video's FreeInit passes (motionkit.pipeline.free_init): 0, off, unless declared.
+    free_init: int = 0
     fps: float = 8.0
     negative_prompt: str = ""
     seed: int = 0

@@ -37,6 +37,7 @@ DEVICE_LIMITS: dict[str, tuple[int, int, int, float]] = {
     "cuda": (64, 1024, 100, 1000.0),
 }
 MAX_FPS = 60.0
+MAX_FREE_INIT = 4  # each FreeInit pass is a whole sampling run: past 4 a request costs more than it steadies
 MIN_STRENGTH = 0.05  # below it hardly a step runs: the video is the image
 OFFLOAD_OFF = "off"  # the form's "no offload"
 
@@ -77,6 +78,18 @@ def cost(frames: int, width: int, height: int, steps: int) -> float:
     return frames * width * height * steps / 1e6
 
 
+def check_cost(limits: Limits, frames: int, width: int, height: int, steps: int, passes: int = 1) -> None:
+    """Refuse, in one line, a request over the server's cost; ``passes`` FreeInit sampling passes multiply it."""
+    asked = cost(frames, width, height, steps * passes)
+    if asked > limits.max_cost:
+        runs = f" x {passes} FreeInit passes" if passes > 1 else ""
+        lower = "the frames, the size, the steps or the FreeInit passes" if passes > 1 else "the frames, the size or the steps"
+        raise MotionkitError(
+            f"this request costs {asked:.1f} frame-megapixel-steps ({frames} frames x {width}x{height} px x {steps} steps{runs}); "
+            f"this server allows {limits.max_cost:g} on {limits.device} (--max-cost): lower {lower}"
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     """One generation's checked settings: everything that shapes the video except the prompt and models."""
@@ -101,6 +114,7 @@ class Settings:
     unfamiliar_images: bool = False
     noise_correlation: float = 0.0
     frame_noise_means: str = "drawn"
+    free_init: int = 0  # FreeInit's passes, text-to-video's: 0 or 1 one pass
     free_noise: bool = False
     free_noise_length: int | None = None  # None: the adapter's position table
     free_noise_stride: int = 4
@@ -161,12 +175,7 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
     frames = _within(_whole(raw["frames"], "frames"), "frames", 1, limits.max_frames, "--max-frames")
     width, height = _side(raw["width"], "width", limits), _side(raw["height"], "height", limits)
     steps = _within(_whole(raw["steps"], "steps"), "steps", 1, limits.max_steps, "--max-steps")
-    asked = cost(frames, width, height, steps)
-    if asked > limits.max_cost:
-        raise MotionkitError(
-            f"this request costs {asked:.1f} frame-megapixel-steps ({frames} frames x {width}x{height} px x {steps} steps); "
-            f"this server allows {limits.max_cost:g} on {limits.device} (--max-cost): lower the frames, the size or the steps"
-        )
+    check_cost(limits, frames, width, height, steps)
     guidance = _number(raw["guidance"], "guidance")
     if not 0.0 <= guidance <= MAX_GUIDANCE:
         raise MotionkitError(f"guidance must lie in 0..{MAX_GUIDANCE:g}, got {guidance:g}")
@@ -219,6 +228,7 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
             f"frame noise means must be one of {', '.join(FRAME_NOISE_MEANS)} (shared: one brightness for every frame), "
             f"got {echo(frame_noise_means)}"
         )
+    free_init = _within(_whole(raw["free_init"], "FreeInit passes"), "FreeInit passes", 0, MAX_FREE_INIT)
     free_noise = _flag(raw["free_noise"], "FreeNoise")
     window = _within(_whole(raw["free_noise_length"], "FreeNoise window"), "FreeNoise window", 0, limits.max_frames, "--max-frames")
     stride = _whole(raw["free_noise_stride"], "FreeNoise stride")
@@ -234,7 +244,7 @@ def check_settings(limits: Limits, raw: Mapping[str, Any]) -> Settings:
         image_guidance=image_guidance, context_length=context or None, context_loop=_flag(raw["context_loop"], "loop"), fps=fps,
         motion_strength=motion_strength, image_inversion=image_inversion,
         unfamiliar_images=_flag(raw["unfamiliar_images"], "photo settings for unfamiliar images"), noise_correlation=noise_correlation,
-        frame_noise_means=frame_noise_means, free_noise=free_noise, free_noise_length=window or None,
+        frame_noise_means=frame_noise_means, free_init=free_init, free_noise=free_noise, free_noise_length=window or None,
         free_noise_stride=stride, offload=check_offload_choice(raw["offload"], limits),
         vae_slicing=_flag(raw["vae_slicing"], "VAE slicing"), vae_tiling=_flag(raw["vae_tiling"], "VAE tiling"),
         decode_chunk=decode_chunk,

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from motionkit.app.cache import ModelCache
 from motionkit.app.defaults import adapter_config, motion_scale_support
 from motionkit.app.limits import (
-    Limits, Settings, check_scale, check_settings, echo, open_source_video, open_upload, open_video_upload, parse_source_range,
+    Limits, Settings, check_cost, check_scale, check_settings, echo, open_source_video, open_upload, open_video_upload, parse_source_range,
 )
 from motionkit.app.models import ModelsFolder
 from motionkit.errors import MotionkitError
@@ -47,7 +47,7 @@ FORM: tuple[str, ...] = (
     "frames", "width", "height", "steps", "guidance", "seed", "random_seed",
     "strength", "anchor_first_frame", "image_guidance", "image_inversion", "unfamiliar_images", "motion_scale", "context_length", "context_loop", "fps",
     "encoder", "encoder_scale", "first_keyframe", "last_keyframe", "controlnet", "controlnet_scale", "control_video",
-    "prompt_schedule", "prompt_interpolation", "motion_strength", "noise_correlation", "frame_noise_means", "free_noise", "free_noise_length", "free_noise_stride",
+    "prompt_schedule", "prompt_interpolation", "motion_strength", "noise_correlation", "frame_noise_means", "free_init", "free_noise", "free_noise_length", "free_noise_stride",
     "video", "video_frames", "ip_adapter", "ip_image", "ip_scale", "preset",
     "offload", "vae_slicing", "vae_tiling", "decode_chunk",
 )
@@ -268,6 +268,10 @@ class Service:
             self._check_free_noise(settings, adapter[1])
         control = self._control(form, settings, image)
         video = self._source_video(form, settings, image)
+        if image is not None or video is not None:
+            settings = replace(settings, free_init=0)  # FreeInit is text-to-video's: a second pass drifts from the image
+        elif settings.free_init > 1:
+            check_cost(self.limits, settings.frames, settings.width, settings.height, settings.steps, settings.free_init)
         preset = self._preset(form["preset"], adapter[0], image_loras)
         return Job(
             prompt, negative, image, base, adapter, motion_loras, image_loras, scheduler, settings, control,
@@ -454,18 +458,23 @@ class Service:
             else:
                 pipe.disable_free_noise()  # the cached pipeline keeps no earlier request's windows
             with_image = job.image is not None
+            if s.free_init > 1:  # text-to-video's alone (``check`` set it to 0 for an image or a video)
+                pipe.enable_free_init(num_iters=s.free_init)
+            else:
+                pipe.disable_free_init()  # the cached pipeline keeps no earlier request's passes
             if with_image and s.unfamiliar_images:
                 job = self._familiar(pipe, job)
                 s = job.settings
             # strength < 1 runs only the tail of the schedule: that many steps are reported.
-            total = max(1, int(s.steps * s.strength)) if with_image or job.video is not None else s.steps
+            # FreeInit samples its passes one after another, each counting its steps from 0: they add up here.
+            total = max(1, int(s.steps * s.strength)) if with_image or job.video is not None else s.steps * max(1, s.free_init)
             log.total = total
 
-            def on_step(_pipe: Any, step: int, _t: Any, _tensors: dict) -> dict:
-                stop.steps_done = log.steps_done = step + 1
+            def on_step(_pipe: Any, _step: int, _t: Any, _tensors: dict) -> dict:
+                done = stop.steps_done = log.steps_done = log.steps_done + 1
                 if stop.requested:
-                    raise Stopped(f"stopped after {step + 1} of {total} steps")
-                progress(step + 1, total, "Sampling")
+                    raise Stopped(f"stopped after {done} of {total} steps")
+                progress(done, total, "Sampling")
                 return {}
 
             context = s.context_length

@@ -23,7 +23,7 @@ import gradio as gr
 from motionkit.app.cache import ModelCache
 from motionkit.app.defaults import PageDefaults, adapter_config, motion_scale_support, native_size, page_defaults
 from motionkit.app.limits import (
-    MAX_FPS, MAX_GUIDANCE, MAX_SEED, MIN_SIDE, MIN_STRENGTH, OFFLOAD_OFF, VIDEO_UPLOAD_SUFFIXES, Limits, cost, offload_note,
+    MAX_FPS, MAX_FREE_INIT, MAX_GUIDANCE, MAX_SEED, MIN_SIDE, MIN_STRENGTH, OFFLOAD_OFF, VIDEO_UPLOAD_SUFFIXES, Limits, cost, offload_note,
 )
 from motionkit.app.models import ModelsFolder
 from motionkit.app.presets import offered_presets, preset_form
@@ -272,6 +272,10 @@ def build_app(
                         list(FRAME_NOISE_MEANS), value=start["frame_noise_means"], label="Frame noise means",
                         info="text-to-video: shared gives every frame one brightness; drawn as diffusers; zero a neutral one",
                     )
+                    free_init = gr.Slider(
+                        0, MAX_FREE_INIT, value=start["free_init"], step=1, label="FreeInit passes",
+                        info="text-to-video: each pass starts from the last one's low frequencies; steadier frames at that many times the cost, 0 or 1 off",
+                    )
                     motion_scale = gr.Slider(
                         0, 8, value=0, step=1, label="Motion scale", visible=note is None,
                         info="PIA presets: 0-2 more motion, 3-5 looping, 6-8 style transfer",
@@ -364,7 +368,7 @@ def build_app(
             "last_keyframe": last_keyframe, "controlnet": controlnet, "controlnet_scale": controlnet_scale,
             "control_video": control_video, "prompt_schedule": prompt_schedule, "prompt_interpolation": prompt_interpolation,
             "motion_strength": motion_strength, "noise_correlation": noise_correlation,
-            "frame_noise_means": frame_noise_means, "free_noise": free_noise, "free_noise_length": free_noise_length,
+            "frame_noise_means": frame_noise_means, "free_init": free_init, "free_noise": free_noise, "free_noise_length": free_noise_length,
             "free_noise_stride": free_noise_stride, "video": source_video, "video_frames": video_frames,
             "ip_adapter": ip_adapter, "ip_image": ip_image, "ip_scale": ip_scale, "preset": preset,
             "offload": offload, "vae_slicing": vae_slicing, "vae_tiling": vae_tiling, "decode_chunk": decode_chunk,

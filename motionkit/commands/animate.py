@@ -42,15 +42,16 @@ SEED_RANGE = 2**64  # torch generators take seeds in [0, 2**64)
 # What a models folder's declaration may fill here (its about and examples are the app's).
 DECLARED_KEYS = (
     "frames", "steps", "guidance", "scheduler", "strength", "anchor_first_frame", "image_guidance", "image_inversion",
-    "noise_correlation", "frame_noise_means", "fps", "negative_prompt",
+    "noise_correlation", "frame_noise_means", "free_init", "fps", "negative_prompt",
 )
 # Declared settings that only one kind of job takes: strength, anchoring and image guidance image-to-video's (text-to-video refuses
 # a strength below 1, video-to-video keeps its own); the noise correlation text-to-video's (an image already ties
 # the frames together, and frames 1..N-1 sharing noise that frame 0 does not would jump away from it together), and
-# so is the frames' noise mean (an image sets the frames' colour itself); the image's inversion needs an image.
+# so is the frames' noise mean (an image sets the frames' colour itself), and FreeInit (a second pass from an image
+# drifts further from it); the image's inversion needs an image.
 ONLY_FOR_KIND = {
     "image": ("strength", "anchor_first_frame", "image_guidance", "image_inversion"),
-    "text": ("noise_correlation", "frame_noise_means"),
+    "text": ("noise_correlation", "frame_noise_means", "free_init"),
 }
 
 # Settings with their defaults; None means "decided later" (the base model's native size, the device's dtype).
@@ -97,6 +98,8 @@ DEFAULTS: dict[str, Any] = {
     "motion_strength": 1.0,
     # Correlation of the starting noise between frames (motionkit.noise_prior): 0 is independent, as diffusers.
     "noise_correlation": 0.0,
+    # FreeInit's sampling passes (motionkit.pipeline.free_init): 0 or 1 is one pass, off.
+    "free_init": 0,
     "image_inversion": 0.0,
     "preset": None,
     # Step caching (motionkit.pipeline.step_cache): None is off, exact sampling.
@@ -119,7 +122,7 @@ PROMPT_KEYS = {
     "strength", "anchor_first_frame", "motion_scale", "noise_aug", "image_guidance", "frame_noise_means", "context_length", "context_overlap", "context_stride", "context_loop", "fps",
     "video", "video_fps", "video_frames", "decode_chunk",
     "prompt_interpolation", "free_noise", "free_noise_length", "free_noise_stride", "free_noise_weighting", "free_noise_noise",
-    "motion_strength", "noise_correlation", "image_inversion", "cache_interval", *SCHEDULE_KEYS,
+    "motion_strength", "noise_correlation", "free_init", "image_inversion", "cache_interval", *SCHEDULE_KEYS,
 }
 
 
@@ -153,6 +156,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--motion-strength", type=float, help="scale on the motion modules' output, any adapter: 1.0 as trained (default), 0 the image model, 0.5 calmer, 1.5 livelier")
     add("--noise-correlation", type=float, help="correlation of the starting noise between frames, in [0, 1): frames that agree "
         "on one scene from the first step (default: the models folder's motionkit-app.json, else 0, independent)")
+    add("--free-init", type=int, metavar="N", help="FreeInit: sample N passes, each from the last one's low frequencies "
+        "(steadier frames at N times the cost; default: the models folder's motionkit-app.json for text-to-video, else off)")
     add("--preset", choices=("animatelcm", "lightning-1", "lightning-2", "lightning-4", "lightning-8"), help="few-step sampling for AnimateLCM / AnimateDiff-Lightning modules: sets scheduler, steps and guidance (flags given win)")
     add("--cache-interval", type=_int_or_text, metavar="N", help="step caching: the whole UNet every Nth step, only its shallowest layers in between (faster, close to exact; default off)")
     add("--frames", type=int, help="number of frames (default: the models folder's motionkit-app.json, else the adapter's training frames, else 16)")
@@ -340,6 +345,7 @@ def _check_settings(s: dict[str, Any], where: str = "") -> None:
 
 def _check_travel(s: dict[str, Any], at: str) -> None:
     from motionkit.noise_prior import check_frame_noise_means, check_noise_correlation
+    from motionkit.pipeline.free_init import check_free_init
     from motionkit.pipeline.free_noise import FreeNoise
     from motionkit.pipeline.inversion import check_image_inversion
     from motionkit.pipeline.motion_strength import check_motion_strength
@@ -353,6 +359,7 @@ def _check_travel(s: dict[str, Any], at: str) -> None:
         if s["frame_noise_means"] is not None:
             check_frame_noise_means(s["frame_noise_means"], name="--frame-noise-means")
         check_step_cache(s["cache_interval"], name="--cache-interval")
+        check_free_init(s["free_init"], name="--free-init")
         if s["prompt_interpolation"] not in INTERPOLATIONS:
             raise MotionkitError(f"--prompt-interpolation must be one of {', '.join(INTERPOLATIONS)}, got {s['prompt_interpolation']!r}")
         if s["free_noise"]:
@@ -548,7 +555,8 @@ def _defaults_note(sources: list[tuple[str, dict[str, Any]]]) -> str | None:
         "frames": "{} frames", "steps": "{} steps", "guidance": "guidance {:g}", "scheduler": "scheduler {}",
         "strength": "strength {:g}", "anchor_first_frame": "anchor first frame {}", "image_guidance": "image guidance {}",
         "image_inversion": "image inversion {:g}",
-        "noise_correlation": "noise correlation {:g}", "frame_noise_means": "frame noise means {}", "fps": "{:g} fps", "negative_prompt": "negative prompt {!r}",
+        "noise_correlation": "noise correlation {:g}", "frame_noise_means": "frame noise means {}",
+        "free_init": "FreeInit {} passes", "fps": "{:g} fps", "negative_prompt": "negative prompt {!r}",
     }
     parts = [f"{where}: " + ", ".join(words[k].format(v) for k, v in values.items()) for where, values in sources if values]
     return "; ".join(parts) or None
@@ -773,6 +781,10 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         pipe.enable_free_noise(s["free_noise_length"], s["free_noise_stride"], s["free_noise_weighting"], s["free_noise_noise"])
     else:
         pipe.disable_free_noise()
+    if s["free_init"] > 1:
+        pipe.enable_free_init(num_iters=s["free_init"])
+    else:
+        pipe.disable_free_init()
     output = pipe(
         prompt=job.prompt,
         negative_prompt=s["negative_prompt"] if job.negative is None else job.negative,

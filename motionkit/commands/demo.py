@@ -165,6 +165,8 @@ class Settings:
     noise_correlation: float = 0.0
     # Text-to-video's frame noise means likewise (motionkit.noise_prior); from an image the pipeline takes them out.
     frame_noise_means: str = "drawn"
+    # Text-to-video's FreeInit passes likewise (motionkit.pipeline.free_init); 0 or 1: one pass.
+    free_init: int = 0
 
 
 def family_settings(
@@ -187,6 +189,7 @@ def family_settings(
         image_inversion=float(declared.image_inversion),
         noise_correlation=float(declared.noise_correlation),
         frame_noise_means=declared.frame_noise_means,
+        free_init=declared.free_init,
     )
     check_sampling(settings.frames, settings.steps, settings.guidance, settings.strength)
     return settings
@@ -321,7 +324,8 @@ def animate_family(
     identity = MotionAdapter.from_config(adapter.config)
     print(f"animating {family.conditioning.name} from {family.root}: {settings.frames} frames, {settings.steps} "
           f"steps, guidance {settings.guidance:g}, image-to-video strength {settings.strength:g}, "
-          f"text-to-video noise correlation {settings.noise_correlation:g}, seed {seed}")
+          f"text-to-video noise correlation {settings.noise_correlation:g}"
+          + (f" and {settings.free_init} FreeInit passes" if settings.free_init > 1 else "") + f", seed {seed}")
     print(f"prompt: {family.prompt or '(none: the image alone conditions the video)'}")
     run = DemoRun({}, {}, {}, {}, {})
     for variant in VARIANTS:
@@ -431,6 +435,10 @@ def _make_video(
     given = {"image": conditioning, "strength": settings.strength,
              "anchor_first_frame": settings.anchor_first_frame, "image_guidance": settings.image_guidance,
              "image_inversion": settings.image_inversion} if variant.image else {}
+    if settings.free_init > 1 and not variant.image:
+        pipe.enable_free_init(num_iters=settings.free_init)
+    else:
+        pipe.disable_free_init()
     output = pipe(
         prompt=family.prompt,
         num_frames=settings.frames,

@@ -10,12 +10,15 @@ config, within its position table). What a models folder may declare beside its 
       "anchor_first_frame": true, "image_guidance": "svd", "image_inversion": 0.3, "noise_correlation": 0.5,
       "frame_noise_means": "shared", "free_init": 2, "fps": 8, "negative_prompt": "",
       "unfamiliar_images": {"denoising_error_above": 0.067, "image_inversion": 0.5, "guidance": 2.0},
+      "bases": {"my-personalized": {"strength": 0.7, "image_inversion": 0.2}},
       "about": "Markdown shown at the top of the page: what these models can and cannot draw.",
       "examples": [{"image": "examples/conditioning.png", "prompt": "...", "frames": 8, "seed": 1}]
     }
 
 ``unfamiliar_images`` (``motionkit.pipeline.image_familiarity``): the settings for an image the image model
-denoises worse than the limit (one number, or one per base name), one unlike the models' own world. Every key
+denoises worse than the limit (one number, or one per base name), one unlike the models' own world. ``bases``
+gives one base (by its name in ``DIR/bases/``) settings of its own over the folder's, for a checkpoint that
+animates best otherwise (``Declaration.for_base``). Every key
 is optional. A broken declaration is refused in one line, so a typo does not silently fall back to unsuited
 defaults. The app (``motionkit.app.defaults``) opens its page with these, ``motionkit animate``
 fills the settings a user did not give from them.
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from motionkit.errors import MotionkitError, check_each
-from motionkit.models_folder import KINDS
+from motionkit.models_folder import KINDS, ModelsFolder
 
 DECLARATION = "motionkit-app.json"
 FALLBACK_SIZE = 512  # single-file checkpoints carry no config: SD 1.x's native size
@@ -44,8 +47,11 @@ DECLARED: dict[str, tuple[type, ...]] = {
     "image_inversion": (int, float), "noise_correlation": (int, float),
     "frame_noise_means": (str,), "free_init": (int,), "fps": (int, float),
     "negative_prompt": (str,), "seed": (int,), "about": (str,),
-    "unfamiliar_images": (dict,),
+    "unfamiliar_images": (dict,), "bases": (dict,),
 }
+# What one base may set over the folder's settings: the sampling ones (its text and image rules are the folder's).
+PER_BASE = {k: kinds for k, kinds in DECLARED.items() if k not in ("about", "unfamiliar_images", "bases")}
+BASES_KEY = "bases"
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,12 @@ class Declaration:
     path: Path
     settings: dict[str, Any]
     examples: tuple[Any, ...] = ()
+
+    def for_base(self, name: str | None) -> dict[str, Any]:
+        """The settings for the base ``name`` (None: no base in particular): the folder's, with that base's own
+        (``bases``) on top; without the ``bases`` table itself."""
+        own = self.settings.get(BASES_KEY, {}).get(name, {}) if name is not None else {}
+        return {**{k: v for k, v in self.settings.items() if k != BASES_KEY}, **own}
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -95,9 +107,17 @@ def read_declaration(root: Path) -> Declaration | None:
     from motionkit.pipeline.image_familiarity import DECLARED_KEY, unfamiliar_images_rule
     from motionkit.pipeline.inversion import check_image_inversion
 
-    check_each(settings, {"noise_correlation": check_noise_correlation, "frame_noise_means": check_frame_noise_means,
-                          "image_guidance": check_image_guidance, "image_inversion": check_image_inversion,
-                          "free_init": check_free_init}, str(path))
+    checks = {"noise_correlation": check_noise_correlation, "frame_noise_means": check_frame_noise_means,
+              "image_guidance": check_image_guidance, "image_inversion": check_image_inversion, "free_init": check_free_init}
+    check_each(settings, checks, str(path))
+    listed = ModelsFolder(root).names("base")
+    for name, own in settings.get(BASES_KEY, {}).items():
+        where = f"{path}: bases: {name}"
+        if name not in listed:  # a misspelt name would otherwise leave that base on the folder's settings unseen
+            raise MotionkitError(f"{where}: no base of that name in bases/; use one of {', '.join(listed) or 'none listed'}")
+        if not isinstance(own, dict):
+            raise MotionkitError(f"{where} must be an object of settings, e.g. {{\"strength\": 0.7}}")
+        check_each(checked(own, where, PER_BASE), checks, where)
     if DECLARED_KEY in settings:
         unfamiliar_images_rule(settings[DECLARED_KEY], str(path))
     return Declaration(path, settings, tuple(examples))

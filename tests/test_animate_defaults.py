@@ -96,6 +96,31 @@ def test_flags_and_batch_values_win_over_the_declaration(models, tmp_path, capsy
     assert (dog["frames"], dog["strength"]) == (3, 0.9)  # the prompt's own strength, the declaration's frames
 
 
+def test_a_base_s_own_settings_win_over_the_folder_s(models, tmp_path, capsys):
+    declaration = models / DECLARATION
+    try:
+        declaration.write_text(json.dumps({**DECLARED, "bases": {"base": {"strength": 0.9, "image_inversion": 0.1, "steps": 3}}}))
+        i2v = tmp_path / "own.gif"
+        assert animate(models, "--prompt", "a ball", "--image", str(models / "first.png"), *SIZE, "--out", str(i2v)) == 0
+        printed = capsys.readouterr().out
+        assert "defaults from motionkit-app.json beside the base (with base's own): 3 frames, 3 steps" in printed
+        assert "strength 0.9, anchor first frame True, image guidance svd, image inversion 0.1" in printed
+        s = settings_of(i2v)["settings"]
+        assert (s["strength"], s["image_inversion"], s["steps"], s["guidance"]) == (0.9, 0.1, 3, 4.0)  # the rest: the folder's
+        # Another base in the same folder keeps the folder's settings.
+        shutil.copytree(models / "bases" / "base", models / "bases" / "other")
+        other = tmp_path / "other.gif"
+        code = main(["animate", "--base", str(models / "bases" / "other"), "--adapter", str(models / "adapters" / "adapter"),
+                     "--prompt", "a ball", "--image", str(models / "first.png"), *SIZE, "--out", str(other)])
+        assert code == 0, capsys.readouterr().err
+        assert "(with" not in capsys.readouterr().out
+        s = settings_of(other)["settings"]
+        assert (s["strength"], s["image_inversion"], s["steps"]) == (0.5, 0.4, 2)
+    finally:
+        declaration.write_text(json.dumps(DECLARED))
+        shutil.rmtree(models / "bases" / "other", ignore_errors=True)
+
+
 def test_a_preset_picks_its_own_sampling_over_the_declaration(models, tmp_path, capsys):
     from motionkit.commands.animate import _plan
 
@@ -128,7 +153,11 @@ def test_a_broken_declaration_is_refused_in_one_line(models, tmp_path, capsys):
                                ({"image_guidance": "both"}, "image_guidance 'both' is not one of pia, svd"),
                                ({"image_inversion": 1.5}, "image_inversion must lie in [0, 1]"),
                                ({"free_init": 2.5}, "free_init must be int"),
-                               ({"free_init": -1}, "free_init must be a whole number of sampling passes")):
+                               ({"free_init": -1}, "free_init must be a whole number of sampling passes"),
+                               ({"bases": {"nobase": {"strength": 0.5}}}, "bases: nobase: no base of that name in bases/; use one of base"),
+                               ({"bases": {"base": 3}}, "bases: base must be an object of settings"),
+                               ({"bases": {"base": {"about": "x"}}}, "bases: base: unknown key 'about'"),
+                               ({"bases": {"base": {"image_inversion": 2}}}, "bases: base: image_inversion must lie in [0, 1]")):
             declaration.write_text(json.dumps(broken))
             assert animate(models, "--prompt", "a", "--out", str(tmp_path / "x.gif")) == 2
             err = capsys.readouterr().err.strip()

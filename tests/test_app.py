@@ -504,6 +504,17 @@ def test_page_in_chromium_as_a_new_user_meets_it(server, service, tmp_path):
             assert page.get_by_label("Offload").is_disabled()
             page.get_by_text("not available: offload moves models between main memory and a CUDA GPU").first.wait_for()
             page.get_by_text("Memory (advanced)").first.click()  # folded again, as a new user finds it
+            # A base with settings of its own in the declaration brings them along; the first base gets its own back.
+            strength = page.get_by_label("number input for Strength")
+            assert strength.input_value() == "0.8"
+            page.get_by_label("Base checkpoint").click()
+            page.get_by_role("option", name="tiny-personalized").click()
+            page.wait_for_function("box => box.value === '0.7'", arg=strength.element_handle())
+            assert page.get_by_label("number input for Image inversion").input_value() == "0.2"
+            page.get_by_label("Base checkpoint").click()
+            page.get_by_role("option", name="tiny-base").click()
+            page.wait_for_function("box => box.value === '0.8'", arg=strength.element_handle())
+            assert page.get_by_label("number input for Image inversion").input_value() == "0"
 
             # The default click on the shipped in-world frame: fast, busy while it runs, the video in view.
             page.locator("input[type=file]").first.set_input_files(str(FAMILY.conditioning))
@@ -822,6 +833,16 @@ def test_free_init_samples_text_to_video_in_passes_and_leaves_image_to_video_alo
     still, record, run = made(FAMILY.conditioning, free_init=3)
     assert record["settings"]["free_init"] == 0
     np.testing.assert_array_equal(still, made(FAMILY.conditioning, free_init=0)[0])
+
+
+def test_a_base_s_own_declared_settings_follow_it(family):
+    from motionkit.app.defaults import base_settings
+
+    # The family gives its personalized base its own image-to-video settings; the page's first base keeps the folder's.
+    assert base_settings(family, "tiny-personalized") == {"image_inversion": 0.2, "strength": 0.7}
+    assert base_settings(family, "tiny-base") == {"image_inversion": 0.0, "strength": 0.8}
+    assert (page_defaults(family).strength, page_defaults(family, "tiny-personalized").strength) == (0.8, 0.7)
+    assert page_defaults(family, "tiny-personalized").free_init == page_defaults(family).free_init  # the rest: the folder's
 
 
 def test_free_init_passes_count_towards_the_cost(service):

@@ -391,6 +391,12 @@ def test_settings_come_from_the_family_declaration(family_dir, stand_in):
     assert demo.family_settings(stand_in).strength == 0.5
     assert demo.family_settings(stand_in).noise_correlation == 0.0  # independent frames unless declared
     assert demo.family_settings(stand_in).free_init == 0  # one pass unless declared
+    # The personalized base's own settings (the declaration's bases table) are what (a-c) and (c) sample with.
+    own = declared.get("bases", {}).get(family.personalized.name, {})
+    personal = demo.family_settings(family, base=family.personalized, steps=7)
+    assert personal.steps == 7 and personal.free_init == settings.free_init
+    for key in ("strength", "image_inversion"):
+        assert getattr(personal, key) == own.get(key, getattr(settings, key))
 
 
 def test_declared_free_init_samples_text_to_video_alone(stand_in, stand_in_run, tmp_path, capsys):

@@ -92,12 +92,14 @@ def motion_scale_support(config: dict[str, Any]) -> str | None:
     return None
 
 
-def page_defaults(models: ModelsFolder) -> PageDefaults:
-    """The defaults for ``models``: measured from its first base and adapter, then its declaration on top."""
+def page_defaults(models: ModelsFolder, base: str | None = None) -> PageDefaults:
+    """The defaults for ``models`` with the base named ``base`` (None: its first, which the page opens with):
+    measured from that base and the first adapter, then the declaration on top, with that base's own settings."""
     bases, adapters = models.listing("base"), models.listing("adapter")
+    base = base if base is not None else next(iter(bases), None)
     found: dict[str, Any] = {}
-    if bases:
-        size = native_size(next(iter(bases.values())))
+    if base in bases:
+        size = native_size(bases[base])
         if size:
             found["width"] = found["height"] = size
     if adapters:
@@ -105,7 +107,7 @@ def page_defaults(models: ModelsFolder) -> PageDefaults:
     declaration = read_declaration(models.root)
     examples: tuple[Example, ...] = ()
     if declaration is not None:
-        found.update(declaration.settings)
+        found.update(declaration.for_base(base))
         if DECLARED_KEY in found:
             found["unfamiliar_rule"] = found.pop(DECLARED_KEY)
         examples = tuple(
@@ -113,6 +115,18 @@ def page_defaults(models: ModelsFolder) -> PageDefaults:
         )
     defaults = replace(PageDefaults(), **found)
     return replace(defaults, examples=examples)
+
+
+def base_settings(models: ModelsFolder, name: str) -> dict[str, Any]:
+    """The settings the page sets when the base ``name`` is chosen: every setting some base of the declaration
+    sets for itself (``bases``), at its value for ``name``, so a base without its own gets the folder's back."""
+    from motionkit.model_defaults import BASES_KEY
+
+    declaration = read_declaration(models.root)
+    own = declaration.settings.get(BASES_KEY, {}) if declaration is not None else {}
+    fields = {key for settings in own.values() for key in settings}
+    values = page_defaults(models, name).settings()
+    return {key: values[key] for key in sorted(fields) if key in values}
 
 
 def _example(root: Path, entry: Any, where: str) -> Example:

@@ -21,7 +21,9 @@ from typing import Any, Iterator
 import gradio as gr
 
 from motionkit.app.cache import ModelCache
-from motionkit.app.defaults import PageDefaults, adapter_config, motion_scale_support, native_size, page_defaults
+from motionkit.app.defaults import (
+    PageDefaults, adapter_config, base_settings, motion_scale_support, native_size, page_defaults,
+)
 from motionkit.app.limits import (
     MAX_FPS, MAX_FREE_INIT, MAX_GUIDANCE, MAX_SEED, MIN_SIDE, MIN_STRENGTH, OFFLOAD_OFF, VIDEO_UPLOAD_SUFFIXES, Limits, cost, offload_note,
 )
@@ -431,12 +433,17 @@ def build_app(
         stop.click(stop_run, cancels=[sampling], queue=False, api_name="stop")
         demo.unload(stop_run)  # a closed or reloaded tab stops its job
 
+        # The settings some base declares for itself follow the chosen base (a folder without any: none).
+        base_fields = tuple(base_settings(models, start["base"])) if start["base"] is not None else ()
+
         def follow_base(name: Any) -> list[Any]:
             try:
                 size = native_size(models.resolve("base", name))
+                own = base_settings(models, name)
             except MotionkitError:
-                size = None
-            return [gr.Number(value=size), gr.Number(value=size)] if size else [gr.Number(), gr.Number()]
+                size, own = None, {}
+            sizes = [gr.Number(value=size), gr.Number(value=size)] if size else [gr.Number(), gr.Number()]
+            return sizes + [gr.update(value=own[field]) if field in own else gr.update() for field in base_fields]
 
         def follow_adapter(name: Any) -> list[Any]:
             why = _motion_scale_note(models, name)
@@ -451,7 +458,10 @@ def build_app(
             filled = preset_form(models, name) if name in PRESETS else {}
             return [gr.update(value=filled[field]) if field in filled else gr.update() for field in preset_fields]
 
-        base.change(follow_base, inputs=base, outputs=[width, height], queue=False, api_name=False)
+        base.change(
+            follow_base, inputs=base, outputs=[width, height, *(by_name[field] for field in base_fields)],
+            queue=False, api_name=False,
+        )
         adapter.change(follow_adapter, inputs=adapter, outputs=[motion_scale, motion_note], queue=False, api_name=False)
         preset.change(
             follow_preset, inputs=preset, outputs=[by_name[field] for field in preset_fields],

@@ -418,7 +418,7 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
 
     root = models_folder_of(base)
     declaration = read_declaration(root) if root is not None else None
-    sources = _model_defaults(declaration, adapter, given)
+    sources = _model_defaults(declaration, base, adapter, given)
     unfamiliar = _unfamiliar_rule(declaration, base)
     filled = {k: v for _, values in sources for k, v in values.items()}
     kind_only = {kind: {k: filled.pop(k) for k in keys if k in filled} for kind, keys in ONLY_FOR_KIND.items()}
@@ -498,26 +498,34 @@ def _plan(given: dict[str, Any], prompts: list[dict[str, Any]], out: Path, batch
     return plan
 
 
-def _model_defaults(declaration: Any, adapter: Path, given: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _model_defaults(declaration: Any, base: Path, adapter: Path, given: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The settings the models give that the user did not, by source, first source first (each key once):
-    ``declaration`` (the base's models folder's, or None), then the adapter's training length."""
-    from motionkit.model_defaults import DECLARATION, adapter_config, recorded_training_frames
+    ``declaration`` (the base's models folder's, or None) with the base's own settings in it, then the adapter's
+    training length."""
+    from motionkit.model_defaults import BASES_KEY, DECLARATION, adapter_config, recorded_training_frames
 
     taken = set(given)
     if "negative_at" in given or "negative_schedule" in given:
         taken.add("negative_prompt")  # a negative prompt by frame is a negative prompt given
     sources = []
     if declaration is not None:
-        declared = {k: declaration.settings[k] for k in DECLARED_KEYS if k in declaration.settings and k not in taken}
+        name = _base_name(base)
+        settings = declaration.for_base(name)
+        declared = {k: settings[k] for k in DECLARED_KEYS if k in settings and k not in taken}
         if declared.get("negative_prompt") == "":
             del declared["negative_prompt"]  # no negative prompt: what the default already is
-        sources.append((f"defaults from {DECLARATION} beside the base", declared))
+        own = f" (with {name}'s own)" if name in declaration.settings.get(BASES_KEY, {}) else ""
+        sources.append((f"defaults from {DECLARATION} beside the base{own}", declared))
         taken |= set(declared)
     if "frames" not in taken:
         frames = recorded_training_frames(adapter_config(adapter))
         if frames is not None:
             sources.append(("defaults from the adapter's training length", {"frames": frames}))
     return sources
+
+
+def _base_name(base: Path) -> str:
+    return base.stem if base.is_file() else base.name  # as the models folder lists it
 
 
 def _unfamiliar_rule(declaration: Any, base: Path) -> Any:
@@ -527,7 +535,7 @@ def _unfamiliar_rule(declaration: Any, base: Path) -> Any:
 
     if declaration is None or DECLARED_KEY not in declaration.settings:
         return None
-    name = base.stem if base.is_file() else base.name  # as the models folder lists it
+    name = _base_name(base)
     return unfamiliar_images_rule(declaration.settings[DECLARED_KEY], str(declaration.path), name)
 
 

@@ -170,14 +170,17 @@ class Settings:
 
 
 def family_settings(
-    family: TinyFamily, *, steps: int | None = None, frames: int | None = None, guidance: float | None = None
+    family: TinyFamily, *, base: Path | None = None, steps: int | None = None, frames: int | None = None,
+    guidance: float | None = None,
 ) -> Settings:
-    """The family's declared sampling settings (``motionkit-app.json``, as the app reads it), overridden by the
-    values given; refuses, in one line, settings that cannot make a moving video."""
+    """The family's declared sampling settings (``motionkit-app.json``, as the app reads it) for ``base`` (None:
+    its image model; a base with settings of its own there gets those), overridden by the values given; refuses, in
+    one line, settings that cannot make a moving video."""
     from motionkit.app.defaults import page_defaults
     from motionkit.models_folder import ModelsFolder
 
-    declared = page_defaults(ModelsFolder(family.root))
+    base = family.base if base is None else base
+    declared = page_defaults(ModelsFolder(family.root), base.stem if base.is_file() else base.name)  # as listed
     settings = Settings(
         frames=declared.frames if frames is None else frames,
         steps=declared.steps if steps is None else steps,
@@ -250,9 +253,11 @@ def run(args: argparse.Namespace) -> int:
 
     family = TinyFamily.find(args.models_dir)
     settings = family_settings(family, **given)
+    personal = family_settings(family, base=family.personalized, **given)
     start = time.perf_counter()
     made = animate_family(
-        family, args.out, settings, seed=args.seed, device=args.device, attention_backend=args.attention_backend
+        family, args.out, settings, seed=args.seed, device=args.device, attention_backend=args.attention_backend,
+        personalized_settings=personal,
     )
     judged = verdict(made.results, made.references)
     sheet = write_verdict_sheet(args.out / "contact-sheet.png", made, judged)
@@ -265,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
         "models": str(family.root),
         "prompt": family.prompt,
         "settings": {**asdict(settings), "seed": args.seed, "given": {k: v for k, v in given.items() if v is not None}},
+        "personalized_settings": asdict(personal),
         "baseline": "(a) runs a fresh zero-initialised copy of the adapter: the identity, so each frame is the image model alone",
         "videos": {key: json_safe(result) for key, result in made.results.items()},
         "skipped": made.skipped,
@@ -300,8 +306,10 @@ def animate_family(
     seed: int,
     device: str | None = None,
     attention_backend: str = "auto",
+    personalized_settings: Settings | None = None,
 ) -> DemoRun:
-    """Make and measure every variant the family allows, and the references; writes the videos."""
+    """Make and measure every variant the family allows, and the references; writes the videos. The personalized
+    model's variants sample with ``personalized_settings`` (its own declared ones) when given, else ``settings``."""
     from motionkit.adapter import MotionAdapter
     from motionkit.commands.animate import assemble_pipeline, device_and_dtype, quiet_loading
     from motionkit.pipeline.control_plan import control_plan
@@ -341,10 +349,11 @@ def animate_family(
             with quiet_loading():
                 encoder = control.load_model(device, dtype)
         motion = identity if variant.identity else adapter
-        pipe = assemble_pipeline(bases[variant.base], motion, settings.scheduler, attention_backend, encoder)
+        chosen = personalized_settings if variant.base == PERSONALIZED and personalized_settings is not None else settings
+        pipe = assemble_pipeline(bases[variant.base], motion, chosen.scheduler, attention_backend, encoder)
         conditioning = conditioning_of(variant, family)
-        inversion = f", image inversion {settings.image_inversion:g}" if settings.image_inversion else ""
-        how = (f"image-to-video from {conditioning.name} at strength {settings.strength:g}, {settings.image_guidance} "
+        inversion = f", image inversion {chosen.image_inversion:g}" if chosen.image_inversion else ""
+        how = (f"image-to-video from {conditioning.name} at strength {chosen.strength:g}, {chosen.image_guidance} "
                f"image guidance{inversion}" if variant.image else "text-to-video, no image")
         extra = f" + {ENCODER} on keyframe 0 (scale {ENCODER_SCALE:g})" if encoder is not None else ""
         print(f"{variant.heading}: {variant.base}, {'fresh identity adapter' if variant.identity else ADAPTER}{extra}; {how}")
@@ -352,11 +361,11 @@ def animate_family(
             if not run.references:  # the base model's VAE, which the personalized variant shares
                 run.references, run.shown = measure_references(pipe, family, frames=settings.frames)
             if conditioning != family.conditioning and PERSONAL_WORLD not in run.references:
-                measured, shown = measure_references(pipe, family, frames=settings.frames, conditioning=conditioning)
+                measured, shown = measure_references(pipe, family, frames=chosen.frames, conditioning=conditioning)
                 run.references.update({PERSONAL_VAE: measured["vae"], PERSONAL_WORLD: measured["world"]})
                 run.shown.update({PERSONAL_IMAGE: shown["image"], PERSONAL_WORLD: shown["world"]})
             run.videos[variant.key], run.results[variant.key] = _make_video(
-                pipe, family, variant, out / variant.stem, settings, seed=seed,
+                pipe, family, variant, out / variant.stem, chosen, seed=seed,
                 control=control.call_kwargs() if encoder is not None else {},
             )
         finally:

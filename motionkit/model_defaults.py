@@ -110,8 +110,9 @@ def read_declaration(root: Path) -> Declaration | None:
     checks = {"noise_correlation": check_noise_correlation, "frame_noise_means": check_frame_noise_means,
               "image_guidance": check_image_guidance, "image_inversion": check_image_inversion, "free_init": check_free_init}
     check_each(settings, checks, str(path))
-    listed = ModelsFolder(root).names("base")
-    for name, own in settings.get(BASES_KEY, {}).items():
+    own_settings = settings.get(BASES_KEY, {})
+    listed = ModelsFolder(root).names("base") if own_settings else []
+    for name, own in own_settings.items():
         where = f"{path}: bases: {name}"
         if name not in listed:  # a misspelt name would otherwise leave that base on the folder's settings unseen
             raise MotionkitError(f"{where}: no base of that name in bases/; use one of {', '.join(listed) or 'none listed'}")

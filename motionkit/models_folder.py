@@ -57,6 +57,12 @@ def _accepts(kind: str, entry: Path) -> bool:
     return entry.is_file() and entry.suffix.lower() in KINDS[kind][1]
 
 
+def entry_name(entry: Path) -> str:
+    """The name a models folder lists ``entry`` by: a file's stem, a folder's name (``listing`` adds the suffix
+    only where two entries share a stem)."""
+    return entry.stem if entry.is_file() else entry.name
+
+
 @dataclass(frozen=True)
 class ModelsFolder:
     """A models folder laid out as the module docstring says."""
@@ -69,7 +75,7 @@ class ModelsFolder:
             raise MotionkitError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
         folder = self.root / KINDS[kind][0]
         entries = sorted(e for e in folder.iterdir() if _accepts(kind, e)) if folder.is_dir() else []
-        stems = [e.stem if e.is_file() else e.name for e in entries]
+        stems = [entry_name(e) for e in entries]
         return {
             (stem if stems.count(stem) == 1 else entry.name): entry for stem, entry in zip(stems, entries)
         }

@@ -21,6 +21,7 @@ import torch
 from motionkit.data.world import caption, random_spec, render_clip, render_clips
 from motionkit.metrics import evaluate_video
 from motionkit.noise_prior import FRAME_NOISE_MEANS, text_to_video_noise
+from motionkit.pipeline.free_init import set_free_init_passes
 from motionkit.video_io import write_video
 
 # World clips of each style to compare the personalized model's frames with (not a training seed).
@@ -32,10 +33,7 @@ KEYS = ("warping_error", "temporal_flicker", "mean_abs_frame_diff", "motion_scor
 
 def sample(pipe, prompt: str, seed: int, args: argparse.Namespace, image=None, anchor: bool | None = None) -> np.ndarray:
     # FreeInit is text-to-video's, as the noise prior is (motionkit animate applies a declared value likewise).
-    if args.free_init > 1 and image is None:
-        pipe.enable_free_init(num_iters=args.free_init)
-    else:
-        pipe.disable_free_init()
+    set_free_init_passes(pipe, args.free_init if image is None else 0)
     frames = pipe(
         prompt,
         image=image,

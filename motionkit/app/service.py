@@ -432,6 +432,7 @@ class Service:
         import torch
 
         from motionkit.noise_prior import text_to_video_noise
+        from motionkit.pipeline.free_init import set_free_init_passes
 
         torch.set_num_threads(self.threads)  # the same count in every worker thread: the same seed, the same video
         s = job.settings
@@ -458,10 +459,7 @@ class Service:
             else:
                 pipe.disable_free_noise()  # the cached pipeline keeps no earlier request's windows
             with_image = job.image is not None
-            if s.free_init > 1:  # text-to-video's alone (``check`` set it to 0 for an image or a video)
-                pipe.enable_free_init(num_iters=s.free_init)
-            else:
-                pipe.disable_free_init()  # the cached pipeline keeps no earlier request's passes
+            set_free_init_passes(pipe, s.free_init)  # text-to-video's alone: ``check`` set it to 0 for an image or a video
             if with_image and s.unfamiliar_images:
                 job = self._familiar(pipe, job)
                 s = job.settings

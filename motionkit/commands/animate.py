@@ -503,13 +503,14 @@ def _model_defaults(declaration: Any, base: Path, adapter: Path, given: dict[str
     ``declaration`` (the base's models folder's, or None) with the base's own settings in it, then the adapter's
     training length."""
     from motionkit.model_defaults import BASES_KEY, DECLARATION, adapter_config, recorded_training_frames
+    from motionkit.models_folder import entry_name
 
     taken = set(given)
     if "negative_at" in given or "negative_schedule" in given:
         taken.add("negative_prompt")  # a negative prompt by frame is a negative prompt given
     sources = []
     if declaration is not None:
-        name = _base_name(base)
+        name = entry_name(base)
         settings = declaration.for_base(name)
         declared = {k: settings[k] for k in DECLARED_KEYS if k in settings and k not in taken}
         if declared.get("negative_prompt") == "":
@@ -524,18 +525,15 @@ def _model_defaults(declaration: Any, base: Path, adapter: Path, given: dict[str
     return sources
 
 
-def _base_name(base: Path) -> str:
-    return base.stem if base.is_file() else base.name  # as the models folder lists it
-
-
 def _unfamiliar_rule(declaration: Any, base: Path) -> Any:
     """The ``unfamiliar_images`` rule of ``declaration`` (the base's models folder's, or None) for that base (None
     when there is none)."""
+    from motionkit.models_folder import entry_name
     from motionkit.pipeline.image_familiarity import DECLARED_KEY, unfamiliar_images_rule
 
     if declaration is None or DECLARED_KEY not in declaration.settings:
         return None
-    name = _base_name(base)
+    name = entry_name(base)
     return unfamiliar_images_rule(declaration.settings[DECLARED_KEY], str(declaration.path), name)
 
 
@@ -776,6 +774,7 @@ def _metadata(plan: Plan, job: Job) -> dict[str, Any]:
 def _render(pipe: Any, plan: Plan, job: Job) -> Path:
     import torch
 
+    from motionkit.pipeline.free_init import set_free_init_passes
     from motionkit.video_io import write_video
 
     s = job.settings
@@ -789,10 +788,7 @@ def _render(pipe: Any, plan: Plan, job: Job) -> Path:
         pipe.enable_free_noise(s["free_noise_length"], s["free_noise_stride"], s["free_noise_weighting"], s["free_noise_noise"])
     else:
         pipe.disable_free_noise()
-    if s["free_init"] > 1:
-        pipe.enable_free_init(num_iters=s["free_init"])
-    else:
-        pipe.disable_free_init()
+    set_free_init_passes(pipe, s["free_init"])
     output = pipe(
         prompt=job.prompt,
         negative_prompt=s["negative_prompt"] if job.negative is None else job.negative,

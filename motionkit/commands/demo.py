@@ -177,10 +177,9 @@ def family_settings(
     its image model; a base with settings of its own there gets those), overridden by the values given; refuses, in
     one line, settings that cannot make a moving video."""
     from motionkit.app.defaults import page_defaults
-    from motionkit.models_folder import ModelsFolder
+    from motionkit.models_folder import ModelsFolder, entry_name
 
-    base = family.base if base is None else base
-    declared = page_defaults(ModelsFolder(family.root), base.stem if base.is_file() else base.name)  # as listed
+    declared = page_defaults(ModelsFolder(family.root), entry_name(family.base if base is None else base))
     settings = Settings(
         frames=declared.frames if frames is None else frames,
         steps=declared.steps if steps is None else steps,
@@ -435,6 +434,7 @@ def _make_video(
 
     from motionkit.metrics import adherence_report, evaluate_video, psnr
     from motionkit.noise_prior import text_to_video_noise
+    from motionkit.pipeline.free_init import set_free_init_passes
     from motionkit.pipeline.image_input import vae_round_trip
     from motionkit.video_io import write_video
 
@@ -444,10 +444,7 @@ def _make_video(
     given = {"image": conditioning, "strength": settings.strength,
              "anchor_first_frame": settings.anchor_first_frame, "image_guidance": settings.image_guidance,
              "image_inversion": settings.image_inversion} if variant.image else {}
-    if settings.free_init > 1 and not variant.image:
-        pipe.enable_free_init(num_iters=settings.free_init)
-    else:
-        pipe.disable_free_init()
+    set_free_init_passes(pipe, 0 if variant.image else settings.free_init)
     output = pipe(
         prompt=family.prompt,
         num_frames=settings.frames,

@@ -44,6 +44,15 @@ def check_free_init(passes: int, name: str = "free_init") -> int:
     return passes
 
 
+def set_free_init_passes(pipe, passes: int) -> None:
+    """Sample with ``passes`` FreeInit passes on ``pipe`` (a ``MotionPipeline``), or one pass, FreeInit off, for 0
+    or 1: what ``--free-init`` and a declared ``free_init`` mean, in one place."""
+    if passes > 1:
+        pipe.enable_free_init(num_iters=passes)
+    else:
+        pipe.disable_free_init()  # a reused pipeline keeps no earlier call's passes
+
+
 @dataclass(frozen=True)
 class FreeInit:
     iterations: int = 3

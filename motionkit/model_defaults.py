@@ -120,7 +120,7 @@ def read_declaration(root: Path) -> Declaration | None:
             raise MotionkitError(f"{where} must be an object of settings, e.g. {{\"strength\": 0.7}}")
         check_each(checked(own, where, PER_BASE), checks, where)
     if DECLARED_KEY in settings:
-        unfamiliar_images_rule(settings[DECLARED_KEY], str(path))
+        unfamiliar_images_rule(settings[DECLARED_KEY], str(path), folder=root)
     return Declaration(path, settings, tuple(examples))
 
 

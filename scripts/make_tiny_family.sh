@@ -101,12 +101,15 @@ PYEOF
   # A photo from outside the world (CC0, motionkit/assets/examples/photos/SOURCES.md) for the app's examples,
   # declared with the image inversion that keeps a photo's layout (MODEL_CARD.md, "Photos out of the world").
   cp motionkit/assets/examples/photos/coffee.jpg "$FAMILY/examples/photo-coffee.jpg"
+  # The world's palette, which the declaration's colour signal for unfamiliar images reads (MODEL_CARD.md,
+  # "Photos out of the world"); written before anything reads the declaration, which checks it.
+  timed palette $PY "$CONFIGS/calibrate_familiarity.py" --family "$FAMILY" --write-palette --photos motionkit/assets/examples/photos --out "$WORK/familiarity"
   du -sh "$FAMILY"
 fi
 if wants eval; then
   timed eval $PY "$CONFIGS/evaluate.py" --family "$FAMILY" --out "$WORK/eval"
-  # Where the world ends for the image model: the limit motionkit-app.json declares for unfamiliar images
-  # (unfamiliar_images) is the "suggested limit" this prints; after retraining the base, update it there.
+  # Where the world ends for the image model: the limits motionkit-app.json declares for unfamiliar images
+  # (unfamiliar_images) are the "suggested limits" this prints; after retraining a base, update them there.
   timed familiarity $PY "$CONFIGS/calibrate_familiarity.py" --family "$FAMILY" --photos motionkit/assets/examples/photos --out "$WORK/familiarity"
   # The image-to-video targets, through motionkit animate with the family's defaults (MODEL_CARD.md).
   timed eval-i2v $PY "$CONFIGS/evaluate_i2v.py" --family "$FAMILY" --photos motionkit/assets/examples/photos --out "$WORK/eval-i2v"

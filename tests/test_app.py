@@ -879,7 +879,7 @@ def test_the_family_s_photo_example_keeps_the_photo(service):
     from motionkit.pipeline.image_input import load_image
 
     (example,) = [e for e in page_defaults(service.models).examples if e.image is not None and e.image.suffix == ".jpg"]
-    assert example.settings["image_inversion"] == 0.5 and example.settings["guidance"] == 2.0
+    assert example.settings["image_inversion"] == 0.6 and example.settings["guidance"] == 1.5
 
     records = []
 
@@ -898,7 +898,7 @@ def test_the_family_s_photo_example_keeps_the_photo(service):
     assert later_frames_psnr(seed=example.settings["seed"]) == held
     familiarity = records[-1]["image_familiarity"]
     assert familiarity["applied"] and familiarity["denoising_error"] > familiarity["limit"]
-    assert (records[-1]["settings"]["image_inversion"], records[-1]["settings"]["guidance"]) == (0.5, 2.0)
+    assert (records[-1]["settings"]["image_inversion"], records[-1]["settings"]["guidance"]) == (0.6, 1.5)
     # A world frame keeps the world's settings.
     result = service.generate(dict(zip(FORM, request(FAMILY.conditioning, seed=1, steps=4))))
     record = json.loads(result.record.read_text())

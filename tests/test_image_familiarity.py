@@ -71,7 +71,7 @@ def test_the_family_s_limit_keeps_its_world_and_flags_photos_that_it_repaints(fa
     from motionkit.data.world import random_specs
     from motionkit.data.world.scene import render_clip
 
-    limit = unfamiliar_images_rule(read_declaration(FAMILY).settings[DECLARED_KEY], "family", "tiny-base").above
+    limit = unfamiliar_images_rule(read_declaration(FAMILY).settings[DECLARED_KEY], "family", "tiny-base", FAMILY).above
     world = [family_pipe.image_denoising_error(render_clip(spec)[0]) for spec in random_specs(8, 31337, frames=1)]
     assert max(world) < limit, world
     for name in ("coffee.jpg", "astronaut.jpg"):
@@ -211,10 +211,13 @@ def test_the_app_s_page_defaults_read_a_declaration_with_a_rule():
 
 
 class _Pipe:
-    """Stands in for a pipeline in the app service's check: a fixed denoising error, the calls it got."""
+    """Stands in for a pipeline in the app service's check: a fixed denoising error, the calls it got, and the
+    image processor the colour signal prepares the image with."""
 
     def __init__(self, error: float):
-        self.error, self.calls = error, []
+        from diffusers.image_processor import VaeImageProcessor
+
+        self.error, self.calls, self.image_processor = error, [], VaeImageProcessor()
 
     def image_denoising_error(self, image, height, width, timestep, draws) -> float:
         self.calls.append((height, width, timestep, draws))
@@ -237,17 +240,175 @@ def test_the_app_service_takes_the_base_s_limit_and_keeps_a_preset_s_guidance(tm
                 "prompt": "a boat", "random_seed": False}
         job = service.check({name: form[name] for name in FORM})
         assert job.settings.unfamiliar_images is True
-        # tiny-base's limit is 0.067: 0.07 is unfamiliar there, with the rule's settings over the sliders.
+        # tiny-base's limit is 0.067: 0.07 is unfamiliar there, with the rule's settings over the sliders. The
+        # world frame's colours are the world's: the colour signal alone would keep it.
         chosen = service._familiar(_Pipe(0.07), job)
-        assert (chosen.settings.image_inversion, chosen.settings.guidance) == (0.5, 2.0)
-        assert chosen.familiarity == {"denoising_error": 0.07, "limit": 0.067, "applied": True,
-                                      "settings": "image inversion 0.5, guidance 2"}
+        assert (chosen.settings.image_inversion, chosen.settings.guidance) == (0.6, 1.5)
+        colour = chosen.familiarity.pop("colour_distance")
+        assert 0 <= colour < 0.56
+        assert chosen.familiarity == {"denoising_error": 0.07, "limit": 0.067, "colour_limit": 0.56, "applied": True,
+                                      "findings": f"denoising error 0.070 > 0.067, colour distance {colour:.3f} <= 0.56",
+                                      "settings": "image inversion 0.6, guidance 1.5"}
+        # The cat photo: familiar by its denoising error, unfamiliar by its colours.
+        cat = service._familiar(_Pipe(0.04), replace(job, image=PHOTOS / "cat.jpg"))
+        assert cat.familiarity["applied"] and cat.familiarity["colour_distance"] > 0.56
+        assert cat.settings.image_inversion == 0.6
         # tiny-personalized's is 0.085: the same error is familiar there.
-        personal = replace(job, base=("tiny-personalized", FAMILY / "bases" / "tiny-personalized"))
+        personal = replace(job, base=("tiny-personalized", FAMILY / "bases" / "tiny-personalized"),
+                           image=FAMILY / "examples" / "conditioning-personalized.png")  # its own world's colours
         kept = service._familiar(_Pipe(0.07), personal)
         assert kept.settings == personal.settings and kept.familiarity["applied"] is False
         # A few-step preset keeps its guidance; the image inversion still comes from the rule.
         preset = service._familiar(_Pipe(1.0), replace(job, preset=object()))
-        assert (preset.settings.image_inversion, preset.settings.guidance) == (0.5, job.settings.guidance)
+        assert (preset.settings.image_inversion, preset.settings.guidance) == (0.6, job.settings.guidance)
     finally:
         service.close()
+
+
+# ------------------------------------------------------------------------------------ the colour signal
+
+
+def test_the_colour_distance_is_opencv_s_bhattacharyya_distance_to_the_nearest_palette_frame(tmp_path):
+    import numpy as np
+
+    from motionkit.colour_reference import colour_distance, palette_histograms, read_palette, write_palette
+    from motionkit.metrics import histogram_distance
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    frames[0] = [30, 90, 200]  # a flat blue: only that frame shares the image's colours
+    image = np.full((32, 32, 3), [30, 90, 200], np.uint8)
+    write_palette(tmp_path / "palette.safetensors", {"world": palette_histograms(frames)})
+    palette = read_palette(tmp_path / "palette.safetensors", "any-base")  # a base without its own reads "world"
+    assert palette.shape == (5, 8 * 7 * 7)
+    expected = min(histogram_distance(image, frame) for frame in frames)
+    assert abs(colour_distance(image, palette) - expected) < 2e-3 and colour_distance(image, palette) < 0.01
+    assert abs(colour_distance(frames[3], palette[1:]) - min(histogram_distance(frames[3], f) for f in frames[1:])) < 2e-3
+    red = np.full((8, 8, 3), [220, 20, 20], np.uint8)
+    assert colour_distance(red, palette[:1]) > 0.99  # no bin shared
+
+
+def test_a_broken_palette_file_is_refused_in_one_line(tmp_path):
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from motionkit.colour_reference import read_palette, write_palette
+
+    path = tmp_path / "palette.safetensors"
+    for make, needle in [
+        (lambda: None, "no palette file there"),
+        (lambda: path.write_bytes(b"not a tensor file"), "not a readable safetensors file"),
+        (lambda: save_file({"world": torch.zeros(2, 392)}, str(path), metadata={"lab_histogram_bins": "4,4,4"}),
+         "a palette of 4,4,4 Lab histogram bins"),
+        (lambda: save_file({"world": torch.zeros(2, 5)}, str(path), metadata={"lab_histogram_bins": "8,7,7"}),
+         "world has shape [2, 5], a palette needs [frames, 392]"),
+        (lambda: write_palette(path, {"tiny-base": np.zeros((2, 392))}), "no histograms for base 'other' nor 'world'"),
+    ]:
+        path.unlink(missing_ok=True)
+        make()
+        with pytest.raises(MotionkitError) as caught:
+            read_palette(path, "other")
+        assert needle in str(caught.value) and "\n" not in str(caught.value), caught.value
+    with pytest.raises(MotionkitError, match="at least one set"):
+        write_palette(path, {})
+
+
+def test_the_family_s_palette_flags_the_smooth_cat_and_keeps_its_world():
+    """The colour limit the tiny family declares: held-out world frames stay under it, and the cat photo, which
+    the denoising error reads as a world frame, is over it; the rocket, which keeps its layout on the world's
+    settings, is not."""
+    from motionkit.colour_reference import colour_distance, read_palette
+    from motionkit.data.world import random_specs
+    from motionkit.data.world.scene import render_clip
+    from motionkit.metrics import fit_image
+
+    rule = unfamiliar_images_rule(read_declaration(FAMILY).settings[DECLARED_KEY], "family", "tiny-base", FAMILY)
+    palette = read_palette(rule.palette, "tiny-base")
+    world = [colour_distance(render_clip(spec)[0], palette) for spec in random_specs(8, 31337, frames=1)]
+    assert max(world) < rule.colour_above, world
+    distance = {name: colour_distance(fit_image(PHOTOS / f"{name}.jpg", 64, 64), palette) for name in ("cat", "rocket")}
+    assert distance["cat"] > rule.colour_above > distance["rocket"], distance
+
+
+def test_a_colour_rule_reads_its_palette_per_base(tmp_path):
+    import numpy as np
+
+    from motionkit.colour_reference import write_palette
+
+    write_palette(tmp_path / "p.safetensors", {"tiny-base": np.full((1, 392), 1 / 392)})
+    raw = {"colour_distance_above": {"tiny-base": 0.5}, "palette": "p.safetensors", "guidance": 2}
+    rule = unfamiliar_images_rule(raw, "here", "tiny-base", tmp_path)
+    assert (rule.above, rule.colour_above, rule.palette, rule.palette_base) == (None, 0.5, tmp_path / "p.safetensors", "tiny-base")
+    assert rule.applies(None, 0.51) and not rule.applies(None, 0.5) and not rule.applies(10.0, None)
+    assert unfamiliar_images_rule(raw, "here", "other-base", tmp_path) is None  # neither signal names it
+    both = unfamiliar_images_rule({**raw, "denoising_error_above": 0.07}, "here", "tiny-base", tmp_path)
+    assert both.applies(0.08, 0.1) and both.applies(0.01, 0.6) and not both.applies(0.01, 0.1)
+    assert both.findings({"denoising_error": 0.01, "colour_distance": 0.6}) == "denoising error 0.010 <= 0.07, colour distance 0.600 > 0.5"
+    assert rule_limits(raw, "here") == {} and rule_limits(raw, "here", "colour_distance_above") == {"tiny-base": 0.5}
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"colour_distance_above": 0.5, "guidance": 2}, "colour_distance_above needs palette, the palette file's path"),
+    ({"colour_distance_above": 0.5, "palette": "/abs.safetensors", "guidance": 2}, "needs palette, the palette file's path"),
+    ({"colour_distance_above": 0.5, "palette": "../p.safetensors", "guidance": 2}, "needs palette, the palette file's path"),
+    ({"colour_distance_above": 1.0, "palette": "p.safetensors", "guidance": 2}, "needs colour_distance_above, a number in (0, 1)"),
+    ({"colour_distance_above": {"b": -1}, "palette": "p.safetensors", "guidance": 2}, "or an object of one per base name"),
+    ({"denoising_error_above": 0.07, "palette": "p.safetensors", "guidance": 2}, "palette is read for colour_distance_above"),
+    ({"colour_distance_above": 0.5, "palette": "missing.safetensors", "guidance": 2}, "no palette file there"),
+])
+def test_a_broken_colour_rule_is_refused_in_one_line(raw, needle, tmp_path):
+    with pytest.raises(MotionkitError) as caught:
+        unfamiliar_images_rule(raw, "folder/motionkit-app.json", folder=tmp_path)
+    message = str(caught.value)
+    assert needle in message and "\n" not in message, message
+
+
+def test_animate_reads_the_colour_signal_and_says_which_signal_chose(models, tmp_path, capsys):
+    import numpy as np
+
+    from motionkit.colour_reference import palette_histograms, write_palette
+
+    red = np.full((1, 64, 64, 3), [220, 20, 20], np.uint8)  # the grey first frame shares none of its colours
+    write_palette(models / "world-palette.safetensors", {"world": palette_histograms(red)})
+    rule = {"denoising_error_above": 1e9, "colour_distance_above": 0.5, "palette": "world-palette.safetensors",
+            "image_inversion": 0.5, "guidance": 2.0}
+    (models / DECLARATION).write_text(json.dumps({"frames": 2, "steps": 2, "guidance": 4.0, DECLARED_KEY: rule}))
+    meta = _animate(models, tmp_path / "colour.gif", "--image", str(models / "first.png"))
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("the image is unlike"))
+    assert "<= 1e+09, colour distance 1.000 > 0.5): image inversion 0.5, guidance 2" in line
+    assert meta["image_familiarity"]["colour_distance"] == 1.0 and meta["image_familiarity"]["applied"] is True
+    assert (meta["settings"]["image_inversion"], meta["settings"]["guidance"]) == (0.5, 2.0)
+    # The palette of the grey frame itself: familiar by both signals.
+    write_palette(models / "world-palette.safetensors", {"world": palette_histograms(np.full((1, 8, 8, 3), 200, np.uint8))})
+    meta = _animate(models, tmp_path / "grey.gif", "--image", str(models / "first.png"))
+    assert "colour distance 0.000 <= 0.5): their defaults" in capsys.readouterr().out
+    assert meta["image_familiarity"]["applied"] is False and meta["settings"]["image_inversion"] == 0.0
+    # A palette removed after the declaration was written: one line, nothing written.
+    (models / "world-palette.safetensors").unlink()
+    code = main(["animate", "--base", str(models / "bases" / "base"), "--adapter", str(models / "adapters" / "adapter"),
+                 "--prompt", "a", "--image", str(models / "first.png"), "--out", str(tmp_path / "none.gif")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "no palette file there" in err
+    assert not (tmp_path / "none.gif").exists()
+
+
+def test_the_shipped_palette_is_the_world_the_calibration_script_renders():
+    """The family's palette is what ``calibrate_familiarity.py --write-palette`` writes (frame 0 of world clips
+    of seed 0, per base in its style), and the family's build script writes it when it ships the family."""
+    import importlib.util
+
+    import numpy as np
+
+    from motionkit.colour_reference import palette_histograms, read_palette
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("calibrate", root / "examples" / "tiny_family" / "calibrate_familiarity.py")
+    calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate)
+    for name, style in (("tiny-base", "natural"), ("tiny-personalized", "neon")):
+        shipped = read_palette(FAMILY / calibrate.DEFAULT_PALETTE, name)
+        assert shipped.shape == (calibrate.PALETTE_FRAMES, 392)
+        rendered = palette_histograms(calibrate.world_frames(3, calibrate.PALETTE_SEED, style))
+        np.testing.assert_allclose(shipped[:3], rendered, atol=1e-3)
+    script = (root / "scripts" / "make_tiny_family.sh").read_text()
+    assert script.index("wants ship") < script.index("--write-palette") < script.index("wants eval")

@@ -247,9 +247,12 @@ def test_i2v_evaluation_runs_on_the_family(family, tmp_path):
     for photo in (cat, coffee):
         assert 3.0 < photo["psnr_image"] < 60.0 and -2.0 < photo["layout_kept"] < 2.0
         assert photo["passed"] == (photo["psnr_image"] >= 15.0 and photo["layout_kept"] >= 0.5)
-    # The family's rule for unfamiliar images: the cat reads as familiar, the coffee cup gets the photo settings.
-    assert cat["photo"] == "cat.jpg" and cat["familiarity"]["applied"] is False
+    # The family's rule for unfamiliar images: the coffee cup by both signals, the smooth cat by its colours alone.
+    familiarity = cat["familiarity"]
+    assert cat["photo"] == "cat.jpg" and familiarity["applied"] is True
+    assert familiarity["denoising_error"] <= familiarity["limit"] and familiarity["colour_distance"] > familiarity["colour_limit"]
     assert coffee["familiarity"]["applied"] is True and coffee["familiarity"]["denoising_error"] > coffee["familiarity"]["limit"]
+    assert "colour distance 0.589 > 0.56 (unfamiliar-image settings)" in (out / "table.md").read_text()
     assert "(unfamiliar-image settings)" in (out / "table.md").read_text()
     assert len(list((out / "videos" / "photo-cat").glob("*.png"))) == 4  # lossless frames straight from animate
     assert (out / "contact_sheet.png").stat().st_size > 0 and "| psnr_image |" in (out / "table.md").read_text()

@@ -108,7 +108,7 @@ def _familiarity_cell(familiarity: dict | None) -> str:
     if not familiarity:
         return "-"
     chosen = "unfamiliar-image settings" if familiarity["applied"] else "the defaults"
-    return f"{familiarity['denoising_error']:.3f} ({chosen})"
+    return f"{familiarity['findings']} ({chosen})"
 
 
 def _photos(folder: Path | None) -> list[Path]:
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", f"Captioned pans ({len(pans)} clips, context): the camera travels {np.mean([p['real'] for p in pans]):.2f} px in "
                   f"the captioned direction in the real clips, {np.mean([p['generated'] for p in pans]):.2f} px in the generated ones"]
     if photos:
-        lines += ["", f"| photo | denoising error (settings) | frames 1..N-1 PSNR vs the photo (>= {PHOTO_PSNR_DB:g} dB) | "
+        lines += ["", f"| photo | familiarity (settings) | frames 1..N-1 PSNR vs the photo (>= {PHOTO_PSNR_DB:g} dB) | "
                   f"layout kept (>= {PHOTO_LAYOUT_KEPT:g}) | its VAE round trip | histogram distance | motion | met |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         lines += [f"| {p['photo']} | {_familiarity_cell(p['familiarity'])} | {p['psnr_image']:.2f} | {p['layout_kept']:.2f} | "

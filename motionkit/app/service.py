@@ -532,7 +532,7 @@ class Service:
         declared = self._unfamiliar_declared
         if declared is None:
             return job
-        rule = unfamiliar_images_rule(declared, str(self.models.root), job.base[0])
+        rule = unfamiliar_images_rule(declared, str(self.models.root), job.base[0], self.models.root)
         if rule is None:
             return job
         if job.preset is not None:
@@ -593,8 +593,8 @@ class Service:
             f"sampled in {seconds:.1f} s"
         )
         if job.familiarity and job.familiarity["applied"]:
-            summary += (f". The image reads as unlike the models' world (denoising error {job.familiarity['denoising_error']:.3f} "
-                        f"> {job.familiarity['limit']:g}), so it was animated with {job.familiarity['settings']}")
+            summary += (f". The image reads as unlike the models' world ({job.familiarity['findings']}), so it was "
+                        f"animated with {job.familiarity['settings']}")
         return Result(mp4=mp4, gif=gif, record=sidecar_path(mp4), summary=summary, seed=s.seed,
                       steps_done=self.last_run.steps_done)
 

@@ -33,7 +33,7 @@ from motionkit.pipeline.motion_strength import MAX_MOTION_STRENGTH
 from motionkit.noise_prior import FRAME_NOISE_MEANS
 from motionkit.pipeline.conditioning import IMAGE_GUIDANCE
 from motionkit.app.service import FORM, MOTION_LORA_SLOTS, NO_LORA, Service, Stop, Stopped
-from motionkit.pipeline.image_familiarity import rule_limits, unfamiliar_images_rule
+from motionkit.pipeline.image_familiarity import COLOUR_LIMIT_KEY, RULE_SETTINGS, UnfamiliarImages, rule_limits
 from motionkit.errors import MotionkitError
 
 logger = logging.getLogger(__name__)
@@ -94,15 +94,23 @@ def _motion_note(why: str | None) -> str:
     return f"Motion scale (PIA presets) is not available: {why}. Motion strength above works for any adapter."
 
 
+def _limits_in_words(limits: dict[str | None, float]) -> str:
+    return f"{limits[None]:g}" if None in limits else ", ".join(f"{v:g} for {k}" for k, v in limits.items())
+
+
 def _unfamiliar_note(rule: dict[str, Any] | None) -> str:
     """What the models folder's rule for unfamiliar images does, in the checkbox's words."""
     if rule is None:
         return ""
     where = "the models folder's declaration"
-    limits = rule_limits(rule, where)
-    above = f"{limits[None]:g}" if None in limits else ", ".join(f"{v:g} for {k}" for k, v in limits.items())
-    return (f"image-to-video: an image the image model denoises worse than its own world (error above {above}) "
-            f"is animated with {unfamiliar_images_rule(rule, where).described()}, over the sliders")
+    signals = []
+    if limits := rule_limits(rule, where):
+        signals.append(f"that the image model denoises worse than its own world (error above {_limits_in_words(limits)})")
+    if colours := rule_limits(rule, where, COLOUR_LIMIT_KEY):
+        signals.append(f"whose colours are far from its world's (distance above {_limits_in_words(colours)})")
+    settings = {k: v for k, v in rule.items() if k in RULE_SETTINGS}
+    return (f"image-to-video: an image {' or '.join(signals)} is animated with "
+            f"{UnfamiliarImages(None, settings).described()}, over the sliders")
 
 
 def _examples(models: ModelsFolder, defaults: PageDefaults) -> list[tuple[str, list[Any]]]:

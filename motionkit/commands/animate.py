@@ -534,7 +534,7 @@ def _unfamiliar_rule(declaration: Any, base: Path) -> Any:
     if declaration is None or DECLARED_KEY not in declaration.settings:
         return None
     name = entry_name(base)
-    return unfamiliar_images_rule(declaration.settings[DECLARED_KEY], str(declaration.path), name)
+    return unfamiliar_images_rule(declaration.settings[DECLARED_KEY], str(declaration.path), name, declaration.path.parent)
 
 
 def _check_familiarity(pipe: Any, job: Job) -> None:
@@ -545,13 +545,13 @@ def _check_familiarity(pipe: Any, job: Job) -> None:
 
     rule, s = job.unfamiliar, job.settings
     job.familiarity = rule.measure(pipe, str(job.image), s["height"], s["width"])
-    error = job.familiarity["denoising_error"]
+    found = job.familiarity["findings"]
     if not job.familiarity["applied"]:
-        print(f"the image is like the models' world (denoising error {error:.3f} <= {rule.above:g}): their defaults")
+        print(f"the image is like the models' world ({found}): their defaults")
         return
     s.update(rule.settings)
     flags = " or ".join(f"--{k.replace('_', '-')}" for k in rule.settings)
-    print(f"the image is unlike the models' world (denoising error {error:.3f} > {rule.above:g}): {rule.described()}, "
+    print(f"the image is unlike the models' world ({found}): {rule.described()}, "
           f"from {DECLARED_KEY} in {DECLARATION}; give {flags} to choose yourself")
 
 

@@ -412,3 +412,38 @@ def test_the_shipped_palette_is_the_world_the_calibration_script_renders():
         np.testing.assert_allclose(shipped[:3], rendered, atol=1e-3)
     script = (root / "scripts" / "make_tiny_family.sh").read_text()
     assert script.index("wants ship") < script.index("--write-palette") < script.index("wants eval")
+
+
+def test_the_calibration_script_writes_a_palette_and_measures_both_signals(tmp_path, capsys):
+    import importlib.util
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("calibrate", root / "examples" / "tiny_family" / "calibrate_familiarity.py")
+    calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate)
+    family = tmp_path / "family"
+    shutil.copytree(FAMILY, family, ignore=shutil.ignore_patterns("world-palette.safetensors"))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(PHOTOS / "cat.jpg", photos / "cat.jpg")
+    args = ["--family", str(family), "--bases", "tiny-base:natural", "--frames", "4", "--palette-frames", "3",
+            "--photos", str(photos), "--out", str(tmp_path / "out")]
+    # The declaration names a palette that is not there yet: without --write-palette, one line says how to make it.
+    with pytest.raises(MotionkitError, match="no palette file there; write it with calibrate_familiarity.py --write-palette"):
+        calibrate.main(args)
+    # Rewriting one base's histograms keeps the other base's.
+    shutil.copy(FAMILY / "world-palette.safetensors", family / "world-palette.safetensors")
+    assert calibrate.main([*args, "--write-palette"]) == 0
+    from motionkit.colour_reference import read_palettes
+
+    written = read_palettes(family / "world-palette.safetensors")
+    assert written["tiny-base"].shape == (3, 392) and written["tiny-personalized"].shape == (400, 392)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["bases"]["tiny-base"]
+    assert len(report["denoising_error"]["world"]) == len(report["colour_distance"]["world"]) == 4
+    assert report["colour_distance"]["declared_limit"] == 0.56 and str(photos / "cat.jpg") in report["colour_distance"]["photos"]
+    printed = capsys.readouterr().out
+    assert "tiny-base, colour distance: suggested limit" in printed and "tiny-base, either declared limit:" in printed
+    assert (tmp_path / "out" / "contact_sheet.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="the held-out frames would be the palette's own"):
+        calibrate.main([*args, "--seed", "0", "--palette-seed", "0"])

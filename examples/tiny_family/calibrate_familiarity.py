@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from motionkit.colour_reference import colour_distance, palette_histograms, read_palette, write_palette
+    from motionkit.colour_reference import colour_distance, palette_histograms, read_palette, read_palettes, write_palette
+    from motionkit.errors import MotionkitError
     from motionkit.evaluation_files import write_evaluation
     from motionkit.metrics import fit_image
     from motionkit.model_defaults import DECLARATION, read_declaration
@@ -116,9 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     raw = json.loads((args.family / DECLARATION).read_text()) if (args.family / DECLARATION).is_file() else {}
     palette_file = args.family / (raw.get(DECLARED_KEY) or {}).get(PALETTE_KEY, DEFAULT_PALETTE)
     if args.write_palette:  # before the declaration is read, which checks the palette it names
-        write_palette(palette_file, {name: palette_histograms(world_frames(args.palette_frames, args.palette_seed, style))
-                                     for name, style in args.bases})
-        print(f"wrote {palette_file}: {args.palette_frames} world frames (seed {args.palette_seed}) per base")
+        kept = {}
+        if palette_file.is_file():  # other bases' histograms stay: a palette for some bases is not a new palette
+            try:
+                kept = {k: v for k, v in read_palettes(palette_file).items() if k not in dict(args.bases)}
+            except MotionkitError as err:
+                print(f"{err}; writing a new palette")
+        write_palette(palette_file, {**kept, **{name: palette_histograms(world_frames(args.palette_frames, args.palette_seed, style))
+                                                for name, style in args.bases}})
+        print(f"wrote {palette_file}: {args.palette_frames} world frames (seed {args.palette_seed}) for "
+              f"{', '.join(name for name, _ in args.bases)}" + (f"; kept {', '.join(kept)}" if kept else ""))
     declaration = read_declaration(args.family)
     declared = (declaration.settings.get(DECLARED_KEY) if declaration is not None else None) or {}
     error_limits = rule_limits(declared, str(args.family)) if declared else {}
@@ -163,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"{name}, either declared limit: {sum(either)} / {len(either)} world frames, "
                          f"{len(caught)} / {len(paths)} photos ({', '.join(p.name for p in caught) or 'none'})")
         report["bases"][name] = {"style": style, **{signal.replace(" ", "_"): v for signal, v in found.items()}}
-        sheet_size = size
-    photo_frames = [fit_image(load_image(p), *sheet_size) for p in paths]
+    photo_frames = [fit_image(load_image(p), *size) for p in paths]  # the last base's frame size
     sheet += [("photos", np.stack(photo_frames[i:i + SHOWN])) for i in range(0, len(photo_frames), SHOWN)]
     table = "\n".join([*lines, "", *notes])
     print(table)

@@ -208,15 +208,13 @@ def unfamiliar_images_rule(
     if PALETTE_KEY in raw and not colour_limits:
         raise MotionkitError(f"{at}: {PALETTE_KEY} is read for {COLOUR_LIMIT_KEY}, which is missing: add it or remove {PALETTE_KEY}")
     limit, colour_limit = _base_limit(limits, base), _base_limit(colour_limits, base)
-    palette = None
-    if colour_limits:
+    palette = _palette_file(raw, at, folder) if colour_limits else None
+    if colour_limit is not None:
         from motionkit.colour_reference import read_palette
 
-        palette = _palette_file(raw, at, folder)
-        needed = [base] if base is not None else [name for name in colour_limits]
-        for name in needed if colour_limit is not None else []:
+        for name in [base] if base is not None else list(colour_limits):
             read_palette(palette, name)  # a missing or broken file stops here, not at the first image
     if limit is None and colour_limit is None:
         return None
-    return UnfamiliarImages(limit, settings, colour_above=colour_limit, palette=palette if colour_limit is not None else None,
-                            palette_base=base)
+    return UnfamiliarImages(limit, settings, colour_above=colour_limit,
+                            palette=palette if colour_limit is not None else None, palette_base=base)

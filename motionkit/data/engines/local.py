@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -35,7 +36,9 @@ def local_results(
             yield analyze(video, options, name)
         return
     pending = iter(jobs)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: a fork copies the parent's threads' held locks (OpenMP, OpenCV, torch) into the child,
+    # where nothing releases them, and a worker then sleeps forever on its first decode.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         window: deque[tuple[tuple[str, str], Future[FileResult]]] = deque()
 
         def submit() -> None:

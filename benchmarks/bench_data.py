@@ -48,7 +48,10 @@ def time_curate(videos: Path, out: Path, **kwargs) -> float:
 
 
 def time_loader(dataset, batch_size: int, workers: int) -> tuple[float, int]:
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate, drop_last=True)
+    from motionkit.utils.worker_processes import loader_context
+
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate, drop_last=True,
+                        multiprocessing_context=loader_context(workers))
     start = time.perf_counter()
     clips = sum(len(batch["prompt"]) for batch in loader)
     return time.perf_counter() - start, clips

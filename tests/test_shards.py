@@ -18,6 +18,7 @@ from motionkit.data.stream import ShardStream
 from motionkit.data.synthetic import moving_pattern
 from motionkit.errors import MotionkitError
 from motionkit.train.trainer import collate_clips
+from motionkit.utils.worker_processes import loader_context
 from motionkit.video_io import write_video
 
 FRAMES, SIZE = 4, 32
@@ -84,7 +85,8 @@ def _stream(shards: Path, **changes) -> ShardStream:
 
 def _batches(stream: ShardStream, epoch: int, start: int, workers: int) -> list[dict]:
     stream.set_position(epoch, start)
-    loader = DataLoader(stream, batch_size=stream.batch_size, num_workers=workers, collate_fn=collate_clips)
+    loader = DataLoader(stream, batch_size=stream.batch_size, num_workers=workers, collate_fn=collate_clips,
+                        multiprocessing_context=loader_context(workers))
     return list(loader)
 
 
@@ -164,6 +166,7 @@ def test_training_on_shards_resumes_bitwise(shards: Path, tmp_path: Path, monkey
             trainer(tmp_path / "resumed").train()
     resumed = trainer(tmp_path / "resumed", resume_from="latest", workers=2)
     resumed.train()
+    assert resumed.loader.multiprocessing_context.get_start_method() == "spawn"  # forked workers can deadlock
     a, b = straight.trainable_state(), resumed.trainable_state()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]

@@ -56,6 +56,7 @@ from motionkit.train.sharding import (
 )
 from motionkit.train.timesteps import loss_weights, sample_timestep
 from motionkit.utils.atomic import atomic_write
+from motionkit.utils.worker_processes import loader_context
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +233,7 @@ class Trainer:
             self.loader = DataLoader(
                 self.dataset, batch_size=cfg.batch_size, num_workers=cfg.data.num_workers,
                 collate_fn=collate_clips, pin_memory=acc.device.type == "cuda",
+                multiprocessing_context=loader_context(cfg.data.num_workers),
             )
             return
         self.sampler = ResumableBatchSampler(
@@ -251,6 +253,7 @@ class Trainer:
             collate_fn=collate_clips,
             generator=self.loader_generator,
             pin_memory=acc.device.type == "cuda",
+            multiprocessing_context=loader_context(cfg.data.num_workers),
         )
 
     def _trackers(self) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -11,6 +10,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from motionkit.data.analysis import CurateOptions, FileResult, analyze_video
 from motionkit.errors import MotionkitError
+from motionkit.utils.worker_processes import worker_context
 
 Analyze = Callable[[str, CurateOptions, str], FileResult]
 
@@ -36,9 +36,7 @@ def local_results(
             yield analyze(video, options, name)
         return
     pending = iter(jobs)
-    # Spawned, not forked: a fork copies the parent's threads' held locks (OpenMP, OpenCV, torch) into the child,
-    # where nothing releases them, and a worker then sleeps forever on its first decode.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
         window: deque[tuple[tuple[str, str], Future[FileResult]]] = deque()
 
         def submit() -> None:

@@ -47,6 +47,18 @@ def time_curate(videos: Path, out: Path, **kwargs) -> float:
     return time.perf_counter() - start
 
 
+def start_worker_server(workers: int) -> float:
+    """Start motionkit's worker fork server (once per process) and its first workers; seconds."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from motionkit.utils.worker_processes import worker_context
+
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
+        list(pool.map(abs, range(workers)))
+    return time.perf_counter() - start
+
+
 def time_loader(dataset, batch_size: int, workers: int) -> tuple[float, int]:
     from motionkit.utils.worker_processes import loader_context
 
@@ -96,6 +108,9 @@ def main() -> None:
                 ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
                 rows.append({"what": "ray.init on this machine (once)", "cores": cores, "items": 0,
                              "seconds": round(time.perf_counter() - start, 2), "per_s_per_core": ""})
+            if engine == "local" and cores > 1:  # started outside the timing, as Ray is: once per process
+                rows.append({"what": "worker fork server start (once)", "cores": cores, "items": 0,
+                             "seconds": round(start_worker_server(cores), 2), "per_s_per_core": ""})
             seconds = time_curate(videos, out, **kwargs)
             if engine == "ray":
                 ray.shutdown()

@@ -166,7 +166,7 @@ def test_training_on_shards_resumes_bitwise(shards: Path, tmp_path: Path, monkey
             trainer(tmp_path / "resumed").train()
     resumed = trainer(tmp_path / "resumed", resume_from="latest", workers=2)
     resumed.train()
-    assert resumed.loader.multiprocessing_context.get_start_method() == "spawn"  # forked workers can deadlock
+    assert resumed.loader.multiprocessing_context.get_start_method() != "fork"  # forked workers can deadlock
     a, b = straight.trainable_state(), resumed.trainable_state()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]

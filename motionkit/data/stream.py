@@ -57,7 +57,8 @@ class ShardStream(IterableDataset):
     Items are the map-style datasets' items: ``{"pixel_values" [F, 3, H, W] in [-1, 1], "prompt",
     "path"}`` from ``video`` shards, ``{"latents", "prompt", "path"}`` from ``latents`` shards. Use it
     with ``DataLoader(stream, batch_size=stream.batch_size, num_workers=n,
-    multiprocessing_context=loader_context(n))`` (:mod:`motionkit.utils.worker_processes`: spawned workers).
+    multiprocessing_context=loader_context(n))`` (:mod:`motionkit.utils.worker_processes`: workers forked
+    from a clean fork server, not from the trainer).
     """
 
     def __init__(

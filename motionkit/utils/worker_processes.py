@@ -8,10 +8,10 @@ used those threads (a test suite, a notebook that trained before it curated), so
 
 Workers are forked instead from a fork server: a fresh interpreter, started once per process, that imports
 torch and motionkit's data and training modules and then only waits, so no thread of it is inside a lock
-when it forks. The first worker
-costs that start (seconds); later ones (each epoch's loader workers) start as fast as a plain fork. Where
-there is no fork server (Windows), workers are spawned. Either way, what a worker is handed (dataset,
-function, options) must pickle, and a script that starts workers needs ``if __name__ == "__main__":``.
+when it forks. The first worker costs that start (seconds); later ones (each epoch's loader workers) start
+as a plain fork does, with those modules loaded. Where there is no fork server (Windows), workers are
+spawned. Either way, what a worker is handed (dataset, function, options) must pickle, and a script that
+starts workers needs ``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations

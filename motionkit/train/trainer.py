@@ -227,14 +227,14 @@ class Trainer:
     def _setup_data(self) -> None:
         cfg, acc = self.config, self.accelerator
         self.dataset = self._given_dataset if self._given_dataset is not None else self._build_dataset()
+        # Worker seeds come from this generator, not the global RNG, so resuming mid-epoch draws nothing extra.
+        self.loader_generator = torch.Generator().manual_seed(cfg.seed)
+        workers = cfg.data.num_workers
+        loading = dict(num_workers=workers, collate_fn=collate_clips, pin_memory=acc.device.type == "cuda",
+                       multiprocessing_context=loader_context(workers))
         if isinstance(self.dataset, IterableDataset):  # data.shards: the stream orders and splits its own batches
             self.sampler = self.dataset
-            self.loader_generator = torch.Generator().manual_seed(cfg.seed)
-            self.loader = DataLoader(
-                self.dataset, batch_size=cfg.batch_size, num_workers=cfg.data.num_workers,
-                collate_fn=collate_clips, pin_memory=acc.device.type == "cuda",
-                multiprocessing_context=loader_context(cfg.data.num_workers),
-            )
+            self.loader = DataLoader(self.dataset, batch_size=cfg.batch_size, **loading)
             return
         self.sampler = ResumableBatchSampler(
             len(self.dataset),
@@ -244,17 +244,7 @@ class Trainer:
             rank=acc.process_index,
             world_size=acc.num_processes,
         )
-        # Worker seeds come from this generator, not the global RNG, so resuming mid-epoch draws nothing extra.
-        self.loader_generator = torch.Generator().manual_seed(cfg.seed)
-        self.loader = DataLoader(
-            self.dataset,
-            batch_sampler=self.sampler,
-            num_workers=cfg.data.num_workers,
-            collate_fn=collate_clips,
-            generator=self.loader_generator,
-            pin_memory=acc.device.type == "cuda",
-            multiprocessing_context=loader_context(cfg.data.num_workers),
-        )
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, generator=self.loader_generator, **loading)
 
     def _trackers(self) -> list[str]:
         from accelerate.utils import is_tensorboard_available, is_wandb_available

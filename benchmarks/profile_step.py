@@ -6,7 +6,9 @@ modules' attention, projections included), feed-forward and projections, norms, 
 (permute/contiguous/reshape copies, wherever they run), the VAE, the text encoder, other. The class is
 the innermost module the operator ran in (forward), or the module whose autograd node it serves
 (backward). GFLOP/s per class is compared with a plain ``torch.mm`` of a similar size measured in the
-same run: the fraction of what this machine's matmul reaches.
+same run: the fraction of what this machine's matmul reaches. The motion modules' time is also split into
+their products (matrix products, attention cores, convolutions) and the rest, with what the products would
+take at that peak: the floor of any exact saving inside them.
 
     python benchmarks/profile_step.py                       # medium-sd, 16 frames at 128 px, both steps
     python benchmarks/profile_step.py --pipeline diffusers  # the same steps through diffusers
@@ -52,6 +54,13 @@ CLASSES = (
 # Operators that only move data into another layout; charged to "layout copies" wherever they run.
 MOTION_MODULE = re.compile(r"(^|\.)motion_modules\.\d+$")
 LAYOUT_OPS = {"clone", "copy_", "_reshape_copy", "contiguous", "_unsafe_view_copy", "permute_copy", "transpose_copy"}
+# Operators that do the arithmetic (matrix products, attention cores, convolutions): inside the motion modules
+# they are the floor no exact saving gets under; everything else there (norms, softmax, activations, adds,
+# copies) is what fusing or skipping work could remove.
+PRODUCT_OPS = {
+    "mm", "addmm", "bmm", "baddbmm", "convolution", "convolution_backward",
+    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention_for_cpu_backward",
+}
 
 
 def module_class(name: str, module: nn.Module) -> str | None:
@@ -140,6 +149,8 @@ class _OperatorTimer(TorchDispatchMode):
         self.flops: dict[str, float] = defaultdict(float)
         self.operators = 0
         self.motion_seconds = 0.0
+        self.motion_product_seconds = 0.0
+        self.motion_product_flops = 0.0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -156,12 +167,30 @@ class _OperatorTimer(TorchDispatchMode):
         if name in LAYOUT_OPS:
             label = "layout copies"
         self.seconds[label] += elapsed
-        self.motion_seconds += elapsed if in_motion else 0.0
         self.operators += 1
         counter = ATTENTION_FLOPS.get(name) or flop_registry.get(func._overloadpacket)
-        if counter is not None:
-            self.flops[label] += counter(*args, **kwargs, out_val=out)
+        flops = counter(*args, **kwargs, out_val=out) if counter is not None else 0
+        self.flops[label] += flops
+        if in_motion:
+            self.motion_seconds += elapsed
+            if name in PRODUCT_OPS:
+                self.motion_product_seconds += elapsed
+                self.motion_product_flops += flops
         return out
+
+    def motion_summary(self, peak: float) -> dict[str, float]:
+        """The motion modules' time, split into their products and the rest, and the products' time at
+        the matmul peak: the least an exact motion module could cost on this machine."""
+        return {
+            "ms": round(self.motion_seconds * 1e3, 1),
+            "share": round(self.motion_seconds / sum(self.seconds.values()), 3),
+            "product_ms": round(self.motion_product_seconds * 1e3, 1),
+            "product_GFLOP": round(self.motion_product_flops / 1e9, 2),
+            "product_of_mm_peak": round(self.motion_product_flops / self.motion_product_seconds / 1e9 / peak, 3)
+            if self.motion_product_seconds else 0.0,
+            "other_ms": round((self.motion_seconds - self.motion_product_seconds) * 1e3, 1),
+            "product_ms_at_mm_peak": round(self.motion_product_flops / peak / 1e6, 1),
+        }
 
 
 def _attention_flops(query: torch.Tensor, key: torch.Tensor, *args: Any, **kwargs: Any) -> int:
@@ -316,11 +345,14 @@ def main() -> None:
         rows = _rows(timer, peak)
         print()
         print(markdown(title, rows))
-        print(f"\nmotion modules (all classes): {timer.motion_seconds * 1e3:.0f} ms, "
-              f"{timer.motion_seconds / sum(timer.seconds.values()):.1%} of the step")
+        motion = timer.motion_summary(peak)
+        print(f"\nmotion modules (all classes): {motion['ms']:.0f} ms, {motion['share']:.1%} of the step; "
+              f"products {motion['product_ms']:.0f} ms ({motion['product_GFLOP']:.2f} GFLOP, "
+              f"{motion['product_of_mm_peak']:.2f} of mm peak; {motion['product_ms_at_mm_peak']:.0f} ms at the peak), "
+              f"the rest {motion['other_ms']:.0f} ms")
         print(f"plain step {plain * 1e3:.0f} ms; profiled {profiled * 1e3:.0f} ms ({timer.operators} operators timed)")
         report["steps"][name] = {"rows": rows, "plain_ms": round(plain * 1e3, 1), "profiled_ms": round(profiled * 1e3, 1),
-                                "motion_module_share": round(timer.motion_seconds / sum(timer.seconds.values()), 3)}
+                                "motion_module_share": motion["share"], "motion_modules": motion}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -180,7 +180,8 @@ class _OperatorTimer(TorchDispatchMode):
 
     def motion_summary(self, peak: float) -> dict[str, float]:
         """The motion modules' time, split into their products and the rest, and the products' time at
-        the matmul peak: the least an exact motion module could cost on this machine."""
+        the matmul peak: about the least an exact motion module can cost on this machine (libraries'
+        convolution kernels can beat a plain product; the motion modules' products are almost all matmuls)."""
         return {
             "ms": round(self.motion_seconds * 1e3, 1),
             "share": round(self.motion_seconds / sum(self.seconds.values()), 3),

@@ -1,4 +1,7 @@
+import importlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,3 +52,18 @@ def write_models_folder():
         return root
 
     return write
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """A function importing ``benchmarks/<name>.py`` as a module; the folder is on ``sys.path`` only while it loads."""
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+
+    def load(name: str):
+        sys.path.insert(0, folder)
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.path.remove(folder)
+
+    return load

@@ -4,7 +4,6 @@ tiny random models, the held-out clips, and the benchmark script on the tiny fam
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,6 @@ from motionkit.train.probe import (
     probe_image_use,
     world_clips,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _alphas() -> torch.Tensor:
@@ -128,12 +125,8 @@ def test_world_clips_are_deterministic_and_held_out():
     assert pixels.min() >= -1 and pixels.max() <= 1
 
 
-def test_probe_script_runs_on_the_tiny_family(family_dir, tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import probe_image_use as script
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+def test_probe_script_runs_on_the_tiny_family(family_dir, tmp_path, capsys, benchmark_script):
+    script = benchmark_script("probe_image_use")
     out = tmp_path / "probe.json"
     family = Path(family_dir)
     args = ["--base", str(family / "bases" / "tiny-base"), "--adapter", str(family / "adapters" / "tiny-motion")]
@@ -147,18 +140,14 @@ def test_probe_script_runs_on_the_tiny_family(family_dir, tmp_path, capsys):
     assert report["motion_modules_help_at_every_t"] in (True, False)
 
 
-def test_shipped_encoder_loads_in_diffusers_and_holds_the_image(tmp_path, capsys):
+def test_shipped_encoder_loads_in_diffusers_and_holds_the_image(tmp_path, capsys, benchmark_script):
     """The tiny family's SparseCtrl encoder: a diffusers folder of the RGB variant that, beside the family's
     adapter, predicts the noise of held-out clips better with their first frame than without, at high t."""
     from diffusers import SparseControlNetModel
 
     from motionkit.assets import tiny_family_path
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import probe_image_use as script
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    script = benchmark_script("probe_image_use")
     encoder = SparseControlNetModel.from_pretrained(tiny_family_path() / script.ENCODER)
     cfg = encoder.config
     assert (cfg.conditioning_channels, cfg.use_simplified_condition_embedding, cfg.concat_conditioning_mask) == (4, True, True)

@@ -1,24 +1,14 @@
 """benchmarks/profile_step.py's bookkeeping: operators charged to their class, and the motion modules' products
 told apart from the rest of their work."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def profile_step():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import profile_step as script
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return script
+def profile_step(benchmark_script):
+    return benchmark_script("profile_step")
 
 
 class _Block(nn.Module):

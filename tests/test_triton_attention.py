@@ -325,12 +325,8 @@ def test_kernels_compile_for_sm80_and_sm90_without_spills():
 # ----------------------------------------------------------------------------- benchmark ----
 
 
-def test_benchmark_script_quick_cpu(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import bench_temporal_attention as bench
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+def test_benchmark_script_quick_cpu(tmp_path, capsys, benchmark_script):
+    bench = benchmark_script("bench_temporal_attention")
     out = tmp_path / "bench.json"
     bench.main(["--quick", "--device", "cpu", "--repeats", "2", "--out", str(out)])
     table = capsys.readouterr().out

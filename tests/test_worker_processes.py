@@ -20,7 +20,7 @@ HELD_BY_A_THREAD = threading.Lock()
 
 def lock_is_free(*_: object) -> bool:
     """In a worker: whether the module's lock can be taken (a forked copy stays held by a thread it lacks)."""
-    if HELD_BY_A_THREAD.acquire(timeout=5):
+    if HELD_BY_A_THREAD.acquire(timeout=1):  # a clean worker takes it at once; a forked copy never
         HELD_BY_A_THREAD.release()
         return True
     return False
